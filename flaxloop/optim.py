@@ -1,0 +1,132 @@
+"""Optax optimizers that perform torch.optim's exact updates, built as one optax.chain.
+
+Where an optax transformation already computes torch's update it is used as is; the three
+written here are where optax's arithmetic differs (see ../shared/PARITY_FACTS.md).
+The learning rate is injected into the optimizer state (optax.inject_hyperparams), so
+the loop can change it between steps and it is saved with the state.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from loopspec.config import OptimizerConfig, resolved_eps, resolved_weight_decay
+
+
+class DampenedTraceState(NamedTuple):
+    count: jax.Array
+    trace: Any
+
+
+def dampened_trace(momentum: float, dampening: float) -> optax.GradientTransformation:
+    """torch SGD momentum with dampening: buf = g on the first step, then m*buf + (1-d)*g.
+
+    optax.trace has no dampening, and dampening on the first step would differ from torch.
+    """
+
+    def init_fn(params: Any) -> DampenedTraceState:
+        return DampenedTraceState(jnp.zeros([], jnp.int32), jax.tree.map(jnp.zeros_like, params))
+
+    def update_fn(updates: Any, state: DampenedTraceState, params: Any = None) -> tuple[Any, DampenedTraceState]:
+        first = state.count == 0
+        trace = jax.tree.map(lambda g, b: jnp.where(first, g, momentum * b + (1 - dampening) * g), updates, state.trace)
+        return trace, DampenedTraceState(state.count + 1, trace)
+
+    return optax.GradientTransformation(init_fn, update_fn)
+
+
+class AmsgradState(NamedTuple):
+    count: jax.Array
+    mu: Any
+    nu: Any
+    nu_max: Any
+
+
+def scale_by_torch_amsgrad(b1: float, b2: float, eps: float) -> optax.GradientTransformation:
+    """torch's AMSGrad: the max of the raw second moments, bias-corrected afterwards.
+
+    optax.scale_by_amsgrad takes the max of the bias-corrected moments instead.
+    """
+
+    def init_fn(params: Any) -> AmsgradState:
+        zeros = lambda: jax.tree.map(jnp.zeros_like, params)  # noqa: E731
+        return AmsgradState(jnp.zeros([], jnp.int32), zeros(), zeros(), zeros())
+
+    def update_fn(updates: Any, state: AmsgradState, params: Any = None) -> tuple[Any, AmsgradState]:
+        count = state.count + 1
+        mu = jax.tree.map(lambda m, g: b1 * m + (1 - b1) * g, state.mu, updates)
+        nu = jax.tree.map(lambda v, g: b2 * v + (1 - b2) * g * g, state.nu, updates)
+        nu_max = jax.tree.map(jnp.maximum, state.nu_max, nu)
+        bias1 = 1 - b1 ** count.astype(jnp.result_type(float))
+        bias2_sqrt = jnp.sqrt(1 - b2 ** count.astype(jnp.result_type(float)))
+        out = jax.tree.map(lambda m, v: (m / bias1) / (jnp.sqrt(v) / bias2_sqrt + eps), mu, nu_max)
+        return out, AmsgradState(count, mu, nu, nu_max)
+
+    return optax.GradientTransformation(init_fn, update_fn)
+
+
+class AdagradState(NamedTuple):
+    count: jax.Array
+    sum_of_squares: Any
+
+
+def scale_by_torch_adagrad(initial_accumulator_value: float, eps: float, lr_decay: float) -> optax.GradientTransformation:
+    """torch's Adagrad: g / (sqrt(sum g^2) + eps), divided by 1 + (t-1) * lr_decay.
+
+    optax.scale_by_rss puts eps inside the square root and starts the sum at 0.1.
+    """
+
+    def init_fn(params: Any) -> AdagradState:
+        return AdagradState(jnp.zeros([], jnp.int32),
+                            jax.tree.map(lambda p: jnp.full_like(p, initial_accumulator_value), params))
+
+    def update_fn(updates: Any, state: AdagradState, params: Any = None) -> tuple[Any, AdagradState]:
+        sums = jax.tree.map(lambda s, g: s + g * g, state.sum_of_squares, updates)
+        decay = 1 + state.count.astype(jnp.result_type(float)) * lr_decay
+        out = jax.tree.map(lambda g, s: g / (jnp.sqrt(s) + eps) / decay, updates, sums)
+        return out, AdagradState(state.count + 1, sums)
+
+    return optax.GradientTransformation(init_fn, update_fn)
+
+
+def optimizer_chain(cfg: OptimizerConfig, learning_rate: Any) -> optax.GradientTransformation:
+    """The torch update for cfg.name as an optax.chain, ending in -learning_rate scaling."""
+    weight_decay, eps = resolved_weight_decay(cfg), resolved_eps(cfg)
+    # torch adds L2 to the gradient for every optimizer except AdamW, which decays weights
+    # after the Adam scaling (decoupled).
+    coupled = [optax.add_decayed_weights(weight_decay)] if weight_decay and cfg.name != "adamw" else []
+    if cfg.name == "sgd":
+        if cfg.momentum and cfg.dampening:
+            core = [dampened_trace(cfg.momentum, cfg.dampening)]
+        elif cfg.momentum:
+            core = [optax.trace(decay=cfg.momentum, nesterov=cfg.nesterov)]
+        else:
+            core = []
+    elif cfg.name in ("adam", "adamw"):
+        b1, b2 = cfg.betas
+        core = [scale_by_torch_amsgrad(b1, b2, eps) if cfg.amsgrad else optax.scale_by_adam(b1, b2, eps)]
+        if cfg.name == "adamw" and weight_decay:
+            core.append(optax.add_decayed_weights(weight_decay))
+    elif cfg.name == "rmsprop":
+        scale = optax.scale_by_stddev if cfg.centered else optax.scale_by_rms
+        core = [scale(decay=cfg.alpha, eps=eps, initial_scale=0.0, eps_in_sqrt=False)]
+        if cfg.momentum:
+            core.append(optax.trace(decay=cfg.momentum))
+    elif cfg.name == "adagrad":
+        core = [scale_by_torch_adagrad(cfg.initial_accumulator_value, eps, cfg.lr_decay)]
+    else:
+        raise ValueError(f"unknown optimizer {cfg.name}")
+    return optax.chain(*coupled, *core, optax.scale_by_learning_rate(learning_rate))
+
+
+def make_optimizer(cfg: OptimizerConfig) -> optax.GradientTransformation:
+    """The optimizer with its learning rate held in the state as `hyperparams['learning_rate']`."""
+
+    def factory(learning_rate: Any) -> optax.GradientTransformation:
+        return optimizer_chain(cfg, learning_rate)
+
+    return optax.inject_hyperparams(factory)(learning_rate=cfg.lr)

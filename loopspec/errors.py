@@ -1,0 +1,13 @@
+"""User-facing errors: the CLI prints these as one line and exits with code 2."""
+
+
+class UserError(Exception):
+    """A problem with the user's input (config, data, arguments), not a bug."""
+
+
+class ConfigError(UserError):
+    pass
+
+
+class DataError(UserError):
+    pass

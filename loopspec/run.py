@@ -1,0 +1,180 @@
+"""What a training run does outside the framework: set-up, records, early stopping, summary.
+
+Each backend's `train.py` owns its loop (forward, backward, update) and calls into this
+module for everything framework-neutral, so the two loops cannot drift apart in what they
+log, when they stop, or which weights they save.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+
+from loopspec.config import Config
+from loopspec.data import Dataset, load_dataset
+from loopspec.dropout import parity_dropout_masks
+from loopspec.early_stopping import EarlyStopping
+from loopspec.errors import ConfigError
+from loopspec.metrics import MetricsWriter, classification_metrics, predictions, write_json_atomic
+from loopspec.weights import (
+    canonical_init,
+    check_model_input,
+    load_weights,
+    output_dim,
+    save_weights,
+    state_dict_shapes,
+)
+
+
+@dataclass
+class RunSetup:
+    config: Config
+    dataset: Dataset
+    out_dir: Path
+    backend: str
+    out_dim: int
+    weight_shapes: dict[str, tuple[int, ...]]
+    initial_weights: Optional[dict[str, np.ndarray]]  # canonical layout; None: framework init
+
+    @property
+    def parity_dropout(self) -> bool:
+        model = self.config.model
+        return model.name == "mlp" and model.dropout > 0 and model.dropout_mode == "parity"
+
+    def dropout_masks(self, forward_pass: int, batch_size: int) -> Optional[list[np.ndarray]]:
+        """Parity-mode masks for one training forward pass; None in framework mode."""
+        if not self.parity_dropout:
+            return None
+        shapes = [(batch_size, width) for width in self.config.model.hidden]
+        return parity_dropout_masks(self.config.seed, forward_pass, shapes, self.config.model.dropout)
+
+
+def prepare_run(config: Config, out_dir: str | Path, init_path: str | Path | None, backend: str) -> RunSetup:
+    """Load data, check it fits the model, resolve initial weights, write config.json."""
+    dataset = load_dataset(config.data)
+    check_model_input(config.model, dataset.input_shape, config.loss.name, dataset.num_classes)
+    if config.loss.class_weights is not None and len(config.loss.class_weights) != dataset.num_classes:
+        raise ConfigError(
+            f"loss.class_weights has {len(config.loss.class_weights)} entries; dataset {dataset.name} has {dataset.num_classes} classes"
+        )
+    check_batch_sizes(config, len(dataset.y_train))
+    out_dim = output_dim(config.loss.name, dataset.num_classes)
+    shapes = state_dict_shapes(config.model, dataset.input_shape, out_dim)
+    if init_path is not None:
+        initial = load_weights(init_path, shapes)
+    elif config.model.init == "canonical":
+        initial = canonical_init(shapes, config.seed)
+    else:
+        initial = None
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(out_dir / "config.json", config.to_dict())
+    return RunSetup(config, dataset, out_dir, backend, out_dim, shapes, initial)
+
+
+def check_batch_sizes(config: Config, num_train: int) -> None:
+    """Reject, before training, a batch torch's BatchNorm1d would refuse mid-run (one sample)."""
+    data = config.data
+    if data.drop_last and num_train < data.batch_size:
+        raise ConfigError(f"data.drop_last with batch_size {data.batch_size} leaves no batch: the training split has {num_train} samples")
+    if config.model.name == "mlp" and not data.drop_last and num_train % data.batch_size == 1:
+        raise ConfigError(
+            f"the last training batch would hold 1 sample ({num_train} samples, batch_size {data.batch_size}), "
+            "which BatchNorm1d cannot normalise; set data.drop_last: true or change data.batch_size"
+        )
+
+
+def validation_metrics(loss_sum: float, logits: np.ndarray, labels: np.ndarray, num_classes: int) -> dict[str, float]:
+    """val_loss (sample-weighted mean of batch losses), accuracy and binary P/R/F1."""
+    metrics = {"val_loss": loss_sum / len(labels)}
+    metrics.update(classification_metrics(labels, predictions(logits), num_classes))
+    return metrics
+
+
+class RunRecorder:
+    """Writes metrics.jsonl, prints progress, decides early stopping, saves the weights."""
+
+    def __init__(self, setup: RunSetup):
+        self.setup = setup
+        self.tag = f"[{setup.backend}]"
+        self.train_cfg = setup.config.train
+        self.writer = MetricsWriter(setup.out_dir / "metrics.jsonl")
+        self.stopper = EarlyStopping(self.train_cfg.early_stopping)
+        self.epoch_records: list[dict[str, Any]] = []
+        self.started = time.perf_counter()
+        self.epoch_started = self.started
+
+    @property
+    def keep_best_weights(self) -> bool:
+        es = self.train_cfg.early_stopping
+        return es.enabled and es.restore_best_weights
+
+    def save_initial_weights(self, tensors: dict[str, np.ndarray]) -> None:
+        save_weights(self.setup.out_dir / "init.safetensors", tensors, {"backend": self.setup.backend})
+
+    def log_step(self, epoch: int, step: int, loss: float, lr: float, grad_norm: float) -> None:
+        every = self.train_cfg.log_every
+        if every and step % every == 0:
+            print(f"{self.tag} epoch {epoch} step {step} loss {loss:.6g} lr {lr:.4g} grad_norm {grad_norm:.4g}", flush=True)
+
+    def record_steps(self, epoch: int, first_step: int, columns: dict[str, list[float]]) -> None:
+        """Write one record per optimizer step from per-step columns (loss, lr, grad_norm, ...)."""
+        names = list(columns)
+        for offset, values in enumerate(zip(*columns.values())):
+            self.writer.write({"kind": "step", "step": first_step + offset, "epoch": epoch, **dict(zip(names, values))})
+
+    def record_epoch(self, epoch: int, step: int, train_loss: float, val: dict[str, float]) -> bool:
+        """Write the epoch record and update early stopping; True when this epoch is the new best."""
+        now = time.perf_counter()
+        record = {"kind": "epoch", "epoch": epoch, "step": step, "train_loss": train_loss, **val,
+                  "seconds": round(now - self.epoch_started, 3)}
+        self.epoch_started = now
+        monitored = train_loss if self.stopper.cfg.monitor == "train_loss" else val[self.stopper.cfg.monitor]
+        improved = self.stopper.update(monitored, epoch)
+        self.writer.write(record)
+        self.epoch_records.append(record)
+        shown = " ".join(f"{k} {v:.4f}" for k, v in val.items())
+        print(f"{self.tag} epoch {epoch}/{self.train_cfg.epochs} step {step} train_loss {train_loss:.4f} {shown}"
+              f"{' *' if improved else ''} ({record['seconds']:.1f}s)", flush=True)
+        return improved
+
+    @property
+    def should_stop(self) -> bool:
+        return self.stopper.should_stop
+
+    def finish(self, final_weights: dict[str, np.ndarray], steps: int, restored_best: bool) -> dict[str, Any]:
+        """Save final.safetensors and the summary record; returns the summary."""
+        last_epoch = self.epoch_records[-1]["epoch"] if self.epoch_records else 0
+        final_epoch = self.stopper.best_epoch if restored_best else last_epoch
+        final_val = next((r for r in self.epoch_records if r["epoch"] == final_epoch), {})
+        save_weights(self.setup.out_dir / "final.safetensors", final_weights,
+                     {"backend": self.setup.backend, "epoch": str(final_epoch)})
+        summary = {
+            "kind": "summary",
+            "backend": self.setup.backend,
+            "steps": steps,
+            "epochs": last_epoch,
+            "stopped_early": self.should_stop,
+            "best_epoch": self.stopper.best_epoch,
+            "monitor": self.stopper.cfg.monitor,
+            "best_value": self.stopper.best,
+            "restored_best": restored_best,
+            "final_epoch": final_epoch,
+            **{k: v for k, v in final_val.items() if k.startswith("val_")},
+            "seconds": round(time.perf_counter() - self.started, 3),
+        }
+        self.writer.write(summary)
+        self.writer.close()
+        if summary["stopped_early"]:
+            print(f"{self.tag} early stopping at epoch {last_epoch}: no {self.stopper.cfg.monitor} improvement "
+                  f"for {self.stopper.cfg.patience} epochs; best epoch {self.stopper.best_epoch}", flush=True)
+        print(f"{self.tag} done: {steps} steps, final weights from epoch {final_epoch} -> "
+              f"{self.setup.out_dir / 'final.safetensors'}", flush=True)
+        return summary
+
+    def close(self) -> None:
+        self.writer.close()

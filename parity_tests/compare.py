@@ -1,0 +1,167 @@
+"""Compare two run directories: `python -m parity_tests.compare RUN_A RUN_B [--rtol R] [--steps N]`.
+
+Per-step loss, lr and grad_norm, per-epoch validation metrics, and the initial and final
+weights tensor by tensor. Prints the largest relative difference of each quantity and the
+first step (or epoch) over tolerance; exits 1 when the runs disagree beyond --rtol.
+
+Relative difference of two numbers: |a - b| / max(|a|, |b|). Of two tensors:
+max|a - b| / (the largest |value| either run's tensor had at init or at the end), so an
+element near zero is judged against its tensor's scale. The init term matters for
+parameters whose true gradient is zero, such as a bias feeding BatchNorm: weight decay
+shrinks them from ~0.1 to rounding-noise size (1e-13), where only an absolute comparison
+at the tensor's original scale means anything. Integer tensors (num_batches_tracked)
+must match exactly.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional, Sequence
+
+import numpy as np
+
+from loopspec.metrics import read_metrics
+from loopspec.weights import load_weights
+
+STEP_QUANTITIES = ("loss", "lr", "grad_norm")
+EPOCH_QUANTITIES = ("train_loss", "val_loss", "val_acc", "val_precision", "val_recall", "val_f1")
+TINY = 1e-300
+
+
+def relative_difference(a: float, b: float) -> float:
+    if a == b:
+        return 0.0
+    if isinstance(a, str) or isinstance(b, str):  # "nan"/"inf" strings from the metrics writer
+        return math.inf
+    return abs(a - b) / max(abs(a), abs(b), TINY)
+
+
+def tensor_relative_difference(a: np.ndarray, b: np.ndarray, *reference: np.ndarray) -> float:
+    """max|a - b| over the largest magnitude of a, b and any reference tensors (the inits)."""
+    if a.shape != b.shape:
+        return math.inf
+    if np.issubdtype(a.dtype, np.integer) or np.issubdtype(b.dtype, np.integer):
+        return 0.0 if np.array_equal(a, b) else math.inf
+    a, b = a.astype(np.float64), b.astype(np.float64)
+    scale = max([TINY] + [float(np.abs(t).max(initial=0.0)) for t in (a, b, *reference) if t.shape == a.shape])
+    return float(np.abs(a - b).max(initial=0.0) / scale)
+
+
+@dataclass
+class Row:
+    quantity: str
+    compared: int
+    max_rel: float
+    first_over: Optional[int]  # step or epoch number
+    unit: str  # "step", "epoch", "tensor"
+    judged: bool = True
+
+    def ok(self, rtol: float) -> bool:
+        return not self.judged or self.max_rel <= rtol
+
+
+@dataclass
+class Report:
+    rtol: float
+    rows: list[Row] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def agree(self) -> bool:
+        return not self.problems and all(row.ok(self.rtol) for row in self.rows)
+
+    def max_rel(self, quantity: str) -> float:
+        return next(row.max_rel for row in self.rows if row.quantity == quantity)
+
+    def render(self) -> str:
+        lines = [f"{'quantity':<44} {'n':>6} {'max rel diff':>13}  first over rtol={self.rtol:g}"]
+        for row in self.rows:
+            if row.unit == "tensor":
+                first = "-" if row.max_rel <= self.rtol else "over"
+            else:
+                first = "-" if row.first_over is None else f"{row.unit} {row.first_over}"
+            if not row.judged:
+                first += " (not judged)"
+            lines.append(f"{row.quantity:<44} {row.compared:>6} {row.max_rel:>13.3e}  {first}")
+        lines += [f"problem: {problem}" for problem in self.problems]
+        lines.append("AGREE" if self.agree else "DISAGREE")
+        return "\n".join(lines)
+
+
+def _series_row(name: str, records_a: list[dict], records_b: list[dict], key: str, index: str,
+                rtol: float, judged: bool) -> Optional[Row]:
+    pairs = [(ra[index], ra[key], rb[key]) for ra, rb in zip(records_a, records_b) if key in ra and key in rb]
+    if not pairs:
+        return None
+    diffs = [(number, relative_difference(a, b)) for number, a, b in pairs]
+    first_over = next((number for number, d in diffs if d > rtol), None)
+    return Row(name, len(diffs), max(d for _, d in diffs), first_over, index, judged)
+
+
+def compare_runs(run_a: str | Path, run_b: str | Path, rtol: float = 1e-10, steps: Optional[int] = None) -> Report:
+    """Compare two runs; with `steps`, only the first N steps are judged (the rest is shown)."""
+    run_a, run_b = Path(run_a), Path(run_b)
+    report = Report(rtol)
+    metrics_a, metrics_b = read_metrics(run_a / "metrics.jsonl"), read_metrics(run_b / "metrics.jsonl")
+    steps_a, steps_b = metrics_a["step"], metrics_b["step"]
+    if steps is not None:
+        steps_a, steps_b = steps_a[:steps], steps_b[:steps]
+        if min(len(steps_a), len(steps_b)) < steps:
+            report.problems.append(f"--steps {steps} but the runs have {len(steps_a)} and {len(steps_b)} steps")
+    elif len(steps_a) != len(steps_b):
+        report.problems.append(f"step counts differ: {len(steps_a)} vs {len(steps_b)} (compared the first {min(len(steps_a), len(steps_b))})")
+    for key in STEP_QUANTITIES:
+        row = _series_row(f"step {key}", steps_a, steps_b, key, "step", rtol, judged=True)
+        if row:
+            report.rows.append(row)
+
+    whole_run = steps is None
+    epochs_a, epochs_b = metrics_a["epoch"], metrics_b["epoch"]
+    if whole_run and len(epochs_a) != len(epochs_b):
+        report.problems.append(f"epoch counts differ: {len(epochs_a)} vs {len(epochs_b)}")
+    for key in EPOCH_QUANTITIES:
+        row = _series_row(f"epoch {key}", epochs_a, epochs_b, key, "epoch", rtol, judged=whole_run)
+        if row:
+            report.rows.append(row)
+
+    inits: tuple[dict[str, np.ndarray], ...] = ()
+    for filename in ("init.safetensors", "final.safetensors"):
+        if not (run_a / filename).exists() or not (run_b / filename).exists():
+            report.problems.append(f"{filename} missing in {run_a if not (run_a / filename).exists() else run_b}")
+            continue
+        weights_a, weights_b = load_weights(run_a / filename), load_weights(run_b / filename)
+        if set(weights_a) != set(weights_b):
+            report.problems.append(f"{filename}: tensor names differ: {sorted(set(weights_a) ^ set(weights_b))[:4]}")
+        judged = whole_run or filename == "init.safetensors"
+        for name in sorted(set(weights_a) & set(weights_b)):
+            reference = [init[name] for init in inits if name in init]
+            diff = tensor_relative_difference(weights_a[name], weights_b[name], *reference)
+            report.rows.append(Row(f"{filename.split('.')[0]} {name}", weights_a[name].size, diff,
+                                   None, "tensor", judged))
+        inits = (weights_a, weights_b)
+    return report
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m parity_tests.compare", description=__doc__.splitlines()[0])
+    parser.add_argument("run_a")
+    parser.add_argument("run_b")
+    parser.add_argument("--rtol", type=float, default=1e-10, help="relative tolerance (default 1e-10, for float64 runs)")
+    parser.add_argument("--steps", type=int, help="judge only the first N steps (float32 short-horizon checks)")
+    args = parser.parse_args(argv)
+    for run in (args.run_a, args.run_b):
+        if not (Path(run) / "metrics.jsonl").is_file():
+            print(f"{parser.prog}: error: {run} is not a run directory (no metrics.jsonl)", file=sys.stderr)
+            return 2
+    report = compare_runs(args.run_a, args.run_b, args.rtol, args.steps)
+    print(f"A: {args.run_a}\nB: {args.run_b}")
+    print(report.render())
+    return 0 if report.agree else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
