@@ -51,7 +51,7 @@ def export_weights(variables: dict[str, Any]) -> dict[str, np.ndarray]:
             array = np.asarray(value)
             if path[-1] == "num_batches_tracked":
                 array = array.astype(np.int64)  # torch's buffer dtype
-            tensors[canonical_name(collection, path)] = np.ascontiguousarray(to_torch_layout(path[-1], array))
+            tensors[canonical_name(collection, path)] = np.array(to_torch_layout(path[-1], array), order="C")
     return tensors
 
 

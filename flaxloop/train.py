@@ -69,7 +69,7 @@ def train_step(state: TrainState, batch: dict[str, Any], loss_fn: LossFn) -> tup
         return loss_fn(logits, batch["y"]), updates
 
     (loss, updates), grads = jax.value_and_grad(compute_loss, has_aux=True)(state.params)
-    grad_norm = optax.global_norm(grads)
+    grad_norm = optax.tree.norm(grads)
     lr = state.opt_state.hyperparams["learning_rate"]
     state = state.apply_gradients(grads=grads, batch_stats=updates.get("batch_stats", state.batch_stats))
     return state, {"loss": loss, "grad_norm": grad_norm, "lr": lr}

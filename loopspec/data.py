@@ -169,7 +169,7 @@ def make_intrusion(num_samples: int, seed: int) -> tuple[np.ndarray, np.ndarray]
 
 
 def make_synthetic_images(num_samples: int, num_classes: int, channels: int, size: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Seeded NCHW images: each class is a smooth random pattern, drawn shifted and noisy."""
+    """Seeded NCHW images: each class is a smooth random pattern, drawn shifted, faded and noisy."""
     rng = np.random.default_rng(np.random.SeedSequence([seed, 0x1A6E]))
     grid = np.linspace(0.0, 2 * np.pi, size, endpoint=False)
     yy, xx = np.meshgrid(grid, grid, indexing="ij")
@@ -181,11 +181,12 @@ def make_synthetic_images(num_samples: int, num_classes: int, channels: int, siz
                 phase = rng.uniform(0, 2 * np.pi)
                 prototypes[k, c] += rng.normal() * np.sin(fy * yy + fx * xx + phase)
     y = rng.integers(0, num_classes, num_samples)
-    shifts = rng.integers(-2, 3, size=(num_samples, 2))
+    shifts = rng.integers(-size // 4, size // 4 + 1, size=(num_samples, 2))
+    contrast = rng.uniform(0.3, 1.0, num_samples)
     x = np.empty((num_samples, channels, size, size))
     for i in range(num_samples):
-        x[i] = np.roll(prototypes[y[i]], tuple(shifts[i]), axis=(1, 2))
-    x += rng.normal(0.0, 1.0, x.shape)
+        x[i] = contrast[i] * np.roll(prototypes[y[i]], tuple(shifts[i]), axis=(1, 2))
+    x += rng.normal(0.0, 2.0, x.shape)
     return x, y.astype(np.int64)
 
 

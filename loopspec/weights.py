@@ -101,7 +101,7 @@ def save_weights(path: str | Path, tensors: dict[str, np.ndarray], metadata: dic
     """Write a safetensors file atomically: a crash leaves the old file or none, never half of one."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    arrays = {name: np.ascontiguousarray(value) for name, value in tensors.items()}
+    arrays = {name: np.array(value, order="C") for name, value in tensors.items()}  # keeps 0-d shapes
     handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(handle)
     try:

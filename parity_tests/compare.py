@@ -11,6 +11,12 @@ parameters whose true gradient is zero, such as a bias feeding BatchNorm: weight
 shrinks them from ~0.1 to rounding-noise size (1e-13), where only an absolute comparison
 at the tensor's original scale means anything. Integer tensors (num_batches_tracked)
 must match exactly.
+
+Such a bias (a Linear or Conv bias feeding BatchNorm, and that BatchNorm's running_mean,
+which carries it) is marked in the report: its true gradient is zero, so only rounding
+noise moves it, and Adam-family optimizers scale that noise up to about lr * noise / eps
+per step. It is the first tensor to exceed 1e-10 on long, high-learning-rate float64 runs
+while losses and validation metrics still agree to 1e-12.
 """
 
 from __future__ import annotations
@@ -59,6 +65,7 @@ class Row:
     first_over: Optional[int]  # step or epoch number
     unit: str  # "step", "epoch", "tensor"
     judged: bool = True
+    note: str = ""
 
     def ok(self, rtol: float) -> bool:
         return not self.judged or self.max_rel <= rtol
@@ -86,10 +93,23 @@ class Report:
                 first = "-" if row.first_over is None else f"{row.unit} {row.first_over}"
             if not row.judged:
                 first += " (not judged)"
-            lines.append(f"{row.quantity:<44} {row.compared:>6} {row.max_rel:>13.3e}  {first}")
+            lines.append(f"{row.quantity:<44} {row.compared:>6} {row.max_rel:>13.3e}  {first}"
+                         + (f"  [{row.note}]" if row.note and not row.ok(self.rtol) else ""))
         lines += [f"problem: {problem}" for problem in self.problems]
         lines.append("AGREE" if self.agree else "DISAGREE")
         return "\n".join(lines)
+
+
+BATCHNORM_FED_NOTE = "bias feeding BatchNorm: zero true gradient, moved only by rounding noise"
+
+
+def feeds_batchnorm(name: str, names: set[str]) -> bool:
+    """blocks.0.linear.bias / features.1.conv.bias before a BatchNorm, or that norm's running_mean."""
+    block, _, leaf = name.rpartition(".")
+    parent = block.rpartition(".")[0]
+    if leaf == "bias" and block.endswith((".linear", ".conv")):
+        return f"{parent}.norm.running_mean" in names
+    return leaf == "running_mean"
 
 
 def _series_row(name: str, records_a: list[dict], records_b: list[dict], key: str, index: str,
@@ -140,8 +160,9 @@ def compare_runs(run_a: str | Path, run_b: str | Path, rtol: float = 1e-10, step
         for name in sorted(set(weights_a) & set(weights_b)):
             reference = [init[name] for init in inits if name in init]
             diff = tensor_relative_difference(weights_a[name], weights_b[name], *reference)
+            note = BATCHNORM_FED_NOTE if feeds_batchnorm(name, set(weights_a)) else ""
             report.rows.append(Row(f"{filename.split('.')[0]} {name}", weights_a[name].size, diff,
-                                   None, "tensor", judged))
+                                   None, "tensor", judged, note))
         inits = (weights_a, weights_b)
     return report
 

@@ -1,0 +1,104 @@
+"""The compare tool finds a disagreement where there is one, and says where it starts."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from loopspec.weights import load_weights, save_weights
+from parity_tests.compare import compare_runs
+from parity_tests.harness import run_backends
+from parity_tests.matrix import parity_config
+
+
+@pytest.fixture(scope="module")
+def torch_run(tmp_path_factory) -> Path:
+    return run_backends(parity_config("cnn", "adam", "cross_entropy", steps=60),
+                        tmp_path_factory.mktemp("compare"), backends=("torch",))["torch"]
+
+
+def copy_run(run: Path, to: Path) -> Path:
+    shutil.copytree(run, to)
+    return to
+
+
+def rewrite_step(run: Path, step: int, key: str, factor: float) -> None:
+    path = run / "metrics.jsonl"
+    lines = []
+    for line in path.read_text().splitlines():
+        record = json.loads(line)
+        if record["kind"] == "step" and record["step"] == step:
+            record[key] *= factor
+        lines.append(json.dumps(record))
+    path.write_text("\n".join(lines) + "\n")
+
+
+def test_a_run_agrees_with_itself(torch_run: Path) -> None:
+    report = compare_runs(torch_run, torch_run)
+    assert report.agree and all(row.max_rel == 0 for row in report.rows)
+
+
+def test_a_perturbed_step_is_found(torch_run: Path, tmp_path: Path) -> None:
+    other = copy_run(torch_run, tmp_path / "b")
+    rewrite_step(other, 17, "loss", 1 + 1e-8)
+    report = compare_runs(torch_run, other, rtol=1e-10)
+    row = next(r for r in report.rows if r.quantity == "step loss")
+    assert not report.agree and row.first_over == 17
+    assert row.max_rel == pytest.approx(1e-8, rel=1e-3)
+    assert compare_runs(torch_run, other, rtol=1e-7).agree
+    assert compare_runs(torch_run, other, rtol=1e-10, steps=16).agree  # before the perturbation
+
+
+def test_a_perturbed_tensor_is_found(torch_run: Path, tmp_path: Path) -> None:
+    other = copy_run(torch_run, tmp_path / "b")
+    weights = load_weights(other / "final.safetensors")
+    weights["classifier.weight"] = weights["classifier.weight"] * (1 + 1e-6)
+    save_weights(other / "final.safetensors", weights)
+    report = compare_runs(torch_run, other)
+    bad = [r.quantity for r in report.rows if not r.ok(report.rtol)]
+    assert bad == ["final classifier.weight"]
+
+
+def test_a_changed_buffer_count_is_found(torch_run: Path, tmp_path: Path) -> None:
+    other = copy_run(torch_run, tmp_path / "b")
+    weights = load_weights(other / "final.safetensors")
+    weights["features.0.norm.num_batches_tracked"] = weights["features.0.norm.num_batches_tracked"] + 1
+    save_weights(other / "final.safetensors", weights)
+    assert not compare_runs(torch_run, other).agree
+
+
+def test_missing_steps_are_a_disagreement(torch_run: Path, tmp_path: Path) -> None:
+    other = copy_run(torch_run, tmp_path / "b")
+    lines = (other / "metrics.jsonl").read_text().splitlines()
+    (other / "metrics.jsonl").write_text("\n".join(l for l in lines if '"step": 60,' not in l or '"kind": "step"' not in l) + "\n")
+    report = compare_runs(torch_run, other)
+    assert not report.agree and any("step counts differ" in p for p in report.problems)
+
+
+def test_command_line_exit_codes(torch_run: Path, tmp_path: Path) -> None:
+    other = copy_run(torch_run, tmp_path / "b")
+    rewrite_step(other, 3, "grad_norm", 1.01)
+    command = [sys.executable, "-m", "parity_tests.compare"]
+    same = subprocess.run(command + [str(torch_run), str(torch_run)], capture_output=True, text=True)
+    assert same.returncode == 0 and "AGREE" in same.stdout
+    differ = subprocess.run(command + [str(torch_run), str(other)], capture_output=True, text=True)
+    assert differ.returncode == 1 and "step 3" in differ.stdout and "DISAGREE" in differ.stdout
+    missing = subprocess.run(command + [str(torch_run), str(tmp_path / "nothing")], capture_output=True, text=True)
+    assert missing.returncode == 2 and missing.stderr.count("\n") == 1 and "not a run directory" in missing.stderr
+
+
+def test_tensor_difference_is_judged_at_the_tensor_scale() -> None:
+    from parity_tests.compare import tensor_relative_difference
+
+    a = np.array([1.0, 1e-12])
+    b = np.array([1.0, 2e-12])  # 100% apart elementwise, 1e-12 at the tensor's scale
+    assert tensor_relative_difference(a, b) == pytest.approx(1e-12)
+    shrunk_a, shrunk_b, init = np.array([1e-13]), np.array([2e-13]), np.array([0.1])
+    assert tensor_relative_difference(shrunk_a, shrunk_b) == pytest.approx(0.5)
+    assert tensor_relative_difference(shrunk_a, shrunk_b, init) == pytest.approx(1e-12)

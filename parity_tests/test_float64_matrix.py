@@ -1,0 +1,25 @@
+"""Acceptance: every model x optimizer x loss combination agrees to 1e-10 in float64.
+
+Over 300 optimizer steps: per-step loss, lr and grad_norm, per-epoch validation metrics,
+and the initial and final weights and BatchNorm buffers (compare.py says how).
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from parity_tests.harness import run_both
+from parity_tests.matrix import STEPS, combinations, parity_config
+
+RTOL = 1e-10
+
+
+@pytest.mark.parametrize("model,optimizer,loss", combinations(), ids=lambda v: v)
+def test_float64_runs_agree(model: str, optimizer: str, loss: str, tmp_path) -> None:
+    report = run_both(parity_config(model, optimizer, loss), tmp_path, RTOL)
+    print(report.render())
+    step_loss = next(row for row in report.rows if row.quantity == "step loss")
+    epochs = next(row for row in report.rows if row.quantity == "epoch val_loss")
+    assert step_loss.compared >= STEPS
+    assert epochs.compared >= 2
+    assert report.agree, "\n" + report.render()
