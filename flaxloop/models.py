@@ -68,10 +68,11 @@ class MLPBlock(nn.Module):
     bn_momentum: float
     bn_eps: float
     dtype: Any
+    bias: bool
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool, mask: Optional[jax.Array] = None) -> jax.Array:
-        x = nn.Dense(self.width, dtype=self.dtype, param_dtype=self.dtype, name="linear")(x)
+        x = nn.Dense(self.width, use_bias=self.bias, dtype=self.dtype, param_dtype=self.dtype, name="linear")(x)
         x = BatchNorm(self.bn_momentum, self.bn_eps, self.dtype, name="norm")(x, train)
         x = nn.relu(x)
         return Dropout(self.dropout, name="dropout")(x, train, mask)
@@ -86,13 +87,15 @@ class TabularMLP(nn.Module):
     bn_momentum: float = 0.1
     bn_eps: float = 1e-5
     dtype: Any = jnp.float32
+    bias_before_norm: bool = False
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False,
                  dropout_masks: Optional[Sequence[jax.Array]] = None) -> jax.Array:
         x = x.reshape(x.shape[0], -1)
         for i, width in enumerate(self.hidden):
-            block = MLPBlock(width, self.dropout, self.bn_momentum, self.bn_eps, self.dtype, name=f"blocks_{i}")
+            block = MLPBlock(width, self.dropout, self.bn_momentum, self.bn_eps, self.dtype, self.bias_before_norm,
+                             name=f"blocks_{i}")
             x = block(x, train, None if dropout_masks is None else dropout_masks[i])
         return nn.Dense(self.out_dim, dtype=self.dtype, param_dtype=self.dtype, name="head")(x)
 
@@ -116,11 +119,12 @@ class ConvBlock(nn.Module):
     bn_momentum: float
     bn_eps: float
     dtype: Any
+    bias: bool
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool) -> jax.Array:
         # Padding spelled out as pairs: 'SAME' is not torch's symmetric padding in general.
-        x = nn.Conv(self.channels, (3, 3), padding=((1, 1), (1, 1)), dtype=self.dtype,
+        x = nn.Conv(self.channels, (3, 3), padding=((1, 1), (1, 1)), use_bias=self.bias, dtype=self.dtype,
                     param_dtype=self.dtype, name="conv")(x)
         x = BatchNorm(self.bn_momentum, self.bn_eps, self.dtype, name="norm")(x, train)
         x = nn.relu(x)
@@ -135,12 +139,14 @@ class BatchNormCNN(nn.Module):
     bn_momentum: float = 0.1
     bn_eps: float = 1e-5
     dtype: Any = jnp.float32
+    bias_before_norm: bool = False
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False, dropout_masks: None = None) -> jax.Array:
         x = jnp.transpose(x, (0, 2, 3, 1))
         for i, channels in enumerate(self.channels):
-            x = ConvBlock(channels, self.bn_momentum, self.bn_eps, self.dtype, name=f"features_{i}")(x, train)
+            x = ConvBlock(channels, self.bn_momentum, self.bn_eps, self.dtype, self.bias_before_norm,
+                          name=f"features_{i}")(x, train)
         # Flatten in torch's (C, H, W) order so the head's weight means the same on both sides.
         x = jnp.transpose(x, (0, 3, 1, 2)).reshape(x.shape[0], -1)
         return nn.Dense(self.out_dim, dtype=self.dtype, param_dtype=self.dtype, name="classifier")(x)
@@ -148,9 +154,11 @@ class BatchNormCNN(nn.Module):
 
 def build_model(cfg: ModelConfig, input_shape: Sequence[int], out_dim: int, dtype: Any) -> nn.Module:
     if cfg.name == "mlp":
-        return TabularMLP(tuple(cfg.hidden), out_dim, cfg.dropout, cfg.batchnorm_momentum, cfg.batchnorm_eps, dtype)
+        return TabularMLP(tuple(cfg.hidden), out_dim, cfg.dropout, cfg.batchnorm_momentum, cfg.batchnorm_eps, dtype,
+                          cfg.bias_before_norm)
     if cfg.name == "fashion_mlp":
         return FashionMLP(out_dim, dtype)
     if cfg.name == "cnn":
-        return BatchNormCNN(tuple(cfg.channels), out_dim, cfg.batchnorm_momentum, cfg.batchnorm_eps, dtype)
+        return BatchNormCNN(tuple(cfg.channels), out_dim, cfg.batchnorm_momentum, cfg.batchnorm_eps, dtype,
+                            cfg.bias_before_norm)
     raise ValueError(f"unknown model {cfg.name}")

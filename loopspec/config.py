@@ -56,6 +56,9 @@ class ModelConfig:
     channels: list[int] = field(default_factory=lambda: [32, 64, 128])  # cnn
     dropout: float = 0.3  # mlp
     dropout_mode: str = "framework"
+    # A Linear/Conv bias feeding BatchNorm is cancelled by its mean subtraction: its true
+    # gradient is zero and only rounding noise moves it (see README). Off, as in torchvision.
+    bias_before_norm: bool = False
     batchnorm_momentum: float = 0.1  # torch's convention: weight of the new batch statistic
     batchnorm_eps: float = 1e-5
     init: str = "canonical"

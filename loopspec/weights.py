@@ -41,9 +41,10 @@ def state_dict_shapes(model: ModelConfig, input_shape: tuple[int, ...], out_dim:
     """Name -> shape of every tensor in the model's torch state_dict, in registration order."""
     shapes: dict[str, tuple[int, ...]] = {}
 
-    def linear(name: str, fan_in: int, fan_out: int) -> None:
+    def linear(name: str, fan_in: int, fan_out: int, bias: bool = True) -> None:
         shapes[f"{name}.weight"] = (fan_out, fan_in)
-        shapes[f"{name}.bias"] = (fan_out,)
+        if bias:
+            shapes[f"{name}.bias"] = (fan_out,)
 
     def batchnorm(name: str, features: int) -> None:
         for leaf in ("weight", "bias", "running_mean", "running_var"):
@@ -54,7 +55,7 @@ def state_dict_shapes(model: ModelConfig, input_shape: tuple[int, ...], out_dim:
     if model.name == "mlp":
         width = flat
         for i, hidden in enumerate(model.hidden):
-            linear(f"blocks.{i}.linear", width, hidden)
+            linear(f"blocks.{i}.linear", width, hidden, model.bias_before_norm)
             batchnorm(f"blocks.{i}.norm", hidden)
             width = hidden
         linear("head", width, out_dim)
@@ -66,7 +67,8 @@ def state_dict_shapes(model: ModelConfig, input_shape: tuple[int, ...], out_dim:
         channels, height, width = input_shape
         for i, out_channels in enumerate(model.channels):
             shapes[f"features.{i}.conv.weight"] = (out_channels, channels, 3, 3)
-            shapes[f"features.{i}.conv.bias"] = (out_channels,)
+            if model.bias_before_norm:
+                shapes[f"features.{i}.conv.bias"] = (out_channels,)
             batchnorm(f"features.{i}.norm", out_channels)
             channels, height, width = out_channels, height // 2, width // 2
         linear("classifier", channels * height * width, out_dim)

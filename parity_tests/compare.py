@@ -109,7 +109,7 @@ def feeds_batchnorm(name: str, names: set[str]) -> bool:
     parent = block.rpartition(".")[0]
     if leaf == "bias" and block.endswith((".linear", ".conv")):
         return f"{parent}.norm.running_mean" in names
-    return leaf == "running_mean"
+    return leaf == "running_mean" and bool({f"{parent}.linear.bias", f"{parent}.conv.bias"} & names)
 
 
 def _series_row(name: str, records_a: list[dict], records_b: list[dict], key: str, index: str,

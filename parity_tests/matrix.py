@@ -23,12 +23,15 @@ MODELS: dict[str, dict[str, Any]] = {
 }
 
 # Each optimizer with non-default options switched on, so the suite checks them too.
+# Learning rates keep training in a stable regime: at lr 0.05 with Nesterov momentum the
+# Fashion MLP is chaotic, and torch run against itself with one weight moved by one ulp
+# drifts past 1e-10 by step 172 (measured), so no implementation could agree there.
 OPTIMIZERS: dict[str, dict[str, Any]] = {
-    "sgd": {"name": "sgd", "lr": 0.05, "momentum": 0.9, "nesterov": True, "weight_decay": 5e-4},
-    "adam": {"name": "adam", "lr": 2e-3, "weight_decay": 1e-4, "amsgrad": True},
-    "adamw": {"name": "adamw", "lr": 2e-3},
-    "rmsprop": {"name": "rmsprop", "lr": 1e-3, "momentum": 0.5, "centered": True, "weight_decay": 1e-4},
-    "adagrad": {"name": "adagrad", "lr": 0.02, "lr_decay": 1e-3, "initial_accumulator_value": 0.1, "weight_decay": 1e-4},
+    "sgd": {"name": "sgd", "lr": 0.01, "momentum": 0.9, "nesterov": True, "weight_decay": 5e-4},
+    "adam": {"name": "adam", "lr": 1e-3, "weight_decay": 1e-4, "amsgrad": True},
+    "adamw": {"name": "adamw", "lr": 1e-3},
+    "rmsprop": {"name": "rmsprop", "lr": 5e-4, "momentum": 0.5, "centered": True, "weight_decay": 1e-4},
+    "adagrad": {"name": "adagrad", "lr": 0.01, "lr_decay": 1e-3, "initial_accumulator_value": 0.1, "weight_decay": 1e-4},
 }
 
 BINARY_LOSSES: dict[str, dict[str, Any]] = {

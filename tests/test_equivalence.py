@@ -122,6 +122,8 @@ MODEL_CASES = {
     "mlp": (ModelConfig(name="mlp", hidden=[16, 8], dropout=0.25), (41,), 1),
     "fashion_mlp": (ModelConfig(name="fashion_mlp"), (1, 28, 28), 10),
     "cnn": (ModelConfig(name="cnn", channels=[4, 8, 8]), (3, 16, 16), 10),
+    "cnn_with_bias_before_norm": (ModelConfig(name="cnn", channels=[4, 8, 8], bias_before_norm=True), (3, 16, 16), 10),
+    "mlp_with_bias_before_norm": (ModelConfig(name="mlp", hidden=[16, 8], dropout=0.25, bias_before_norm=True), (41,), 1),
 }
 
 
@@ -137,7 +139,7 @@ def test_models_share_layout_and_forward(name: str) -> None:
 
     rng = np.random.default_rng(4)
     x = rng.normal(size=(8, *input_shape))
-    masks = [rng.integers(0, 2, size=(8, w)) / 0.75 for w in cfg.hidden] if name == "mlp" else None
+    masks = [rng.integers(0, 2, size=(8, w)) / 0.75 for w in cfg.hidden] if cfg.name == "mlp" else None
     torch_model.train()
     train_out = torch_model(torch.tensor(x), None if masks is None else [torch.tensor(m) for m in masks])
     torch_model.eval()

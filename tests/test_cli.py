@@ -1,0 +1,129 @@
+"""Both command lines, as a user runs them: outputs, cross-backend weights, user errors."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from loopspec.metrics import read_metrics
+from loopspec.weights import load_weights, save_weights
+from torchloop.models import TabularMLP
+
+MODULES = {"torch": "torchloop.train", "jax": "flaxloop.train"}
+TINY = ["--set", "data.num_samples=400", "--set", "model.hidden=[16,8]", "--set", "train.epochs=2",
+        "--set", "train.log_every=3", "--set", "data.batch_size=64"]
+
+
+def train(backend: str, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", MODULES[backend], *args], capture_output=True, text=True, timeout=300)
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory) -> dict[str, Path]:
+    out = tmp_path_factory.mktemp("cli")
+    result = {}
+    for backend in MODULES:
+        run = out / backend
+        done = train(backend, "--config", "configs/intrusion_mlp_focal.yaml", "--out", str(run), *TINY,
+                     "--dtype", "float64")
+        assert done.returncode == 0, done.stderr
+        result[backend] = run
+    return result
+
+
+@pytest.mark.parametrize("backend", list(MODULES))
+def test_run_directory_contents(runs: dict[str, Path], backend: str) -> None:
+    run = runs[backend]
+    config = json.loads((run / "config.json").read_text())
+    assert config["model"]["hidden"] == [16, 8] and config["train"]["dtype"] == "float64"
+    records = read_metrics(run / "metrics.jsonl")
+    steps, epochs = records["step"], records["epoch"]
+    assert len(steps) == 2 * 5  # 320 training samples / 64, two epochs
+    assert [s["step"] for s in steps] == list(range(1, 11))
+    assert all({"step", "epoch", "loss", "lr", "grad_norm"} <= set(s) for s in steps)
+    assert [e["epoch"] for e in epochs] == [1, 2]
+    assert all({"val_loss", "val_acc", "val_precision", "val_recall", "val_f1"} <= set(e) for e in epochs)
+    assert records["summary"][0]["steps"] == 10
+
+
+@pytest.mark.parametrize("backend", list(MODULES))
+def test_log_line_every_n_steps(tmp_path: Path, backend: str) -> None:
+    done = train(backend, "--config", "configs/intrusion_mlp_focal.yaml", "--out", str(tmp_path), *TINY)
+    logged = [line for line in done.stdout.splitlines() if " loss " in line and "train_loss" not in line]
+    assert [line.split(" step ")[1].split()[0] for line in logged] == ["3", "6", "9"]
+
+
+@pytest.mark.parametrize("backend", list(MODULES))
+def test_final_weights_are_a_torch_state_dict(runs: dict[str, Path], backend: str) -> None:
+    model = TabularMLP(41, [16, 8], 1, dropout=0.3).double()
+    model.load_state_dict({k: torch.from_numpy(v) for k, v in load_weights(runs[backend] / "final.safetensors").items()})
+    assert int(model.blocks[0].norm.num_batches_tracked) == 10
+
+
+def test_init_takes_the_other_backends_weights(runs: dict[str, Path], tmp_path: Path) -> None:
+    done = train("jax", "--config", "configs/intrusion_mlp_focal.yaml", "--out", str(tmp_path), *TINY,
+                 "--init", str(runs["torch"] / "final.safetensors"), "--dtype", "float64")
+    assert done.returncode == 0, done.stderr
+    given, started = load_weights(runs["torch"] / "final.safetensors"), load_weights(tmp_path / "init.safetensors")
+    for name in given:
+        np.testing.assert_array_equal(started[name], given[name])
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--set", "optimizer.lrr=1"], "unknown key optimizer.lrr; allowed keys in optimizer: name, lr"),
+    (["--set", "model.name=resnet"], "unknown model (model.name) 'resnet'; allowed: mlp, fashion_mlp, cnn"),
+    (["--set", "optimizer.lr=fast"], "optimizer.lr must be a number, got 'fast'"),
+    (["--set", "data.name=npz", "--set", "data.path=/no/such.npz"], "npz file not found: /no/such.npz"),
+    (["--set", "model.name=cnn"], "model cnn needs images (N, C, H, W); this dataset gives samples of shape (41,)"),
+    (["--set", "train.device=cuda"], "train.device is cuda but"),
+    (["--init", "configs/digits_cnn.yaml"], "cannot read configs/digits_cnn.yaml as safetensors"),
+])
+@pytest.mark.parametrize("backend", list(MODULES))
+def test_user_errors_are_one_line_with_exit_code_2(tmp_path: Path, backend: str, args: list, message: str) -> None:
+    if "train.device=cuda" in args and torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    done = train(backend, "--config", "configs/intrusion_mlp_focal.yaml", "--out", str(tmp_path / "run"), *args)
+    assert done.returncode == 2
+    assert "Traceback" not in done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0], done.stderr
+    assert not (tmp_path / "run" / "metrics.jsonl").exists()
+
+
+@pytest.mark.parametrize("backend", list(MODULES))
+def test_init_with_the_wrong_model_is_refused(tmp_path: Path, backend: str) -> None:
+    save_weights(tmp_path / "w.safetensors", {"head.weight": np.zeros((1, 3))})
+    done = train(backend, "--config", "configs/intrusion_mlp_focal.yaml", "--out", str(tmp_path / "run"),
+                 "--init", str(tmp_path / "w.safetensors"))
+    assert done.returncode == 2 and "does not fit this model: missing blocks.0.linear.weight" in done.stderr
+
+
+def test_usage_errors_are_one_line() -> None:
+    done = train("torch", "--config", "configs/digits_cnn.yaml")
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == [
+        "python -m torchloop.train: error: the following arguments are required: --out (see --help)"]
+
+
+def test_weights_are_written_atomically(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A failure while writing leaves the previous file intact and no partial file behind."""
+    import loopspec.weights as weights
+
+    target = tmp_path / "final.safetensors"
+    save_weights(target, {"w": np.ones(3)})
+
+    def crash(tensors, path, metadata=None):
+        Path(path).write_bytes(b"partial")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(weights, "save_file", crash)
+    with pytest.raises(OSError):
+        save_weights(target, {"w": np.zeros(3)})
+    np.testing.assert_array_equal(load_weights(target)["w"], np.ones(3))
+    assert [p.name for p in tmp_path.iterdir()] == ["final.safetensors"]
