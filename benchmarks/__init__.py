@@ -1,0 +1,1 @@
+"""Throughput benchmarks comparing the two backends (not written yet: see issue 6)."""
