@@ -93,29 +93,34 @@ def scale_by_torch_adagrad(initial_accumulator_value: float, eps: float, lr_deca
     return optax.GradientTransformation(init_fn, update_fn)
 
 
-def optimizer_chain(cfg: OptimizerConfig, learning_rate: Any) -> optax.GradientTransformation:
-    """The torch update for cfg.name as an optax.chain, ending in -learning_rate scaling."""
+def optimizer_chain(cfg: OptimizerConfig, learning_rate: Any, momentum: Any = None) -> optax.GradientTransformation:
+    """The torch update for cfg.name as an optax.chain, ending in -learning_rate scaling.
+
+    `momentum`, when given, replaces SGD/RMSprop momentum or Adam's beta1 (OneCycle cycles it).
+    """
     weight_decay, eps = resolved_weight_decay(cfg), resolved_eps(cfg)
+    cycled = momentum is not None
+    momentum = momentum if cycled else cfg.momentum
     # torch adds L2 to the gradient for every optimizer except AdamW, which decays weights
     # after the Adam scaling (decoupled).
     coupled = [optax.add_decayed_weights(weight_decay)] if weight_decay and cfg.name != "adamw" else []
     if cfg.name == "sgd":
-        if cfg.momentum and cfg.dampening:
-            core = [dampened_trace(cfg.momentum, cfg.dampening)]
-        elif cfg.momentum:
-            core = [optax.trace(decay=cfg.momentum, nesterov=cfg.nesterov)]
+        if (cycled or cfg.momentum) and cfg.dampening:
+            core = [dampened_trace(momentum, cfg.dampening)]
+        elif cycled or cfg.momentum:
+            core = [optax.trace(decay=momentum, nesterov=cfg.nesterov)]
         else:
             core = []
     elif cfg.name in ("adam", "adamw"):
-        b1, b2 = cfg.betas
+        b1, b2 = (momentum if cycled else cfg.betas[0]), cfg.betas[1]
         core = [scale_by_torch_amsgrad(b1, b2, eps) if cfg.amsgrad else optax.scale_by_adam(b1, b2, eps)]
         if cfg.name == "adamw" and weight_decay:
             core.append(optax.add_decayed_weights(weight_decay))
     elif cfg.name == "rmsprop":
         scale = optax.scale_by_stddev if cfg.centered else optax.scale_by_rms
         core = [scale(decay=cfg.alpha, eps=eps, initial_scale=0.0, eps_in_sqrt=False)]
-        if cfg.momentum:
-            core.append(optax.trace(decay=cfg.momentum))
+        if cycled or cfg.momentum:
+            core.append(optax.trace(decay=momentum))
     elif cfg.name == "adagrad":
         core = [scale_by_torch_adagrad(cfg.initial_accumulator_value, eps, cfg.lr_decay)]
     else:
@@ -123,10 +128,14 @@ def optimizer_chain(cfg: OptimizerConfig, learning_rate: Any) -> optax.GradientT
     return optax.chain(*coupled, *core, optax.scale_by_learning_rate(learning_rate))
 
 
-def make_optimizer(cfg: OptimizerConfig) -> optax.GradientTransformation:
-    """The optimizer with its learning rate held in the state as `hyperparams['learning_rate']`."""
+def make_optimizer(cfg: OptimizerConfig, learning_rate: Any = None, momentum: Any = None) -> optax.GradientTransformation:
+    """The optimizer with its learning rate (and a cycled momentum) held in the state as
+    `hyperparams['learning_rate']` (`['momentum']`): a constant, or a schedule of the update count."""
+    learning_rate = cfg.lr if learning_rate is None else learning_rate
+    if momentum is None:
+        return optax.inject_hyperparams(lambda learning_rate: optimizer_chain(cfg, learning_rate))(learning_rate=learning_rate)
 
-    def factory(learning_rate: Any) -> optax.GradientTransformation:
-        return optimizer_chain(cfg, learning_rate)
+    def factory(learning_rate: Any, momentum: Any) -> optax.GradientTransformation:
+        return optimizer_chain(cfg, learning_rate, momentum)
 
-    return optax.inject_hyperparams(factory)(learning_rate=cfg.lr)
+    return optax.inject_hyperparams(factory)(learning_rate=learning_rate, momentum=momentum)

@@ -23,9 +23,10 @@ from flaxloop.losses import LossFn, make_loss
 from flaxloop.models import build_model
 from flaxloop.optim import make_optimizer
 from flaxloop.precision import jax_dtype, precision_scope
+from flaxloop.schedules import ReduceLROnPlateau, make_schedules
 from loopspec.batching import eval_batches, train_batches
 from loopspec.config import Config
-from loopspec.run import RunRecorder, RunSetup, prepare_run, validation_metrics
+from loopspec.run import RunRecorder, RunSetup, monitored_value, prepare_run, validation_metrics
 
 
 class TrainState(train_state.TrainState):
@@ -33,10 +34,9 @@ class TrainState(train_state.TrainState):
     dropout_key: jax.Array
 
 
-def create_train_state(setup: RunSetup, dtype: Any) -> TrainState:
+def create_train_state(setup: RunSetup, tx: optax.GradientTransformation, dtype: Any) -> TrainState:
     config = setup.config
     model = build_model(config.model, setup.dataset.input_shape, setup.out_dim, dtype)
-    tx = make_optimizer(config.optimizer)
     init_key, dropout_key = jax.random.split(jax.random.PRNGKey(config.seed))
     sample = jnp.zeros((2, *setup.dataset.input_shape), dtype)
     init = functools.partial(model.init, train=False)
@@ -57,8 +57,16 @@ def variables_of(state: TrainState) -> dict[str, Any]:
     return {"params": state.params, "batch_stats": state.batch_stats}
 
 
+def set_learning_rate(state: TrainState, lr: float) -> TrainState:
+    """Write a new learning rate into the optimizer state (ReduceLROnPlateau, between epochs)."""
+    hyperparams = dict(state.opt_state.hyperparams)
+    hyperparams["learning_rate"] = jnp.asarray(lr, dtype=hyperparams["learning_rate"].dtype)
+    return state.replace(opt_state=state.opt_state._replace(hyperparams=hyperparams))
+
+
 def train_step(state: TrainState, batch: dict[str, Any], loss_fn: LossFn) -> tuple[TrainState, dict[str, jax.Array]]:
-    """One optimizer update: forward, loss, gradient, gradient norm, optax update."""
+    """One optimizer update: forward, loss, gradient, gradient norm, optax update. Reports the
+    learning rate (and momentum) the update used, which inject_hyperparams keeps in the state."""
     dropout_key = jax.random.fold_in(state.dropout_key, state.step)
 
     def compute_loss(params: Any) -> tuple[jax.Array, Any]:
@@ -70,9 +78,9 @@ def train_step(state: TrainState, batch: dict[str, Any], loss_fn: LossFn) -> tup
 
     (loss, updates), grads = jax.value_and_grad(compute_loss, has_aux=True)(state.params)
     grad_norm = optax.tree.norm(grads)
-    lr = state.opt_state.hyperparams["learning_rate"]
     state = state.apply_gradients(grads=grads, batch_stats=updates.get("batch_stats", state.batch_stats))
-    return state, {"loss": loss, "grad_norm": grad_norm, "lr": lr}
+    used = {"lr": state.opt_state.hyperparams["learning_rate"], "momentum": state.opt_state.hyperparams.get("momentum")}
+    return state, {"loss": loss, "grad_norm": grad_norm, **used}
 
 
 def eval_step(state: TrainState, x: jax.Array, y: jax.Array, loss_fn: LossFn) -> tuple[jax.Array, jax.Array]:
@@ -102,7 +110,9 @@ def _fit(config: Config, out_dir: str | Path, init_path: Optional[str | Path]) -
     data, train_cfg = setup.dataset, config.train
     x_train, x_val = data.x_train.astype(dtype), data.x_val.astype(dtype)
 
-    state = create_train_state(setup, dtype)
+    learning_rate, momentum = make_schedules(config.schedule, setup.plan, setup.schedule_length, config.optimizer.lr)
+    state = create_train_state(setup, make_optimizer(config.optimizer, learning_rate, momentum), dtype)
+    plateau = ReduceLROnPlateau(config.schedule, config.optimizer.lr) if config.schedule.name == "plateau" else None
     loss_fn = make_loss(config.loss, data.num_classes, setup.out_dim)
     step_fn = jax.jit(functools.partial(train_step, loss_fn=loss_fn))
     eval_fn = jax.jit(functools.partial(eval_step, loss_fn=loss_fn))
@@ -128,10 +138,14 @@ def _fit(config: Config, out_dir: str | Path, init_path: Optional[str | Path]) -
                 if train_cfg.max_steps is not None and step >= train_cfg.max_steps:
                     break
             fetched = jax.device_get(outputs)
-            columns = {name: [float(o[name]) for o in fetched] for name in ("loss", "lr", "grad_norm")}
+            names = ("loss", "lr", "grad_norm", *(("momentum",) if setup.cycles_momentum else ()))
+            columns = {name: [float(o[name]) for o in fetched] for name in names}
             recorder.record_steps(epoch, first_step, columns)
             val = evaluate(eval_fn, state, x_val, data.y_val, config.data.eval_batch_size, data.num_classes)
-            improved = recorder.record_epoch(epoch, step, float(np.mean(columns["loss"])), val)
+            train_loss = float(np.mean(columns["loss"]))
+            improved = recorder.record_epoch(epoch, step, train_loss, val)
+            if plateau is not None:
+                state = set_learning_rate(state, plateau.step(monitored_value(config.schedule.monitor, train_loss, val)))
             if improved and recorder.keep_best_weights:
                 best_weights = export_weights(variables_of(state))
             if recorder.should_stop or (train_cfg.max_steps is not None and step >= train_cfg.max_steps):

@@ -24,6 +24,9 @@ FILE_DATASETS = ("idx", "cifar10", "csv", "npz")
 MODELS = ("mlp", "fashion_mlp", "cnn")
 LOSSES = ("cross_entropy", "bce", "focal", "mse", "l1")
 OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop", "adagrad")
+SCHEDULES = ("none", "step", "multistep", "exponential", "cosine", "warmup_cosine", "onecycle", "plateau")
+INTERVALS = ("step", "epoch")
+STEP_INTERVAL_SCHEDULES = ("warmup_cosine", "onecycle")  # the rest step per epoch by default
 DTYPES = ("float32", "float64")
 DEVICES = ("cpu", "cuda", "auto")
 DROPOUT_MODES = ("framework", "parity")
@@ -92,6 +95,39 @@ class OptimizerConfig:
 
 
 @dataclass
+class ScheduleConfig:
+    """torch.optim.lr_scheduler's options under torch's names; see README for each schedule."""
+
+    name: str = "none"
+    interval: Optional[str] = None  # step | epoch; null: per step for warmup_cosine and onecycle, else per epoch
+    step_size: int = 10  # step
+    gamma: float = 0.1  # step, multistep, exponential
+    milestones: list[int] = field(default_factory=list)  # multistep
+    T_max: Optional[int] = None  # cosine; null: the run's length in intervals
+    eta_min: float = 0.0  # cosine, warmup_cosine: the floor
+    warmup: int = 0  # warmup_cosine: warm-up length in intervals
+    start_factor: float = 0.0  # warmup_cosine: the warm-up starts at lr * start_factor
+    total_steps: Optional[int] = None  # onecycle, warmup_cosine; null: the run's length in intervals
+    max_lr: Optional[float] = None  # onecycle; null: optimizer.lr
+    pct_start: float = 0.3  # onecycle
+    anneal_strategy: str = "cos"  # onecycle: cos | linear
+    div_factor: float = 25.0  # onecycle
+    final_div_factor: float = 1e4  # onecycle
+    three_phase: bool = False  # onecycle
+    cycle_momentum: bool = True  # onecycle: drives SGD/RMSprop momentum or Adam beta1
+    base_momentum: float = 0.85  # onecycle
+    max_momentum: float = 0.95  # onecycle
+    monitor: str = "val_loss"  # plateau
+    mode: str = "auto"  # plateau: min | max | auto (min for losses)
+    factor: float = 0.1  # plateau
+    patience: int = 10  # plateau
+    threshold: float = 1e-4  # plateau
+    threshold_mode: str = "rel"  # plateau: rel | abs
+    cooldown: int = 0  # plateau
+    min_lr: float = 0.0  # plateau
+
+
+@dataclass
 class EarlyStoppingConfig:
     enabled: bool = False
     monitor: str = "val_loss"
@@ -118,6 +154,7 @@ class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     loss: LossConfig = field(default_factory=LossConfig)
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
 
     def to_dict(self) -> dict[str, Any]:
@@ -143,6 +180,20 @@ LOSS_OPTIONS = {
     "pos_weight": ("bce",),
     "alpha": ("focal",),
     "gamma": ("focal",),
+}
+SCHEDULE_OPTIONS = {
+    "step_size": ("step",),
+    "gamma": ("step", "multistep", "exponential"),
+    "milestones": ("multistep",),
+    "T_max": ("cosine",),
+    "eta_min": ("cosine", "warmup_cosine"),
+    "warmup": ("warmup_cosine",),
+    "start_factor": ("warmup_cosine",),
+    "total_steps": ("onecycle", "warmup_cosine"),
+    **{key: ("onecycle",) for key in ("max_lr", "pct_start", "anneal_strategy", "div_factor", "final_div_factor",
+                                      "three_phase", "cycle_momentum", "base_momentum", "max_momentum")},
+    **{key: ("plateau",) for key in ("monitor", "mode", "factor", "patience", "threshold", "threshold_mode",
+                                     "cooldown", "min_lr")},
 }
 TORCH_DEFAULT_WEIGHT_DECAY = {"adamw": 1e-2}
 TORCH_DEFAULT_EPS = {"adagrad": 1e-10}
@@ -275,6 +326,7 @@ def _check(condition: bool, message: str) -> None:
 def validate(config: Config) -> None:
     """Cross-field checks; raises ConfigError with one line naming the problem."""
     data, model, loss, opt, train = config.data, config.model, config.loss, config.optimizer, config.train
+    validate_schedule(config.schedule, opt)
     _choice(data.name, DATASETS, "dataset (data.name)")
     _choice(model.name, MODELS, "model (model.name)")
     _choice(model.dropout_mode, DROPOUT_MODES, "model.dropout_mode")
@@ -325,6 +377,53 @@ def validate(config: Config) -> None:
     _check(train.log_every >= 0, f"train.log_every must be >= 0, got {train.log_every}")
     _check(train.early_stopping.patience >= 1, f"train.early_stopping.patience must be >= 1, got {train.early_stopping.patience}")
     _check(train.early_stopping.min_delta >= 0, f"train.early_stopping.min_delta must be >= 0, got {train.early_stopping.min_delta}")
+
+
+def validate_schedule(sched: ScheduleConfig, opt: OptimizerConfig) -> None:
+    _choice(sched.name, SCHEDULES, "schedule (schedule.name)")
+    if sched.interval is not None:
+        _choice(sched.interval, INTERVALS, "schedule.interval")
+    _choice(sched.anneal_strategy, ("cos", "linear"), "schedule.anneal_strategy")
+    _choice(sched.monitor, MONITORS, "schedule.monitor")
+    _choice(sched.mode, MODES, "schedule.mode")
+    _choice(sched.threshold_mode, ("rel", "abs"), "schedule.threshold_mode")
+    if sched.name == "none":
+        _check(sched.interval is None, "schedule.interval needs a schedule (schedule.name)")
+    _reject_foreign_options(sched, ScheduleConfig(), SCHEDULE_OPTIONS, sched.name, "schedule")
+    _check(sched.name != "plateau" or sched.interval in (None, "epoch"),
+           "schedule plateau steps once per epoch on a validation metric; schedule.interval must be epoch")
+    _check(sched.step_size >= 1, f"schedule.step_size must be >= 1, got {sched.step_size}")
+    _check(sched.gamma > 0, f"schedule.gamma must be > 0, got {sched.gamma}")
+    _check(all(m >= 0 for m in sched.milestones), f"schedule.milestones must be >= 0, got {sched.milestones}")
+    _check(sched.T_max is None or sched.T_max >= 1, f"schedule.T_max must be >= 1, got {sched.T_max}")
+    _check(sched.eta_min >= 0, f"schedule.eta_min must be >= 0, got {sched.eta_min}")
+    _check(sched.warmup >= 0, f"schedule.warmup must be >= 0, got {sched.warmup}")
+    _check(0.0 <= sched.start_factor <= 1.0, f"schedule.start_factor must be in [0, 1], got {sched.start_factor}")
+    _check(sched.total_steps is None or sched.total_steps >= 1, f"schedule.total_steps must be >= 1, got {sched.total_steps}")
+    _check(sched.max_lr is None or sched.max_lr > 0, f"schedule.max_lr must be > 0, got {sched.max_lr}")
+    _check(0.0 <= sched.pct_start < 1.0,
+           f"schedule.pct_start must be in [0, 1), got {sched.pct_start} (at 1 torch's OneCycleLR divides by zero after the last step)")
+    _check(sched.div_factor > 0 and sched.final_div_factor > 0, "schedule.div_factor and final_div_factor must be > 0")
+    _check(0.0 <= sched.base_momentum <= sched.max_momentum < 1.0,
+           f"schedule momentum needs 0 <= base_momentum <= max_momentum < 1, got {sched.base_momentum}, {sched.max_momentum}")
+    _check(0.0 < sched.factor < 1.0, f"schedule.factor must be in (0, 1), got {sched.factor}")
+    _check(sched.patience >= 0 and sched.cooldown >= 0, "schedule.patience and schedule.cooldown must be >= 0")
+    _check(sched.threshold >= 0 and sched.min_lr >= 0, "schedule.threshold and schedule.min_lr must be >= 0")
+    if sched.name == "onecycle" and sched.cycle_momentum:
+        _check(opt.name != "adagrad", "schedule.cycle_momentum needs an optimizer with momentum or beta1 "
+               "(sgd, adam, adamw, rmsprop); adagrad has neither: set schedule.cycle_momentum: false")
+
+
+def schedule_interval(sched: ScheduleConfig) -> str:
+    if sched.interval is not None:
+        return sched.interval
+    return "step" if sched.name in STEP_INTERVAL_SCHEDULES else "epoch"
+
+
+def plateau_mode(sched: ScheduleConfig) -> str:
+    if sched.mode != "auto":
+        return sched.mode
+    return "min" if sched.monitor.endswith("loss") else "max"
 
 
 def _reject_foreign_options(section: Any, defaults: Any, table: dict, chosen: str, what: str) -> None:

@@ -20,6 +20,7 @@ from loopspec.dropout import parity_dropout_masks
 from loopspec.early_stopping import EarlyStopping
 from loopspec.errors import ConfigError
 from loopspec.metrics import MetricsWriter, classification_metrics, predictions, write_json_atomic
+from loopspec.schedules import SchedulePlan, plan_schedule, schedule_length
 from loopspec.weights import (
     canonical_init,
     check_model_input,
@@ -39,6 +40,12 @@ class RunSetup:
     out_dim: int
     weight_shapes: dict[str, tuple[int, ...]]
     initial_weights: Optional[dict[str, np.ndarray]]  # canonical layout; None: framework init
+    plan: SchedulePlan
+    schedule_length: int  # T_max (cosine) or total_steps (onecycle, warmup_cosine), in intervals
+
+    @property
+    def cycles_momentum(self) -> bool:
+        return self.config.schedule.name == "onecycle" and self.config.schedule.cycle_momentum
 
     @property
     def parity_dropout(self) -> bool:
@@ -62,6 +69,7 @@ def prepare_run(config: Config, out_dir: str | Path, init_path: str | Path | Non
             f"loss.class_weights has {len(config.loss.class_weights)} entries; dataset {dataset.name} has {dataset.num_classes} classes"
         )
     check_batch_sizes(config, len(dataset.y_train))
+    plan = plan_schedule(config, len(dataset.y_train))
     out_dim = output_dim(config.loss.name, dataset.num_classes)
     shapes = state_dict_shapes(config.model, dataset.input_shape, out_dim)
     if init_path is not None:
@@ -73,7 +81,7 @@ def prepare_run(config: Config, out_dir: str | Path, init_path: str | Path | Non
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     write_json_atomic(out_dir / "config.json", config.to_dict())
-    return RunSetup(config, dataset, out_dir, backend, out_dim, shapes, initial)
+    return RunSetup(config, dataset, out_dir, backend, out_dim, shapes, initial, plan, schedule_length(config, plan))
 
 
 def check_batch_sizes(config: Config, num_train: int) -> None:
@@ -93,6 +101,11 @@ def validation_metrics(loss_sum: float, logits: np.ndarray, labels: np.ndarray, 
     metrics = {"val_loss": loss_sum / len(labels)}
     metrics.update(classification_metrics(labels, predictions(logits), num_classes))
     return metrics
+
+
+def monitored_value(monitor: str, train_loss: float, val: dict[str, float]) -> float:
+    """The epoch's value of a monitor name (early stopping, plateau schedule)."""
+    return train_loss if monitor == "train_loss" else val[monitor]
 
 
 class RunRecorder:
@@ -133,8 +146,7 @@ class RunRecorder:
         record = {"kind": "epoch", "epoch": epoch, "step": step, "train_loss": train_loss, **val,
                   "seconds": round(now - self.epoch_started, 3)}
         self.epoch_started = now
-        monitored = train_loss if self.stopper.cfg.monitor == "train_loss" else val[self.stopper.cfg.monitor]
-        improved = self.stopper.update(monitored, epoch)
+        improved = self.stopper.update(monitored_value(self.stopper.cfg.monitor, train_loss, val), epoch)
         self.writer.write(record)
         self.epoch_records.append(record)
         shown = " ".join(f"{k} {v:.4f}" for k, v in val.items())

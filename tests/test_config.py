@@ -60,7 +60,7 @@ def test_torch_defaults_fill_unset_optimizer_options() -> None:
 
 @pytest.mark.parametrize("raw,message", [
     ({"optimizer": {"lrr": 0.1}}, "unknown key optimizer.lrr; allowed keys in optimizer: name, lr,"),
-    ({"trian": {}}, "unknown key trian; allowed keys: seed, data, model, loss, optimizer, train"),
+    ({"trian": {}}, "unknown key trian; allowed keys: seed, data, model, loss, optimizer, schedule, train"),
     ({"optimizer": {"name": "adamx"}}, "unknown optimizer (optimizer.name) 'adamx'; allowed: sgd, adam, adamw, rmsprop, adagrad"),
     ({"model": {"name": "resnet"}}, "unknown model (model.name) 'resnet'; allowed: mlp, fashion_mlp, cnn"),
     ({"loss": {"name": "hinge"}}, "unknown loss (loss.name) 'hinge'; allowed: cross_entropy, bce, focal, mse, l1"),

@@ -16,27 +16,29 @@ from torch import nn
 
 from loopspec.batching import eval_batches, train_batches
 from loopspec.config import Config
-from loopspec.run import RunRecorder, prepare_run, validation_metrics
+from loopspec.run import RunRecorder, monitored_value, prepare_run, validation_metrics
 from torchloop.checkpoint import export_weights, import_weights
 from torchloop.losses import make_loss
 from torchloop.models import build_model
 from torchloop.optim import make_optimizer
 from torchloop.precision import resolve_device, torch_dtype
+from torchloop.schedules import current_momentum, make_scheduler
 
 
 def train_step(model: nn.Module, loss_fn: nn.Module, optimizer: torch.optim.Optimizer,
                x: torch.Tensor, y: torch.Tensor,
                dropout_masks: Optional[Sequence[torch.Tensor]] = None) -> dict[str, Any]:
-    """One optimizer update; returns loss and gradient norm as tensors (no host sync)."""
+    """One optimizer update; returns loss and gradient norm as tensors (no host sync) and
+    the learning rate and momentum the update used."""
     optimizer.zero_grad(set_to_none=True)
     logits = model(x, dropout_masks)
     loss = loss_fn(logits, y)
     loss.backward()
     grads = [p.grad for p in model.parameters() if p.grad is not None]
     grad_norm = torch.nn.utils.get_total_norm(grads)
-    lr = optimizer.param_groups[0]["lr"]
+    used = {"lr": optimizer.param_groups[0]["lr"], "momentum": current_momentum(optimizer)}
     optimizer.step()
-    return {"loss": loss.detach(), "grad_norm": grad_norm, "lr": lr}
+    return {"loss": loss.detach(), "grad_norm": grad_norm, **used}
 
 
 @torch.no_grad()
@@ -65,6 +67,8 @@ def fit(config: Config, out_dir: str | Path, init_path: Optional[str | Path] = N
         import_weights(model, setup.initial_weights)
     loss_fn = make_loss(config.loss, data.num_classes, setup.out_dim).to(device=device, dtype=dtype)
     optimizer = make_optimizer(config.optimizer, model.parameters())
+    scheduler = make_scheduler(config.schedule, optimizer, setup.schedule_length)
+    step_interval, plateau = setup.plan.interval == "step", config.schedule.name == "plateau"
 
     recorder = RunRecorder(setup)
     recorder.save_initial_weights(export_weights(model))
@@ -82,6 +86,8 @@ def fit(config: Config, out_dir: str | Path, init_path: Optional[str | Path] = N
                     masks = [torch.as_tensor(m, dtype=dtype, device=device) for m in masks]
                 forward_pass += 1
                 out = train_step(model, loss_fn, optimizer, x, y, masks)
+                if scheduler is not None and step_interval:
+                    scheduler.step()
                 step += 1
                 outputs.append(out)
                 if train_cfg.log_every and step % train_cfg.log_every == 0:
@@ -92,11 +98,17 @@ def fit(config: Config, out_dir: str | Path, init_path: Optional[str | Path] = N
                 "loss": torch.stack([o["loss"] for o in outputs]).double().tolist(),
                 "lr": [o["lr"] for o in outputs],
                 "grad_norm": torch.stack([o["grad_norm"] for o in outputs]).double().tolist(),
+                **({"momentum": [o["momentum"] for o in outputs]} if setup.cycles_momentum else {}),
             }
             recorder.record_steps(epoch, first_step, columns)
             val = evaluate(model, loss_fn, data.x_val, data.y_val, config.data.eval_batch_size,
                            data.num_classes, device, dtype)
-            improved = recorder.record_epoch(epoch, step, float(np.mean(columns["loss"])), val)
+            train_loss = float(np.mean(columns["loss"]))
+            improved = recorder.record_epoch(epoch, step, train_loss, val)
+            if plateau:
+                scheduler.step(monitored_value(config.schedule.monitor, train_loss, val))
+            elif scheduler is not None and not step_interval:
+                scheduler.step()
             if improved and recorder.keep_best_weights:
                 best_weights = export_weights(model)
             if recorder.should_stop or (train_cfg.max_steps is not None and step >= train_cfg.max_steps):

@@ -1,0 +1,195 @@
+"""Schedule values: the JAX side's learning rate (and OneCycle momentum) equals torch's
+scheduler, step for step over the whole run, to 1e-12 relative."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import torch
+
+from flaxloop.schedules import ReduceLROnPlateau as JaxPlateau
+from flaxloop.schedules import make_schedules
+from loopspec.config import ConfigError, ScheduleConfig, config_from_dict
+from loopspec.schedules import SchedulePlan, plan_schedule
+from torchloop.schedules import current_momentum, make_scheduler
+
+RTOL = 1e-12
+BASE_LR = 0.1
+
+# (schedule options, optimizer, run length in intervals)
+CASES = {
+    "step-size-not-dividing": ({"name": "step", "step_size": 3, "gamma": 0.5}, "sgd", 20),
+    "step-long": ({"name": "step", "step_size": 7, "gamma": 0.9}, "sgd", 300),
+    "multistep-repeated-milestone": ({"name": "multistep", "milestones": [2, 5, 5, 9], "gamma": 0.3}, "sgd", 15),
+    "multistep-milestone-0": ({"name": "multistep", "milestones": [0, 4], "gamma": 0.5}, "sgd", 8),
+    "exponential": ({"name": "exponential", "gamma": 0.97}, "sgd", 500),
+    "cosine": ({"name": "cosine"}, "sgd", 200),
+    "cosine-floor": ({"name": "cosine", "eta_min": 1e-4}, "sgd", 1000),
+    "cosine-short-T_max-rises-again": ({"name": "cosine", "T_max": 30, "eta_min": 1e-3}, "sgd", 100),
+    "cosine-T_max-1": ({"name": "cosine", "T_max": 1}, "sgd", 5),
+    "warmup_cosine-no-warmup": ({"name": "warmup_cosine", "warmup": 0}, "adamw", 50),
+    "warmup_cosine": ({"name": "warmup_cosine", "warmup": 10, "start_factor": 0.0}, "adamw", 100),
+    "warmup_cosine-start-and-floor": ({"name": "warmup_cosine", "warmup": 7, "start_factor": 0.1, "eta_min": 1e-3}, "adamw", 63),
+    "warmup_cosine-longer-total": ({"name": "warmup_cosine", "warmup": 3, "total_steps": 40}, "adamw", 30),
+    "onecycle-sgd": ({"name": "onecycle"}, "sgd", 100),
+    "onecycle-adam-beta1": ({"name": "onecycle", "max_lr": 0.01}, "adam", 250),
+    "onecycle-pct-0": ({"name": "onecycle", "pct_start": 0.0}, "sgd", 50),
+    "onecycle-pct-0.99": ({"name": "onecycle", "pct_start": 0.99}, "sgd", 50),
+    "onecycle-pct-tiny": ({"name": "onecycle", "pct_start": 0.01}, "adamw", 50),
+    "onecycle-three-phase": ({"name": "onecycle", "three_phase": True}, "sgd", 101),
+    "onecycle-three-phase-linear": ({"name": "onecycle", "three_phase": True, "anneal_strategy": "linear", "pct_start": 0.4}, "rmsprop", 77),
+    "onecycle-linear": ({"name": "onecycle", "anneal_strategy": "linear", "div_factor": 10, "final_div_factor": 100}, "adamw", 64),
+    "onecycle-momentum-bounds": ({"name": "onecycle", "base_momentum": 0.8, "max_momentum": 0.99}, "sgd", 40),
+    "onecycle-no-momentum-cycling": ({"name": "onecycle", "cycle_momentum": False}, "adagrad", 30),
+    "onecycle-longer-total": ({"name": "onecycle", "total_steps": 60}, "sgd", 45),
+    "onecycle-short": ({"name": "onecycle"}, "sgd", 7),
+}
+
+
+def torch_optimizer(name: str) -> torch.optim.Optimizer:
+    params = [torch.nn.Parameter(torch.zeros(2))]
+    kinds = {"sgd": torch.optim.SGD, "adam": torch.optim.Adam, "adamw": torch.optim.AdamW,
+             "rmsprop": torch.optim.RMSprop, "adagrad": torch.optim.Adagrad}
+    return kinds[name](params, lr=BASE_LR)
+
+
+def torch_sequence(cfg: ScheduleConfig, optimizer_name: str, length: int, steps: int) -> tuple[list, list]:
+    """lr and momentum before each optimizer step, the scheduler stepped after each."""
+    optimizer = torch_optimizer(optimizer_name)
+    scheduler = make_scheduler(cfg, optimizer, length)
+    lrs, momenta = [], []
+    for _ in range(steps):
+        lrs.append(optimizer.param_groups[0]["lr"])
+        momenta.append(current_momentum(optimizer))
+        optimizer.step()
+        scheduler.step()
+    return lrs, momenta
+
+
+def jax_sequence(cfg: ScheduleConfig, plan: SchedulePlan, length: int) -> tuple[np.ndarray, np.ndarray | None]:
+    with jax.enable_x64(True):
+        lr, momentum = make_schedules(cfg, plan, length, BASE_LR)
+        counts = jnp.arange(plan.total_updates, dtype=jnp.int32)  # optax's update counter
+        lrs = np.broadcast_to(np.asarray(lr(counts) if callable(lr) else lr, dtype=np.float64), counts.shape)
+        return lrs, None if momentum is None else np.asarray(momentum(counts), dtype=np.float64)
+
+
+def assert_sequences_equal(got: np.ndarray, expected: list, what: str) -> None:
+    expected = np.asarray(expected, dtype=np.float64)
+    scale = np.maximum(np.abs(expected), 1e-300)
+    worst = int(np.argmax(np.abs(got - expected) / scale))
+    assert np.all(np.abs(got - expected) <= RTOL * scale), (
+        f"{what} differs first at step {int(np.argmax(np.abs(got - expected) > RTOL * scale))}; "
+        f"worst step {worst}: jax {got[worst]!r} torch {expected[worst]!r}")
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_per_step_sequence_matches_torch(case: str) -> None:
+    options, optimizer_name, length = CASES[case]
+    cfg = ScheduleConfig(**options)
+    run_steps = length  # interval step, one update per interval
+    explicit = options.get("T_max", options.get("total_steps"))
+    plan = SchedulePlan(cfg.name, "step", 1, run_steps, run_steps)
+    sched_length = explicit if explicit is not None else plan.length
+    lrs, momenta = torch_sequence(cfg, optimizer_name, sched_length, run_steps)
+    got_lrs, got_momenta = jax_sequence(cfg, plan, sched_length)
+    assert_sequences_equal(got_lrs, lrs, "learning rate")
+    if cfg.name == "onecycle" and cfg.cycle_momentum:
+        assert got_momenta is not None
+        assert_sequences_equal(got_momenta, momenta, "momentum")
+        assert max(momenta) > min(momenta)
+    else:
+        assert got_momenta is None
+    assert len(set(lrs)) > 1 or case == "cosine-T_max-1"  # the schedule really changes the rate
+
+
+@pytest.mark.parametrize("name", ["step", "cosine", "onecycle", "warmup_cosine"])
+def test_epoch_interval_holds_the_rate_for_a_whole_epoch(name: str) -> None:
+    options = {"name": name, "interval": "epoch", **({"warmup": 2} if name == "warmup_cosine" else {}),
+               **({"step_size": 2} if name == "step" else {})}
+    cfg = ScheduleConfig(**options)
+    epochs, per_epoch = 9, 5
+    plan = SchedulePlan(cfg.name, "epoch", per_epoch, epochs * per_epoch, epochs)
+    optimizer = torch_optimizer("sgd")
+    scheduler = make_scheduler(cfg, optimizer, plan.length)
+    expected = []
+    for _ in range(epochs):
+        for _ in range(per_epoch):
+            expected.append(optimizer.param_groups[0]["lr"])
+            optimizer.step()
+        scheduler.step()
+    got, _ = jax_sequence(cfg, plan, plan.length)
+    assert_sequences_equal(got, expected, "learning rate")
+    assert len(set(expected)) == epochs or name == "step"
+
+
+METRIC_STREAMS = {
+    "falls-then-flat": [1.0, 0.8, 0.7, 0.7, 0.7, 0.7, 0.7, 0.69999, 0.7, 0.7, 0.7, 0.6, 0.6, 0.6, 0.6, 0.6, 0.6],
+    "noisy": list(np.round(np.random.default_rng(0).normal(1.0, 0.05, 60), 4)),
+    "rising": [0.5, 0.6, 0.7, 0.65, 0.7, 0.71, 0.7, 0.7, 0.7, 0.7, 0.72, 0.72, 0.72, 0.72, 0.72],
+    # Steps of 1.5x and 0.5x the default relative threshold (1e-4) and of the abs threshold
+    # (0.01): which side of the threshold each lands on decides every reduction.
+    "near-rel-threshold-down": list(np.cumprod([1.0] + [1 - 1.5e-4] * 6 + [1 - 0.5e-4] * 6 + [1 - 1.5e-4] * 6)),
+    "near-rel-threshold-up": list(np.cumprod([0.5] + [1 + 1.5e-4] * 6 + [1 + 0.5e-4] * 6 + [1 + 1.5e-4] * 6)),
+    "near-abs-threshold": [1.0, 0.985, 0.97, 0.955, 0.95, 0.945, 0.94, 0.925, 0.91, 0.905, 0.9, 0.895, 0.89],
+}
+PLATEAU_OPTIONS = {
+    "default-ish": {"patience": 2},
+    "abs-threshold": {"patience": 1, "threshold_mode": "abs", "threshold": 0.01},
+    "cooldown": {"patience": 1, "cooldown": 2, "factor": 0.5},
+    "min_lr": {"patience": 0, "factor": 0.3, "min_lr": 0.004},
+    "max-mode": {"patience": 1, "mode": "max", "monitor": "val_acc"},
+    "max-abs": {"patience": 2, "mode": "max", "threshold_mode": "abs", "threshold": 0.005, "monitor": "val_f1"},
+}
+
+
+@pytest.mark.parametrize("stream", list(METRIC_STREAMS))
+@pytest.mark.parametrize("options", list(PLATEAU_OPTIONS))
+def test_plateau_matches_torch(stream: str, options: str) -> None:
+    cfg = ScheduleConfig(name="plateau", **PLATEAU_OPTIONS[options])
+    optimizer = torch_optimizer("sgd")
+    scheduler = make_scheduler(cfg, optimizer, 0)
+    ours = JaxPlateau(cfg, BASE_LR)
+    for epoch, metric in enumerate(METRIC_STREAMS[stream]):
+        scheduler.step(metric)
+        assert ours.step(metric) == optimizer.param_groups[0]["lr"], f"epoch {epoch}"
+
+
+def test_plan_derives_lengths_and_rejects_running_past_the_end() -> None:
+    base = {"data": {"name": "intrusion", "num_samples": 1000, "batch_size": 100, "val_fraction": 0.2},
+            "train": {"epochs": 3}}
+    plan = plan_schedule(config_from_dict({**base, "schedule": {"name": "onecycle"}}), 800)
+    assert (plan.interval, plan.updates_per_epoch, plan.total_updates, plan.length) == ("step", 8, 24, 24)
+    epoch_plan = plan_schedule(config_from_dict({**base, "schedule": {"name": "cosine"}}), 800)
+    assert (epoch_plan.interval, epoch_plan.length) == ("epoch", 3)
+    capped = plan_schedule(config_from_dict({**base, "train": {"epochs": 3, "max_steps": 10},
+                                             "schedule": {"name": "onecycle"}}), 800)
+    assert capped.length == 10
+    with pytest.raises(ConfigError) as info:
+        plan_schedule(config_from_dict({**base, "schedule": {"name": "onecycle", "total_steps": 20}}), 800)
+    assert str(info.value).startswith(
+        "schedule.total_steps is 20 but the run takes 24 optimizer steps (3 epochs x 8 steps per epoch)")
+    with pytest.raises(ConfigError, match="schedule.warmup is 24 steps but the schedule lasts 24 steps"):
+        plan_schedule(config_from_dict({**base, "schedule": {"name": "warmup_cosine", "warmup": 24}}), 800)
+
+
+@pytest.mark.parametrize("options,message", [
+    ({"name": "onecycle", "pct_start": 0.5}, "puts step 0 in phase 1 of length zero"),  # 0.5 * 2 steps - 1 == 0
+    ({"name": "onecycle", "pct_start": 1.0}, "schedule.pct_start must be in [0, 1)"),
+    ({"name": "plateau", "interval": "step"}, "schedule.interval must be epoch"),
+    ({"name": "cosine", "pct_start": 0.2}, "schedule.pct_start does not apply to schedule 'cosine'; it applies to: onecycle"),
+    ({"name": "cyclic"}, "unknown schedule (schedule.name) 'cyclic'; allowed: none, step, multistep"),
+])
+def test_schedule_config_errors(options: dict, message: str) -> None:
+    raw = {"data": {"name": "intrusion", "num_samples": 100, "batch_size": 40, "val_fraction": 0.2},
+           "train": {"epochs": 1}, "schedule": options}
+    with pytest.raises(ConfigError) as info:
+        plan_schedule(config_from_dict(raw), 80)
+    assert message in str(info.value)
+
+
+def test_cycle_momentum_needs_momentum() -> None:
+    with pytest.raises(ConfigError, match="adagrad has neither"):
+        config_from_dict({"optimizer": {"name": "adagrad"}, "schedule": {"name": "onecycle"}})
