@@ -3,17 +3,15 @@ scheduler, step for step over the whole run, to 1e-12 relative."""
 
 from __future__ import annotations
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 import torch
 
 from flaxloop.schedules import ReduceLROnPlateau as JaxPlateau
-from flaxloop.schedules import make_schedules
 from loopspec.config import ConfigError, ScheduleConfig, config_from_dict
 from loopspec.schedules import SchedulePlan, plan_schedule
-from torchloop.schedules import current_momentum, make_scheduler
+from parity_tests.schedule_values import OPTIMIZERS, jax_values, torch_values
+from torchloop.schedules import make_scheduler
 
 RTOL = 1e-12
 BASE_LR = 0.1
@@ -49,34 +47,10 @@ CASES = {
 
 
 def torch_optimizer(name: str) -> torch.optim.Optimizer:
-    params = [torch.nn.Parameter(torch.zeros(2))]
-    kinds = {"sgd": torch.optim.SGD, "adam": torch.optim.Adam, "adamw": torch.optim.AdamW,
-             "rmsprop": torch.optim.RMSprop, "adagrad": torch.optim.Adagrad}
-    return kinds[name](params, lr=BASE_LR)
+    return OPTIMIZERS[name]([torch.nn.Parameter(torch.zeros(2))], lr=BASE_LR)
 
 
-def torch_sequence(cfg: ScheduleConfig, optimizer_name: str, length: int, steps: int) -> tuple[list, list]:
-    """lr and momentum before each optimizer step, the scheduler stepped after each."""
-    optimizer = torch_optimizer(optimizer_name)
-    scheduler = make_scheduler(cfg, optimizer, length)
-    lrs, momenta = [], []
-    for _ in range(steps):
-        lrs.append(optimizer.param_groups[0]["lr"])
-        momenta.append(current_momentum(optimizer))
-        optimizer.step()
-        scheduler.step()
-    return lrs, momenta
-
-
-def jax_sequence(cfg: ScheduleConfig, plan: SchedulePlan, length: int) -> tuple[np.ndarray, np.ndarray | None]:
-    with jax.enable_x64(True):
-        lr, momentum = make_schedules(cfg, plan, length, BASE_LR)
-        counts = jnp.arange(plan.total_updates, dtype=jnp.int32)  # optax's update counter
-        lrs = np.broadcast_to(np.asarray(lr(counts) if callable(lr) else lr, dtype=np.float64), counts.shape)
-        return lrs, None if momentum is None else np.asarray(momentum(counts), dtype=np.float64)
-
-
-def assert_sequences_equal(got: np.ndarray, expected: list, what: str) -> None:
+def assert_sequences_equal(got: np.ndarray, expected: np.ndarray, what: str) -> None:
     expected = np.asarray(expected, dtype=np.float64)
     scale = np.maximum(np.abs(expected), 1e-300)
     worst = int(np.argmax(np.abs(got - expected) / scale))
@@ -93,15 +67,15 @@ def test_per_step_sequence_matches_torch(case: str) -> None:
     explicit = options.get("T_max", options.get("total_steps"))
     plan = SchedulePlan(cfg.name, "step", 1, run_steps, run_steps)
     sched_length = explicit if explicit is not None else plan.length
-    lrs, momenta = torch_sequence(cfg, optimizer_name, sched_length, run_steps)
-    got_lrs, got_momenta = jax_sequence(cfg, plan, sched_length)
+    lrs, momenta = torch_values(cfg, optimizer_name, BASE_LR, plan, sched_length)
+    got_lrs, got_momenta = jax_values(cfg, BASE_LR, plan, sched_length)
     assert_sequences_equal(got_lrs, lrs, "learning rate")
     if cfg.name == "onecycle" and cfg.cycle_momentum:
         assert got_momenta is not None
         assert_sequences_equal(got_momenta, momenta, "momentum")
         assert max(momenta) > min(momenta)
     else:
-        assert got_momenta is None
+        assert got_momenta is None and momenta is None
     assert len(set(lrs)) > 1 or case == "cosine-T_max-1"  # the schedule really changes the rate
 
 
@@ -112,16 +86,10 @@ def test_epoch_interval_holds_the_rate_for_a_whole_epoch(name: str) -> None:
     cfg = ScheduleConfig(**options)
     epochs, per_epoch = 9, 5
     plan = SchedulePlan(cfg.name, "epoch", per_epoch, epochs * per_epoch, epochs)
-    optimizer = torch_optimizer("sgd")
-    scheduler = make_scheduler(cfg, optimizer, plan.length)
-    expected = []
-    for _ in range(epochs):
-        for _ in range(per_epoch):
-            expected.append(optimizer.param_groups[0]["lr"])
-            optimizer.step()
-        scheduler.step()
-    got, _ = jax_sequence(cfg, plan, plan.length)
+    expected, _ = torch_values(cfg, "sgd", BASE_LR, plan, plan.length)
+    got, _ = jax_values(cfg, BASE_LR, plan, plan.length)
     assert_sequences_equal(got, expected, "learning rate")
+    assert all(len(set(expected[e * per_epoch:(e + 1) * per_epoch])) == 1 for e in range(epochs))
     assert len(set(expected)) == epochs or name == "step"
 
 

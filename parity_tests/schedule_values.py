@@ -1,0 +1,65 @@
+"""Each backend's learning rate (and momentum) over a run, computed the way training uses it.
+
+torch: the scheduler from torchloop stepped after each update (or epoch) on a dummy
+optimizer; JAX: flaxloop's schedules evaluated at optax's int32 update counts, and its
+ReduceLROnPlateau stepped by the same metric stream.
+"""
+
+from __future__ import annotations
+
+from typing import Optional, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import torch
+
+from flaxloop.schedules import ReduceLROnPlateau, make_schedules
+from loopspec.config import ScheduleConfig
+from loopspec.schedules import SchedulePlan
+from torchloop.schedules import current_momentum, make_scheduler
+
+OPTIMIZERS = {"sgd": torch.optim.SGD, "adam": torch.optim.Adam, "adamw": torch.optim.AdamW,
+              "rmsprop": torch.optim.RMSprop, "adagrad": torch.optim.Adagrad}
+
+
+def torch_values(cfg: ScheduleConfig, optimizer: str, base_lr: float, plan: SchedulePlan, length: int,
+                 metrics: Optional[Sequence[float]] = None) -> tuple[np.ndarray, Optional[np.ndarray]]:
+    """lr and momentum before each of plan.total_updates optimizer steps."""
+    opt = OPTIMIZERS[optimizer]([torch.nn.Parameter(torch.zeros(1))], lr=base_lr)
+    scheduler = make_scheduler(cfg, opt, length)
+    lrs, momenta = [], []
+    for update in range(plan.total_updates):
+        lrs.append(opt.param_groups[0]["lr"])
+        momenta.append(current_momentum(opt))
+        opt.step()
+        end_of_epoch = (update + 1) % plan.updates_per_epoch == 0
+        if scheduler is None:
+            continue
+        if cfg.name == "plateau":
+            if end_of_epoch:
+                scheduler.step(metrics[(update + 1) // plan.updates_per_epoch - 1])
+        elif plan.interval == "step" or end_of_epoch:
+            scheduler.step()
+    cycled = cfg.name == "onecycle" and cfg.cycle_momentum
+    return np.asarray(lrs, dtype=np.float64), np.asarray(momenta, dtype=np.float64) if cycled else None
+
+
+def jax_values(cfg: ScheduleConfig, base_lr: float, plan: SchedulePlan, length: int,
+               metrics: Optional[Sequence[float]] = None) -> tuple[np.ndarray, Optional[np.ndarray]]:
+    """The same, from flaxloop's schedules evaluated in float64 at int32 update counts."""
+    if cfg.name == "plateau":
+        plateau, lrs = ReduceLROnPlateau(cfg, base_lr), []
+        for epoch in range(plan.total_updates // plan.updates_per_epoch):
+            lrs += [plateau.lr] * plan.updates_per_epoch
+            plateau.step(metrics[epoch])
+        return np.asarray(lrs, dtype=np.float64), None
+    with jax.enable_x64(True):
+        lr, momentum = make_schedules(cfg, plan, length, base_lr)
+        counts = jnp.arange(plan.total_updates, dtype=jnp.int32)  # optax's update counter
+        lrs = np.broadcast_to(np.asarray(lr(counts) if callable(lr) else lr, dtype=np.float64), counts.shape)
+        return lrs, None if momentum is None else np.asarray(momentum(counts), dtype=np.float64)
+
+
+def max_relative_difference(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.max(np.abs(a - b) / np.maximum(np.abs(b), 1e-300)))
