@@ -49,3 +49,17 @@ def test_schedule_run_agrees_in_float64(name: str, tmp_path) -> None:
         for s in steps:
             per_epoch.setdefault(s["epoch"], set()).add(s["lr"])
         assert all(len(v) == 1 for v in per_epoch.values()), "an epoch schedule holds the rate for the whole epoch"
+
+
+RECIPES = sorted(str(p) for p in __import__("pathlib").Path("configs").glob("schedule_*.yaml"))
+
+
+@pytest.mark.parametrize("path", RECIPES)
+def test_schedule_recipes_run_and_agree_in_float64(path: str, tmp_path) -> None:
+    """Each shipped schedule config, shortened (400 samples, 3 epochs), on both backends."""
+    from parity_tests.harness import recipe, run_both
+
+    raw = recipe(path, "data.num_samples=400", "train.epochs=3", "train.dtype=float64", "train.log_every=0",
+                 "model.channels=[8,8,8]")
+    report = run_both(raw, tmp_path)
+    assert report.agree, "\n" + report.render()
