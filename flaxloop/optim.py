@@ -8,7 +8,7 @@ the loop can change it between steps and it is saved with the state.
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp
@@ -93,11 +93,61 @@ def scale_by_torch_adagrad(initial_accumulator_value: float, eps: float, lr_deca
     return optax.GradientTransformation(init_fn, update_fn)
 
 
-def optimizer_chain(cfg: OptimizerConfig, learning_rate: Any, momentum: Any = None) -> optax.GradientTransformation:
+class GradientStats(NamedTuple):
+    global_norm: jax.Array  # of the gradient entering the optimizer, before clipping
+    clipped: jax.Array
+
+
+def record_gradient_stats(clip_grad_norm: Optional[float] = None,
+                          clip_grad_value: Optional[float] = None) -> optax.GradientTransformation:
+    """Keeps the global gradient norm (before clipping) and whether clipping acts, in the state.
+
+    At the head of the chain it sees the gradient the optimizer uses: under optax.MultiSteps,
+    the mean of the window's micro-batch gradients.
+    """
+
+    def init_fn(params: Any) -> GradientStats:
+        return GradientStats(jnp.zeros([], optax.tree.dtype(params, "highest")), jnp.zeros([], bool))
+
+    def update_fn(updates: Any, state: GradientStats, params: Any = None) -> tuple[Any, GradientStats]:
+        norm = optax.tree.norm(updates)
+        if clip_grad_norm is not None:
+            clipped = clip_grad_norm / (norm + 1e-6) < 1.0
+        elif clip_grad_value is not None:
+            clipped = optax.tree.max(jax.tree.map(jnp.abs, updates)) > clip_grad_value
+        else:
+            clipped = jnp.zeros([], bool)
+        return updates, GradientStats(norm.astype(state.global_norm.dtype), clipped)
+
+    return optax.GradientTransformation(init_fn, update_fn)
+
+
+def clip_grad_norm_torch(max_norm: float) -> optax.GradientTransformation:
+    """torch.nn.utils.clip_grad_norm_: scale by min(1, max_norm / (norm + 1e-6)).
+
+    optax.clip_by_global_norm divides by the norm itself, without the 1e-6.
+    """
+
+    def update_fn(updates: Any, state: optax.EmptyState, params: Any = None) -> tuple[Any, optax.EmptyState]:
+        scale = jnp.minimum(max_norm / (optax.tree.norm(updates) + 1e-6), 1.0)
+        return jax.tree.map(lambda g: g * scale.astype(g.dtype), updates), state
+
+    return optax.GradientTransformation(lambda params: optax.EmptyState(), update_fn)
+
+
+def optimizer_chain(cfg: OptimizerConfig, learning_rate: Any, momentum: Any = None,
+                    clip_grad_norm: Optional[float] = None,
+                    clip_grad_value: Optional[float] = None) -> optax.GradientTransformation:
     """The torch update for cfg.name as an optax.chain, ending in -learning_rate scaling.
 
+    The gradient is measured and clipped first, as torch clips before optimizer.step().
     `momentum`, when given, replaces SGD/RMSprop momentum or Adam's beta1 (OneCycle cycles it).
     """
+    head = [record_gradient_stats(clip_grad_norm, clip_grad_value)]
+    if clip_grad_norm is not None:
+        head.append(clip_grad_norm_torch(clip_grad_norm))
+    if clip_grad_value is not None:
+        head.append(optax.clip(clip_grad_value))
     weight_decay, eps = resolved_weight_decay(cfg), resolved_eps(cfg)
     cycled = momentum is not None
     momentum = momentum if cycled else cfg.momentum
@@ -125,17 +175,39 @@ def optimizer_chain(cfg: OptimizerConfig, learning_rate: Any, momentum: Any = No
         core = [scale_by_torch_adagrad(cfg.initial_accumulator_value, eps, cfg.lr_decay)]
     else:
         raise ValueError(f"unknown optimizer {cfg.name}")
-    return optax.chain(*coupled, *core, optax.scale_by_learning_rate(learning_rate))
+    return optax.chain(*head, *coupled, *core, optax.scale_by_learning_rate(learning_rate))
 
 
-def make_optimizer(cfg: OptimizerConfig, learning_rate: Any = None, momentum: Any = None) -> optax.GradientTransformation:
+def make_optimizer(cfg: OptimizerConfig, learning_rate: Any = None, momentum: Any = None,
+                   clip_grad_norm: Optional[float] = None,
+                   clip_grad_value: Optional[float] = None) -> optax.GradientTransformation:
     """The optimizer with its learning rate (and a cycled momentum) held in the state as
     `hyperparams['learning_rate']` (`['momentum']`): a constant, or a schedule of the update count."""
     learning_rate = cfg.lr if learning_rate is None else learning_rate
+    clip = {"clip_grad_norm": clip_grad_norm, "clip_grad_value": clip_grad_value}
     if momentum is None:
-        return optax.inject_hyperparams(lambda learning_rate: optimizer_chain(cfg, learning_rate))(learning_rate=learning_rate)
+        return optax.inject_hyperparams(
+            lambda learning_rate: optimizer_chain(cfg, learning_rate, None, **clip))(learning_rate=learning_rate)
 
     def factory(learning_rate: Any, momentum: Any) -> optax.GradientTransformation:
-        return optimizer_chain(cfg, learning_rate, momentum)
+        return optimizer_chain(cfg, learning_rate, momentum, **clip)
 
     return optax.inject_hyperparams(factory)(learning_rate=learning_rate, momentum=momentum)
+
+
+def accumulate(tx: optax.GradientTransformation, accumulation_steps: int, batches_per_epoch: int,
+               dtype: Any) -> optax.MultiSteps:
+    """optax.MultiSteps averaging `accumulation_steps` micro-batch gradients per update.
+
+    An epoch's trailing partial window is its own update over the micro-batches it has
+    (as the torch loop does): every_k_schedule gives the epoch's last update that many.
+    The inner optimizer, and so the schedule, advances once per applied update.
+    """
+    per_epoch = -(-batches_per_epoch // accumulation_steps)
+    trailing = batches_per_epoch % accumulation_steps
+
+    def every_k(update: jax.Array) -> jax.Array:
+        last_of_epoch = update % per_epoch == per_epoch - 1
+        return jnp.where(last_of_epoch & (trailing > 0), trailing, accumulation_steps)
+
+    return optax.MultiSteps(tx, every_k_schedule=every_k, use_grad_mean=True, accumulator_dtype=dtype)

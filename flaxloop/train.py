@@ -1,9 +1,9 @@
 """The JAX training loop: `python -m flaxloop.train --config FILE --out DIR`.
 
-A functional core as in the Flax examples: a TrainState pytree, `train_step(state, batch)
--> (state, metrics)` as a pure function under jax.jit, the optimizer one optax.chain. The
-host loop around it mirrors torchloop/train.py line for line, with everything
-framework-neutral coming from loopspec.
+A functional core as in the Flax examples: a TrainState pytree, `train_step(state, window)
+-> (state, metrics)` as a pure function under jax.jit, the optimizer one optax.chain (in
+optax.MultiSteps when it accumulates). The host loop around it mirrors torchloop/train.py
+line for line, with everything framework-neutral coming from loopspec.
 """
 
 from __future__ import annotations
@@ -21,10 +21,10 @@ from flax.training import train_state
 from flaxloop.checkpoint import export_weights, import_weights
 from flaxloop.losses import LossFn, make_loss
 from flaxloop.models import build_model
-from flaxloop.optim import make_optimizer
+from flaxloop.optim import accumulate, make_optimizer
 from flaxloop.precision import jax_dtype, precision_scope
 from flaxloop.schedules import ReduceLROnPlateau, make_schedules
-from loopspec.batching import eval_batches, train_batches
+from loopspec.batching import batches_per_epoch, eval_batches, train_batches, update_windows
 from loopspec.config import Config
 from loopspec.run import RunRecorder, RunSetup, monitored_value, prepare_run, validation_metrics
 
@@ -32,6 +32,7 @@ from loopspec.run import RunRecorder, RunSetup, monitored_value, prepare_run, va
 class TrainState(train_state.TrainState):
     batch_stats: Any
     dropout_key: jax.Array
+    forward_passes: jax.Array  # training forward passes so far: each draws its own dropout key
 
 
 def create_train_state(setup: RunSetup, tx: optax.GradientTransformation, dtype: Any) -> TrainState:
@@ -48,39 +49,98 @@ def create_train_state(setup: RunSetup, tx: optax.GradientTransformation, dtype:
     @jax.jit
     def create(variables: dict[str, Any]) -> TrainState:  # jitted: optimizer-state init op by op is slow
         return TrainState.create(apply_fn=model.apply, params=variables["params"],
-                                 batch_stats=variables.get("batch_stats", {}), tx=tx, dropout_key=dropout_key)
+                                 batch_stats=variables.get("batch_stats", {}), tx=tx, dropout_key=dropout_key,
+                                 forward_passes=jnp.zeros([], jnp.int32))
 
     return create(variables)
+
+
+def make_tx(setup: RunSetup, dtype: Any) -> optax.GradientTransformation:
+    config, train = setup.config, setup.config.train
+    learning_rate, momentum = make_schedules(config.schedule, setup.plan, setup.schedule_length, config.optimizer.lr)
+    tx = make_optimizer(config.optimizer, learning_rate, momentum, train.clip_grad_norm, train.clip_grad_value)
+    if train.accumulation == "multisteps" and train.accumulation_steps > 1:
+        batches = batches_per_epoch(len(setup.dataset.y_train), config.data.batch_size, config.data.drop_last)
+        tx = accumulate(tx, train.accumulation_steps, batches, dtype)
+    return tx
 
 
 def variables_of(state: TrainState) -> dict[str, Any]:
     return {"params": state.params, "batch_stats": state.batch_stats}
 
 
+def injected(opt_state: Any) -> Any:
+    """The optax.inject_hyperparams state, under optax.MultiSteps or not."""
+    return opt_state.inner_opt_state if isinstance(opt_state, optax.MultiStepsState) else opt_state
+
+
 def set_learning_rate(state: TrainState, lr: float) -> TrainState:
     """Write a new learning rate into the optimizer state (ReduceLROnPlateau, between epochs)."""
-    hyperparams = dict(state.opt_state.hyperparams)
-    hyperparams["learning_rate"] = jnp.asarray(lr, dtype=hyperparams["learning_rate"].dtype)
-    return state.replace(opt_state=state.opt_state._replace(hyperparams=hyperparams))
+    inner = injected(state.opt_state)
+    rate = jnp.asarray(lr, inner.hyperparams["learning_rate"].dtype)
+    inner = inner._replace(hyperparams={**inner.hyperparams, "learning_rate": rate})
+    if isinstance(state.opt_state, optax.MultiStepsState):
+        return state.replace(opt_state=state.opt_state._replace(inner_opt_state=inner))
+    return state.replace(opt_state=inner)
 
 
-def train_step(state: TrainState, batch: dict[str, Any], loss_fn: LossFn) -> tuple[TrainState, dict[str, jax.Array]]:
-    """One optimizer update: forward, loss, gradient, gradient norm, optax update. Reports the
-    learning rate (and momentum) the update used, which inject_hyperparams keeps in the state."""
-    dropout_key = jax.random.fold_in(state.dropout_key, state.step)
+def micro_gradients(state: TrainState, batch_stats: Any, forward_pass: jax.Array, micro: dict[str, Any],
+                    scale: float, loss_fn: LossFn) -> tuple[jax.Array, Any, Any]:
+    """Loss * scale, its gradient, and the BatchNorm statistics after one micro-batch."""
+    dropout_key = jax.random.fold_in(state.dropout_key, forward_pass)
 
     def compute_loss(params: Any) -> tuple[jax.Array, Any]:
         logits, updates = state.apply_fn(
-            {"params": params, "batch_stats": state.batch_stats}, batch["x"], train=True,
-            dropout_masks=batch.get("dropout_masks"), rngs={"dropout": dropout_key}, mutable=["batch_stats"],
+            {"params": params, "batch_stats": batch_stats}, micro["x"], train=True,
+            dropout_masks=micro.get("dropout_masks"), rngs={"dropout": dropout_key}, mutable=["batch_stats"],
         )
-        return loss_fn(logits, batch["y"]), updates
+        return loss_fn(logits, micro["y"]) * scale, updates.get("batch_stats", batch_stats)
 
-    (loss, updates), grads = jax.value_and_grad(compute_loss, has_aux=True)(state.params)
-    grad_norm = optax.tree.norm(grads)
-    state = state.apply_gradients(grads=grads, batch_stats=updates.get("batch_stats", state.batch_stats))
-    used = {"lr": state.opt_state.hyperparams["learning_rate"], "momentum": state.opt_state.hyperparams.get("momentum")}
-    return state, {"loss": loss, "grad_norm": grad_norm, **used}
+    (loss, new_stats), grads = jax.value_and_grad(compute_loss, has_aux=True)(state.params)
+    return loss, grads, new_stats
+
+
+def step_metrics(state: TrainState, loss: jax.Array) -> dict[str, jax.Array]:
+    """What the update used and measured, read back from the optimizer state."""
+    stats = optax.tree.get(state.opt_state, "global_norm"), optax.tree.get(state.opt_state, "clipped")
+    hyperparams = injected(state.opt_state).hyperparams
+    return {"loss": loss, "grad_norm": stats[0], "clipped": stats[1], "lr": hyperparams["learning_rate"],
+            "momentum": hyperparams.get("momentum"), "finite": jnp.isfinite(loss) & jnp.isfinite(stats[0])}
+
+
+def train_step(state: TrainState, window: dict[str, Any], loss_fn: LossFn) -> tuple[TrainState, dict[str, jax.Array]]:
+    """One optimizer update from the mean gradient of a window of micro-batches.
+
+    window["stack"] holds equal-sized micro-batches stacked on a leading axis (scanned);
+    window["tail"] a last micro-batch of another size (the epoch's short batch). Without
+    accumulation the window is just a tail.
+    """
+    stack, tail = window.get("stack"), window.get("tail")
+    count = (0 if stack is None else stack["y"].shape[0]) + (0 if tail is None else 1)
+    zeros = jax.tree.map(jnp.zeros_like, state.params)
+    loss_dtype = jax.tree.leaves(state.params)[0].dtype
+    carry = (zeros, jnp.zeros([], loss_dtype), state.batch_stats, state.forward_passes)
+
+    def accumulate_micro(carry: tuple, micro: dict[str, Any]) -> tuple[tuple, None]:
+        grad_sum, loss_sum, batch_stats, passes = carry
+        loss, grads, batch_stats = micro_gradients(state, batch_stats, passes, micro, 1.0 / count, loss_fn)
+        return (jax.tree.map(jnp.add, grad_sum, grads), loss_sum + loss, batch_stats, passes + 1), None
+
+    if stack is not None:
+        carry, _ = jax.lax.scan(accumulate_micro, carry, stack)
+    if tail is not None:
+        carry, _ = accumulate_micro(carry, tail)
+    grads, loss, batch_stats, passes = carry
+    state = state.apply_gradients(grads=grads, batch_stats=batch_stats, forward_passes=passes)
+    return state, step_metrics(state, loss)
+
+
+def multisteps_micro_step(state: TrainState, micro: dict[str, Any], scale: float,
+                          loss_fn: LossFn) -> tuple[TrainState, dict[str, jax.Array]]:
+    """One micro-batch under optax.MultiSteps: it accumulates, and applies on the window's last."""
+    loss, grads, batch_stats = micro_gradients(state, state.batch_stats, state.forward_passes, micro, 1.0, loss_fn)
+    state = state.apply_gradients(grads=grads, batch_stats=batch_stats, forward_passes=state.forward_passes + 1)
+    return state, step_metrics(state, loss * scale)
 
 
 def eval_step(state: TrainState, x: jax.Array, y: jax.Array, loss_fn: LossFn) -> tuple[jax.Array, jax.Array]:
@@ -98,6 +158,26 @@ def evaluate(eval_fn: Any, state: TrainState, x: np.ndarray, y: np.ndarray, batc
     return validation_metrics(loss_sum, np.concatenate(outputs), y, num_classes)
 
 
+def micro_batch(setup: RunSetup, x: np.ndarray, rows: np.ndarray, forward_pass: int, dtype: Any) -> dict[str, Any]:
+    micro = {"x": x[rows], "y": setup.dataset.y_train[rows]}
+    masks = setup.dropout_masks(forward_pass, len(rows))
+    if masks is not None:
+        micro["dropout_masks"] = [m.astype(dtype) for m in masks]
+    return micro
+
+
+def stack_window(micro_batches: list[dict[str, Any]]) -> dict[str, Any]:
+    """Equal-sized micro-batches stacked for lax.scan; a differently sized last one as the tail."""
+    if len(micro_batches) == 1:
+        return {"tail": micro_batches[0]}
+    equal = len(micro_batches[-1]["y"]) == len(micro_batches[0]["y"])
+    stacked = micro_batches if equal else micro_batches[:-1]
+    window = {"stack": jax.tree.map(lambda *leaves: np.stack(leaves), *stacked)}
+    if not equal:
+        window["tail"] = micro_batches[-1]
+    return window
+
+
 def fit(config: Config, out_dir: str | Path, init_path: Optional[str | Path] = None) -> dict[str, Any]:
     """Train as configured; writes config.json, metrics.jsonl, init/final.safetensors to out_dir."""
     with precision_scope(config.train.dtype, config.train.device):
@@ -110,42 +190,51 @@ def _fit(config: Config, out_dir: str | Path, init_path: Optional[str | Path]) -
     data, train_cfg = setup.dataset, config.train
     x_train, x_val = data.x_train.astype(dtype), data.x_val.astype(dtype)
 
-    learning_rate, momentum = make_schedules(config.schedule, setup.plan, setup.schedule_length, config.optimizer.lr)
-    state = create_train_state(setup, make_optimizer(config.optimizer, learning_rate, momentum), dtype)
-    plateau = ReduceLROnPlateau(config.schedule, config.optimizer.lr) if config.schedule.name == "plateau" else None
+    state = create_train_state(setup, make_tx(setup, dtype), dtype)
     loss_fn = make_loss(config.loss, data.num_classes, setup.out_dim)
+    multisteps = train_cfg.accumulation == "multisteps" and train_cfg.accumulation_steps > 1
     step_fn = jax.jit(functools.partial(train_step, loss_fn=loss_fn))
+    micro_fn = jax.jit(functools.partial(multisteps_micro_step, loss_fn=loss_fn), static_argnames="scale")
     eval_fn = jax.jit(functools.partial(eval_step, loss_fn=loss_fn))
+    plateau = ReduceLROnPlateau(config.schedule, config.optimizer.lr) if config.schedule.name == "plateau" else None
 
     recorder = RunRecorder(setup)
     recorder.save_initial_weights(export_weights(variables_of(state)))
     step, forward_pass, best_weights = 0, 0, None
     try:
         for epoch in range(1, train_cfg.epochs + 1):
-            first_step, outputs = step + 1, []
-            for rows in train_batches(len(data.y_train), config.data.batch_size, config.seed, epoch,
-                                      config.data.shuffle, config.data.drop_last):
-                batch = {"x": jnp.asarray(x_train[rows]), "y": jnp.asarray(data.y_train[rows])}
-                masks = setup.dropout_masks(forward_pass, len(rows))
-                if masks is not None:
-                    batch["dropout_masks"] = [jnp.asarray(m, dtype=dtype) for m in masks]
-                forward_pass += 1
-                state, out = step_fn(state, batch)
+            batches = train_batches(len(data.y_train), config.data.batch_size, config.seed, epoch,
+                                    config.data.shuffle, config.data.drop_last)
+            for window in update_windows(batches, train_cfg.accumulation_steps):
+                micro_batches = [micro_batch(setup, x_train, rows, forward_pass + i, dtype) for i, rows in enumerate(window)]
+                forward_pass += len(window)
+                before = state
+                if multisteps:
+                    losses = []
+                    for micro in micro_batches:
+                        state, out = micro_fn(state, micro, scale=1.0 / len(window))
+                        losses.append(out["loss"])
+                    out = jax.device_get(out)  # the last micro-step's: MultiSteps applied the update there
+                    out["loss"] = float(np.sum(jax.device_get(losses)))
+                    out["finite"] = bool(np.isfinite(out["loss"]) and np.isfinite(out["grad_norm"]))
+                else:
+                    state, out = step_fn(state, stack_window(micro_batches))
+                    out = jax.device_get(out)
+                if not out["finite"]:  # undo the update and the window's BatchNorm statistics
+                    state = keep_position(before, state)
+                    bad_inputs = any(not np.isfinite(data.x_train[rows]).all() for rows in window)
+                    recorder.nonfinite_update(epoch, step, float(out["lr"]), float(out["loss"]),
+                                              float(out["grad_norm"]), bad_inputs,
+                                              lambda: export_weights(variables_of(state)))
+                    continue
                 step += 1
-                outputs.append(out)
-                if train_cfg.log_every and step % train_cfg.log_every == 0:
-                    recorder.log_step(epoch, step, float(out["loss"]), float(out["lr"]), float(out["grad_norm"]))
+                recorder.record_update(epoch, step, setup.step_values(out))
                 if train_cfg.max_steps is not None and step >= train_cfg.max_steps:
                     break
-            fetched = jax.device_get(outputs)
-            names = ("loss", "lr", "grad_norm", *(("momentum",) if setup.cycles_momentum else ()))
-            columns = {name: [float(o[name]) for o in fetched] for name in names}
-            recorder.record_steps(epoch, first_step, columns)
             val = evaluate(eval_fn, state, x_val, data.y_val, config.data.eval_batch_size, data.num_classes)
-            train_loss = float(np.mean(columns["loss"]))
-            improved = recorder.record_epoch(epoch, step, train_loss, val)
+            improved = recorder.record_epoch(epoch, step, val)
             if plateau is not None:
-                state = set_learning_rate(state, plateau.step(monitored_value(config.schedule.monitor, train_loss, val)))
+                state = set_learning_rate(state, plateau.step(monitored_value(config.schedule.monitor, recorder.train_loss, val)))
             if improved and recorder.keep_best_weights:
                 best_weights = export_weights(variables_of(state))
             if recorder.should_stop or (train_cfg.max_steps is not None and step >= train_cfg.max_steps):
@@ -154,6 +243,15 @@ def _fit(config: Config, out_dir: str | Path, init_path: Optional[str | Path]) -
         return recorder.finish(best_weights if restored else export_weights(variables_of(state)), step, restored)
     finally:
         recorder.close()
+
+
+def keep_position(before: TrainState, after: TrainState) -> TrainState:
+    """The state before a skipped update, with the counters that say where the run is:
+    forward passes (dropout keys) and optax.MultiSteps' window count (its trailing-window rule)."""
+    state = before.replace(forward_passes=after.forward_passes)
+    if isinstance(after.opt_state, optax.MultiStepsState):
+        state = state.replace(opt_state=before.opt_state._replace(gradient_step=after.opt_state.gradient_step))
+    return state
 
 
 if __name__ == "__main__":

@@ -26,3 +26,17 @@ def batches_per_epoch(num_samples: int, batch_size: int, drop_last: bool = False
 
 def eval_batches(num_samples: int, batch_size: int) -> list[slice]:
     return [slice(start, min(start + batch_size, num_samples)) for start in range(0, num_samples, batch_size)]
+
+
+def update_windows(batches: list[np.ndarray], accumulation_steps: int) -> list[list[np.ndarray]]:
+    """Group an epoch's micro-batches into optimizer updates of `accumulation_steps` each.
+
+    A trailing partial window (when the batch count is not a multiple) is its own, shorter
+    update: its gradient is the mean of the micro-batches it has, on both backends.
+    """
+    k = accumulation_steps
+    return [batches[start:start + k] for start in range(0, len(batches), k)]
+
+
+def updates_per_epoch(num_samples: int, batch_size: int, drop_last: bool, accumulation_steps: int) -> int:
+    return -(-batches_per_epoch(num_samples, batch_size, drop_last) // accumulation_steps)

@@ -7,7 +7,7 @@ import sys
 from typing import Any, Callable, NoReturn, Optional, Sequence
 
 from loopspec.config import DTYPES, Config, load_config
-from loopspec.errors import UserError
+from loopspec.errors import TrainingDiverged, UserError
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -38,6 +38,9 @@ def run_cli(prog: str, backend: str, fit: Callable[..., Any], argv: Optional[Seq
     except UserError as err:
         print(f"{prog}: error: {err}", file=sys.stderr)
         return 2
+    except TrainingDiverged as err:
+        print(f"{prog}: training stopped: {err}", file=sys.stderr)
+        return 3
     except KeyboardInterrupt:
         print(f"{prog}: interrupted", file=sys.stderr)
         return 130

@@ -31,6 +31,8 @@ DTYPES = ("float32", "float64")
 DEVICES = ("cpu", "cuda", "auto")
 DROPOUT_MODES = ("framework", "parity")
 INITS = ("canonical", "framework")
+ACCUMULATIONS = ("manual", "multisteps")
+NONFINITE = ("stop", "skip")
 MONITORS = ("val_loss", "val_acc", "val_precision", "val_recall", "val_f1", "train_loss")
 MODES = ("auto", "min", "max")
 
@@ -144,6 +146,11 @@ class TrainConfig:
     dtype: str = "float32"
     device: str = "cpu"
     log_every: int = 50  # print a progress line every N steps (0: never)
+    accumulation_steps: int = 1  # micro-batches per optimizer update (their gradients are averaged)
+    accumulation: str = "manual"  # JAX: manual (one jitted step scans the window) | multisteps (optax.MultiSteps)
+    clip_grad_norm: Optional[float] = None  # clip the global gradient norm to this (torch's clip_grad_norm_)
+    clip_grad_value: Optional[float] = None  # clamp every gradient element to [-v, v]
+    on_nonfinite: str = "stop"  # a NaN/inf loss or gradient: stop (saving the weights) | skip the update
     early_stopping: EarlyStoppingConfig = field(default_factory=EarlyStoppingConfig)
 
 
@@ -375,6 +382,13 @@ def validate(config: Config) -> None:
     _check(train.epochs >= 1, f"train.epochs must be >= 1, got {train.epochs}")
     _check(train.max_steps is None or train.max_steps >= 1, f"train.max_steps must be >= 1 or null, got {train.max_steps}")
     _check(train.log_every >= 0, f"train.log_every must be >= 0, got {train.log_every}")
+    _choice(train.accumulation, ACCUMULATIONS, "train.accumulation")
+    _choice(train.on_nonfinite, NONFINITE, "train.on_nonfinite")
+    _check(train.accumulation_steps >= 1, f"train.accumulation_steps must be >= 1, got {train.accumulation_steps}")
+    _check(train.clip_grad_norm is None or train.clip_grad_norm > 0, f"train.clip_grad_norm must be > 0, got {train.clip_grad_norm}")
+    _check(train.clip_grad_value is None or train.clip_grad_value > 0, f"train.clip_grad_value must be > 0, got {train.clip_grad_value}")
+    _check(train.clip_grad_norm is None or train.clip_grad_value is None,
+           "set one of train.clip_grad_norm and train.clip_grad_value, not both")
     _check(train.early_stopping.patience >= 1, f"train.early_stopping.patience must be >= 1, got {train.early_stopping.patience}")
     _check(train.early_stopping.min_delta >= 0, f"train.early_stopping.min_delta must be >= 0, got {train.early_stopping.min_delta}")
 

@@ -11,3 +11,10 @@ class ConfigError(UserError):
 
 class DataError(UserError):
     pass
+
+
+class TrainingDiverged(Exception):
+    """A non-finite loss or gradient stopped training (train.on_nonfinite: stop).
+
+    Raised after the run directory holds the weights from before the failing update.
+    """

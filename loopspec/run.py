@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import numpy as np
 
@@ -18,7 +18,7 @@ from loopspec.config import Config
 from loopspec.data import Dataset, load_dataset
 from loopspec.dropout import parity_dropout_masks
 from loopspec.early_stopping import EarlyStopping
-from loopspec.errors import ConfigError
+from loopspec.errors import ConfigError, TrainingDiverged
 from loopspec.metrics import MetricsWriter, classification_metrics, predictions, write_json_atomic
 from loopspec.schedules import SchedulePlan, plan_schedule, schedule_length
 from loopspec.weights import (
@@ -51,6 +51,19 @@ class RunSetup:
     def parity_dropout(self) -> bool:
         model = self.config.model
         return model.name == "mlp" and model.dropout > 0 and model.dropout_mode == "parity"
+
+    @property
+    def clipping(self) -> bool:
+        return self.config.train.clip_grad_norm is not None or self.config.train.clip_grad_value is not None
+
+    def step_values(self, out: dict[str, Any]) -> dict[str, Any]:
+        """What a step record holds, from a backend's train-step output (floats and bools)."""
+        values = {"loss": float(out["loss"]), "lr": float(out["lr"]), "grad_norm": float(out["grad_norm"])}
+        if self.cycles_momentum:
+            values["momentum"] = float(out["momentum"])
+        if self.clipping:
+            values["clipped"] = bool(out["clipped"])
+        return values
 
     def dropout_masks(self, forward_pass: int, batch_size: int) -> Optional[list[np.ndarray]]:
         """Parity-mode masks for one training forward pass; None in framework mode."""
@@ -109,7 +122,8 @@ def monitored_value(monitor: str, train_loss: float, val: dict[str, float]) -> f
 
 
 class RunRecorder:
-    """Writes metrics.jsonl, prints progress, decides early stopping, saves the weights."""
+    """Writes metrics.jsonl, prints progress, decides early stopping and what a non-finite
+    update does, saves the weights."""
 
     def __init__(self, setup: RunSetup):
         self.setup = setup
@@ -118,6 +132,10 @@ class RunRecorder:
         self.writer = MetricsWriter(setup.out_dir / "metrics.jsonl")
         self.stopper = EarlyStopping(self.train_cfg.early_stopping)
         self.epoch_records: list[dict[str, Any]] = []
+        self.epoch_losses: list[float] = []
+        self.epoch_skipped = 0
+        self.skipped = 0
+        self.stopped_by: Optional[str] = None
         self.started = time.perf_counter()
         self.epoch_started = self.started
 
@@ -129,23 +147,43 @@ class RunRecorder:
     def save_initial_weights(self, tensors: dict[str, np.ndarray]) -> None:
         save_weights(self.setup.out_dir / "init.safetensors", tensors, {"backend": self.setup.backend})
 
-    def log_step(self, epoch: int, step: int, loss: float, lr: float, grad_norm: float) -> None:
+    def record_update(self, epoch: int, step: int, values: dict[str, Any]) -> None:
+        """One applied optimizer update: loss, lr, grad_norm (and momentum, clipped)."""
+        self.writer.write({"kind": "step", "step": step, "epoch": epoch, **values, "skipped": False})
+        self.epoch_losses.append(values["loss"])
         every = self.train_cfg.log_every
         if every and step % every == 0:
-            print(f"{self.tag} epoch {epoch} step {step} loss {loss:.6g} lr {lr:.4g} grad_norm {grad_norm:.4g}", flush=True)
+            print(f"{self.tag} epoch {epoch} step {step} loss {values['loss']:.6g} lr {values['lr']:.4g} "
+                  f"grad_norm {values['grad_norm']:.4g}", flush=True)
 
-    def record_steps(self, epoch: int, first_step: int, columns: dict[str, list[float]]) -> None:
-        """Write one record per optimizer step from per-step columns (loss, lr, grad_norm, ...)."""
-        names = list(columns)
-        for offset, values in enumerate(zip(*columns.values())):
-            self.writer.write({"kind": "step", "step": first_step + offset, "epoch": epoch, **dict(zip(names, values))})
+    def nonfinite_update(self, epoch: int, step: int, lr: float, loss: float, grad_norm: float,
+                         bad_inputs: bool, weights: Callable[[], dict[str, np.ndarray]]) -> None:
+        """A non-finite loss or gradient: record a skipped update, or save and stop (raises)."""
+        self.writer.write({"kind": "step", "step": step, "epoch": epoch, "lr": lr, "skipped": True})
+        self.skipped += 1
+        self.epoch_skipped += 1
+        where = f"update {step + 1} (epoch {epoch})"
+        if self.train_cfg.on_nonfinite == "skip":
+            print(f"{self.tag} skipped {where}: non-finite loss {loss} or gradient norm {grad_norm}", flush=True)
+            return
+        causes = (f"the input batch holds NaN/inf values" if bad_inputs else
+                  f"the learning rate ({lr:.3g}) may be too high, the data may hold extreme values, "
+                  f"or {self.setup.config.train.dtype} precision overflowed")
+        self.stopped_by = "nonfinite"
+        self.finish(weights(), step, restored_best=False)
+        raise TrainingDiverged(
+            f"non-finite loss ({loss}) or gradient norm ({grad_norm}) at {where}; likely cause: {causes}. "
+            f"Weights from before this update saved to {self.setup.out_dir / 'final.safetensors'}; "
+            "set train.on_nonfinite: skip to skip such updates instead"
+        )
 
-    def record_epoch(self, epoch: int, step: int, train_loss: float, val: dict[str, float]) -> bool:
+    def record_epoch(self, epoch: int, step: int, val: dict[str, float]) -> bool:
         """Write the epoch record and update early stopping; True when this epoch is the new best."""
         now = time.perf_counter()
+        train_loss = float(np.mean(self.epoch_losses)) if self.epoch_losses else float("nan")
         record = {"kind": "epoch", "epoch": epoch, "step": step, "train_loss": train_loss, **val,
-                  "seconds": round(now - self.epoch_started, 3)}
-        self.epoch_started = now
+                  "skipped": self.epoch_skipped, "seconds": round(now - self.epoch_started, 3)}
+        self.epoch_started, self.epoch_losses, self.epoch_skipped = now, [], 0
         improved = self.stopper.update(monitored_value(self.stopper.cfg.monitor, train_loss, val), epoch)
         self.writer.write(record)
         self.epoch_records.append(record)
@@ -155,7 +193,14 @@ class RunRecorder:
         return improved
 
     @property
+    def train_loss(self) -> float:
+        """The last epoch's mean training loss."""
+        return self.epoch_records[-1]["train_loss"]
+
+    @property
     def should_stop(self) -> bool:
+        if self.stopper.should_stop:
+            self.stopped_by = "early_stopping"
         return self.stopper.should_stop
 
     def finish(self, final_weights: dict[str, np.ndarray], steps: int, restored_best: bool) -> dict[str, Any]:
@@ -170,7 +215,9 @@ class RunRecorder:
             "backend": self.setup.backend,
             "steps": steps,
             "epochs": last_epoch,
-            "stopped_early": self.should_stop,
+            "stopped_by": self.stopped_by,
+            "stopped_early": self.stopped_by == "early_stopping",
+            "skipped_updates": self.skipped,
             "best_epoch": self.stopper.best_epoch,
             "monitor": self.stopper.cfg.monitor,
             "best_value": self.stopper.best,

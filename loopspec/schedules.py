@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from loopspec.batching import batches_per_epoch
+from loopspec.batching import updates_per_epoch
 from loopspec.config import Config, schedule_interval
 from loopspec.errors import ConfigError
 
@@ -37,7 +37,7 @@ class SchedulePlan:
 
 def plan_schedule(config: Config, num_train: int) -> SchedulePlan:
     sched, train = config.schedule, config.train
-    per_epoch = batches_per_epoch(num_train, config.data.batch_size, config.data.drop_last)
+    per_epoch = updates_per_epoch(num_train, config.data.batch_size, config.data.drop_last, train.accumulation_steps)
     total = train.epochs * per_epoch if train.max_steps is None else min(train.epochs * per_epoch, train.max_steps)
     epochs = -(-total // per_epoch)
     plan = SchedulePlan(sched.name, schedule_interval(sched), per_epoch, total, epochs)

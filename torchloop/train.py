@@ -1,7 +1,7 @@
 """The PyTorch training loop: `python -m torchloop.train --config FILE --out DIR`.
 
-Reads top to bottom like the textbook loop: zero_grad, forward, loss, backward, measure
-the gradient norm, step. Everything framework-neutral (data, batch order, records, early
+Reads top to bottom like the textbook loop: zero_grad, forward, loss / k, backward (k
+micro-batches when accumulating), clip and measure the gradient norm, step, schedule. Everything framework-neutral (data, batch order, records, early
 stopping, weight files) comes from loopspec, shared with the JAX backend.
 """
 
@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from loopspec.batching import eval_batches, train_batches
+from loopspec.batching import eval_batches, train_batches, update_windows
 from loopspec.config import Config
 from loopspec.run import RunRecorder, monitored_value, prepare_run, validation_metrics
 from torchloop.checkpoint import export_weights, import_weights
@@ -25,20 +25,49 @@ from torchloop.precision import resolve_device, torch_dtype
 from torchloop.schedules import current_momentum, make_scheduler
 
 
+MicroBatch = tuple[torch.Tensor, torch.Tensor, Optional[Sequence[torch.Tensor]]]
+
+
 def train_step(model: nn.Module, loss_fn: nn.Module, optimizer: torch.optim.Optimizer,
-               x: torch.Tensor, y: torch.Tensor,
-               dropout_masks: Optional[Sequence[torch.Tensor]] = None) -> dict[str, Any]:
-    """One optimizer update; returns loss and gradient norm as tensors (no host sync) and
-    the learning rate and momentum the update used."""
+               micro_batches: Sequence[MicroBatch], clip_grad_norm: Optional[float] = None,
+               clip_grad_value: Optional[float] = None) -> dict[str, Any]:
+    """One optimizer update from the mean gradient of the micro-batches (one, without accumulation).
+
+    The update is applied only when the loss and gradient are finite; the caller decides
+    what a non-finite one means.
+    """
     optimizer.zero_grad(set_to_none=True)
-    logits = model(x, dropout_masks)
-    loss = loss_fn(logits, y)
-    loss.backward()
-    grads = [p.grad for p in model.parameters() if p.grad is not None]
-    grad_norm = torch.nn.utils.get_total_norm(grads)
+    loss = torch.zeros(())
+    for x, y, dropout_masks in micro_batches:
+        micro_loss = loss_fn(model(x, dropout_masks), y) / len(micro_batches)
+        micro_loss.backward()
+        loss = loss + micro_loss.detach().cpu()
+    params = [p for p in model.parameters() if p.grad is not None]
+    clipped = None
+    if clip_grad_norm is not None:
+        grad_norm = torch.nn.utils.clip_grad_norm_(params, clip_grad_norm)  # returns the norm before clipping
+        clipped = bool(clip_grad_norm / (grad_norm + 1e-6) < 1.0)  # clip_grad_norm_'s own test
+    else:
+        grad_norm = torch.nn.utils.get_total_norm([p.grad for p in params])
+        if clip_grad_value is not None:
+            clipped = bool(max(p.grad.abs().max() for p in params) > clip_grad_value)
+            torch.nn.utils.clip_grad_value_(params, clip_grad_value)
     used = {"lr": optimizer.param_groups[0]["lr"], "momentum": current_momentum(optimizer)}
-    optimizer.step()
-    return {"loss": loss.detach(), "grad_norm": grad_norm, **used}
+    finite = bool(torch.isfinite(loss) & torch.isfinite(grad_norm))  # one host sync per update
+    if finite:
+        optimizer.step()
+    return {"loss": loss.item(), "grad_norm": grad_norm.item(), "clipped": clipped, "finite": finite, **used}
+
+
+def batchnorm_buffers(model: nn.Module) -> list[torch.Tensor]:
+    """Copies of the running statistics, to undo a skipped update's forward passes."""
+    return [buffer.clone() for buffer in model.buffers()]
+
+
+def restore_buffers(model: nn.Module, saved: list[torch.Tensor]) -> None:
+    with torch.no_grad():
+        for buffer, copy in zip(model.buffers(), saved):
+            buffer.copy_(copy)
 
 
 @torch.no_grad()
@@ -76,37 +105,38 @@ def fit(config: Config, out_dir: str | Path, init_path: Optional[str | Path] = N
     try:
         for epoch in range(1, train_cfg.epochs + 1):
             model.train()
-            first_step, outputs = step + 1, []
-            for rows in train_batches(len(data.y_train), config.data.batch_size, config.seed, epoch,
-                                      config.data.shuffle, config.data.drop_last):
-                x = torch.as_tensor(data.x_train[rows], dtype=dtype, device=device)
-                y = torch.as_tensor(data.y_train[rows], device=device)
-                masks = setup.dropout_masks(forward_pass, len(rows))
-                if masks is not None:
-                    masks = [torch.as_tensor(m, dtype=dtype, device=device) for m in masks]
-                forward_pass += 1
-                out = train_step(model, loss_fn, optimizer, x, y, masks)
+            batches = train_batches(len(data.y_train), config.data.batch_size, config.seed, epoch,
+                                    config.data.shuffle, config.data.drop_last)
+            for window in update_windows(batches, train_cfg.accumulation_steps):
+                micro_batches = []
+                for rows in window:
+                    masks = setup.dropout_masks(forward_pass, len(rows))
+                    forward_pass += 1
+                    micro_batches.append((
+                        torch.as_tensor(data.x_train[rows], dtype=dtype, device=device),
+                        torch.as_tensor(data.y_train[rows], device=device),
+                        None if masks is None else [torch.as_tensor(m, dtype=dtype, device=device) for m in masks],
+                    ))
+                saved_buffers = batchnorm_buffers(model)
+                out = train_step(model, loss_fn, optimizer, micro_batches, train_cfg.clip_grad_norm,
+                                 train_cfg.clip_grad_value)
+                if not out["finite"]:
+                    restore_buffers(model, saved_buffers)
+                    bad_inputs = any(not np.isfinite(data.x_train[rows]).all() for rows in window)
+                    recorder.nonfinite_update(epoch, step, out["lr"], out["loss"], out["grad_norm"], bad_inputs,
+                                              lambda: export_weights(model))
+                    continue
                 if scheduler is not None and step_interval:
                     scheduler.step()
                 step += 1
-                outputs.append(out)
-                if train_cfg.log_every and step % train_cfg.log_every == 0:
-                    recorder.log_step(epoch, step, out["loss"].item(), out["lr"], out["grad_norm"].item())
+                recorder.record_update(epoch, step, setup.step_values(out))
                 if train_cfg.max_steps is not None and step >= train_cfg.max_steps:
                     break
-            columns = {
-                "loss": torch.stack([o["loss"] for o in outputs]).double().tolist(),
-                "lr": [o["lr"] for o in outputs],
-                "grad_norm": torch.stack([o["grad_norm"] for o in outputs]).double().tolist(),
-                **({"momentum": [o["momentum"] for o in outputs]} if setup.cycles_momentum else {}),
-            }
-            recorder.record_steps(epoch, first_step, columns)
             val = evaluate(model, loss_fn, data.x_val, data.y_val, config.data.eval_batch_size,
                            data.num_classes, device, dtype)
-            train_loss = float(np.mean(columns["loss"]))
-            improved = recorder.record_epoch(epoch, step, train_loss, val)
+            improved = recorder.record_epoch(epoch, step, val)
             if plateau:
-                scheduler.step(monitored_value(config.schedule.monitor, train_loss, val))
+                scheduler.step(monitored_value(config.schedule.monitor, recorder.train_loss, val))
             elif scheduler is not None and not step_interval:
                 scheduler.step()
             if improved and recorder.keep_best_weights:
