@@ -1,0 +1,147 @@
+"""Acceptance for clipping, accumulation and the non-finite guard, in float64."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import loopspec.run
+from loopspec.data import load_dataset
+from loopspec.errors import TrainingDiverged
+from loopspec.metrics import read_metrics
+from loopspec.weights import load_weights
+from parity_tests.compare import compare_runs
+from parity_tests.harness import run_backends, summary
+from parity_tests.matrix import parity_config
+
+RTOL = 1e-10
+JAX_IMPLEMENTATIONS = ("manual", "multisteps")
+
+
+def with_train(raw: dict, **train: object) -> dict:
+    raw = copy.deepcopy(raw)
+    raw["train"].update(train)
+    return raw
+
+
+def agree(a: Path, b: Path, rtol: float = RTOL) -> None:
+    report = compare_runs(a, b, rtol)
+    assert report.agree, f"\n{a} vs {b}\n" + report.render()
+
+
+def clipped_share(run: Path) -> float:
+    steps = read_metrics(run / "metrics.jsonl")["step"]
+    return float(np.mean([s["clipped"] for s in steps]))
+
+
+@pytest.mark.parametrize("model,optimizer,loss,clip", [
+    ("mlp", "adamw", "focal", {"clip_grad_norm": 0.05}),
+    ("cnn", "sgd", "cross_entropy", {"clip_grad_norm": 1.5}),
+    ("fashion_mlp", "rmsprop", "cross_entropy", {"clip_grad_value": 0.01}),
+])
+def test_clipping_runs_agree_with_clipping_active(model: str, optimizer: str, loss: str, clip: dict, tmp_path: Path) -> None:
+    runs = run_backends(with_train(parity_config(model, optimizer, loss), **clip), tmp_path)
+    agree(runs["torch"], runs["jax"])
+    share = clipped_share(runs["torch"])
+    print(f"{model}/{optimizer}/{loss} {clip}: clipping acted on {share:.0%} of {len(read_metrics(runs['torch'] / 'metrics.jsonl')['step'])} steps")
+    assert 0.2 <= share <= 0.95, f"clipping should act on a meaningful share of steps, got {share:.0%}"
+
+
+def test_accumulation_matches_the_large_batch_without_batchnorm(tmp_path: Path) -> None:
+    """4 micro-batches of 16 = one batch of 64, on each backend and each JAX implementation."""
+    base = parity_config("fashion_mlp", "adam", "cross_entropy", steps=10_000)
+    base["data"].update(num_samples=1000, val_fraction=0.232)  # 768 training samples: 12 windows per epoch
+    base["train"]["epochs"] = 25  # 300 updates
+    large = copy.deepcopy(base)
+    large["data"]["batch_size"] = 64
+    small = copy.deepcopy(base)
+    small["data"]["batch_size"] = 16
+    big_runs = run_backends(large, tmp_path / "large")
+    for implementation in JAX_IMPLEMENTATIONS:
+        runs = run_backends(with_train(small, accumulation_steps=4, accumulation=implementation),
+                            tmp_path / implementation)
+        assert len(read_metrics(runs["jax"] / "metrics.jsonl")["step"]) == 300
+        for backend in ("torch", "jax"):
+            agree(big_runs[backend], runs[backend])
+        agree(runs["torch"], runs["jax"])
+
+
+@pytest.mark.parametrize("accumulation_steps", [3, 4])
+def test_accumulation_with_batchnorm_agrees(accumulation_steps: int, tmp_path: Path) -> None:
+    """BatchNorm statistics per micro-batch; 44 micro-batches per epoch leave a trailing
+    partial window for k=3 (2 micro-batches) and none for k=4."""
+    raw = with_train(parity_config("cnn", "adamw", "cross_entropy", steps=10_000), epochs=8,
+                     accumulation_steps=accumulation_steps)
+    runs = {impl: run_backends(with_train(raw, accumulation=impl), tmp_path / impl) for impl in JAX_IMPLEMENTATIONS}
+    agree(runs["manual"]["torch"], runs["manual"]["jax"])
+    agree(runs["manual"]["torch"], runs["multisteps"]["jax"])
+    agree(runs["manual"]["jax"], runs["multisteps"]["jax"])
+    steps = read_metrics(runs["manual"]["torch"] / "metrics.jsonl")["step"]
+    assert len(steps) == 8 * -(-44 // accumulation_steps) >= 88
+    tracked = load_weights(runs["manual"]["jax"] / "final.safetensors")["features.0.norm.num_batches_tracked"]
+    assert int(tracked) == 8 * 44  # one BatchNorm update per micro-batch
+
+
+def test_clipping_accumulation_and_onecycle_together(tmp_path: Path) -> None:
+    raw = with_train(parity_config("mlp", "sgd", "focal", steps=10_000), epochs=32, accumulation_steps=2,
+                     clip_grad_norm=0.05)
+    raw["schedule"] = {"name": "onecycle", "max_lr": 0.05}
+    for implementation in JAX_IMPLEMENTATIONS:
+        runs = run_backends(with_train(raw, accumulation=implementation), tmp_path / implementation)
+        agree(runs["torch"], runs["jax"])
+        steps = read_metrics(runs["torch"] / "metrics.jsonl")["step"]
+        assert len(steps) == 320 and 0.2 <= clipped_share(runs["torch"]) <= 0.95
+        assert len({s["momentum"] for s in steps}) > 100  # momentum cycled per applied update
+
+
+@pytest.fixture
+def nan_in_training_row(monkeypatch: pytest.MonkeyPatch):
+    """One training sample becomes NaN, so one update per epoch meets a NaN batch."""
+
+    def load_with_nan(cfg):
+        dataset = load_dataset(cfg)
+        dataset.x_train = dataset.x_train.copy()
+        dataset.x_train[123, 0] = np.nan
+        return dataset
+
+    monkeypatch.setattr(loopspec.run, "load_dataset", load_with_nan)
+
+
+@pytest.mark.parametrize("accumulation", ["none", "manual", "multisteps"])
+def test_nan_batch_is_skipped_the_same_way(nan_in_training_row, accumulation: str, tmp_path: Path) -> None:
+    raw = with_train(parity_config("mlp", "adam", "bce_pos_weight", steps=10_000), epochs=6, on_nonfinite="skip")
+    if accumulation != "none":
+        raw["train"].update(accumulation_steps=3, accumulation=accumulation)
+    runs = run_backends(raw, tmp_path)
+    agree(runs["torch"], runs["jax"])
+    for backend, run in runs.items():
+        records = read_metrics(run / "metrics.jsonl")
+        assert summary(run)["skipped_updates"] == 6 and [e["skipped"] for e in records["epoch"]] == [1] * 6
+        weights = load_weights(run / "final.safetensors")
+        assert all(np.isfinite(v).all() for v in weights.values()), f"{backend}: the NaN reached the weights"
+    torch_skips = [i for i, s in enumerate(read_metrics(runs["torch"] / "metrics.jsonl")["step"]) if s["skipped"]]
+    jax_skips = [i for i, s in enumerate(read_metrics(runs["jax"] / "metrics.jsonl")["step"]) if s["skipped"]]
+    assert torch_skips == jax_skips and len(torch_skips) == 6
+
+
+@pytest.mark.parametrize("accumulation", ["none", "multisteps"])
+def test_nan_batch_stops_both_backends_at_the_same_update(nan_in_training_row, accumulation: str, tmp_path: Path) -> None:
+    raw = with_train(parity_config("cnn", "sgd", "cross_entropy", steps=10_000), epochs=3)
+    if accumulation != "none":
+        raw["train"].update(accumulation_steps=2, accumulation=accumulation)
+    messages = {}
+    for backend in ("torch", "jax"):
+        with pytest.raises(TrainingDiverged) as info:
+            run_backends(raw, tmp_path, backends=(backend,))
+        messages[backend] = str(info.value)
+    assert messages["torch"] == messages["jax"].replace("/jax/", "/torch/")
+    assert "at update" in messages["torch"] and "(epoch 1)" in messages["torch"]
+    assert "the input batch holds NaN/inf values" in messages["torch"]
+    agree(tmp_path / "torch", tmp_path / "jax")  # the same steps, and the weights from before the failure
+    for backend in ("torch", "jax"):
+        assert summary(tmp_path / backend)["stopped_by"] == "nonfinite"
+        weights = load_weights(tmp_path / backend / "final.safetensors")
+        assert all(np.isfinite(v).all() for v in weights.values())
