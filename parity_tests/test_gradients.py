@@ -145,3 +145,14 @@ def test_nan_batch_stops_both_backends_at_the_same_update(nan_in_training_row, a
         assert summary(tmp_path / backend)["stopped_by"] == "nonfinite"
         weights = load_weights(tmp_path / backend / "final.safetensors")
         assert all(np.isfinite(v).all() for v in weights.values())
+
+
+@pytest.mark.parametrize("implementation", JAX_IMPLEMENTATIONS)
+def test_accumulate_clip_recipe_agrees(implementation: str, tmp_path: Path) -> None:
+    from parity_tests.harness import recipe
+
+    raw = recipe("configs/intrusion_accumulate_clip.yaml", "data.num_samples=2000", "train.epochs=2",
+                 "train.dtype=float64", "train.log_every=0", f"train.accumulation={implementation}",
+                 "model.hidden=[32,16]", "schedule.warmup=5")
+    runs = run_backends(raw, tmp_path)
+    agree(runs["torch"], runs["jax"])

@@ -127,3 +127,15 @@ def test_weights_are_written_atomically(tmp_path: Path, monkeypatch: pytest.Monk
         save_weights(target, {"w": np.zeros(3)})
     np.testing.assert_array_equal(load_weights(target)["w"], np.ones(3))
     assert [p.name for p in tmp_path.iterdir()] == ["final.safetensors"]
+
+
+def test_a_diverged_run_is_one_line_with_exit_code_3(capsys: pytest.CaptureFixture) -> None:
+    from loopspec.cli import run_cli
+    from loopspec.errors import TrainingDiverged
+
+    def diverge(config, out, init_path=None):
+        raise TrainingDiverged("non-finite loss (nan) or gradient norm (nan) at update 7 (epoch 1); likely cause: ...")
+
+    code = run_cli("python -m torchloop.train", "torch", diverge, ["--config", "configs/digits_cnn.yaml", "--out", "x"])
+    err = capsys.readouterr().err
+    assert code == 3 and err.count("\n") == 1 and "training stopped: non-finite loss" in err
