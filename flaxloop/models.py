@@ -6,6 +6,7 @@ flaxloop/checkpoint.py maps them onto the canonical state_dict layout mechanical
 
 from __future__ import annotations
 
+import functools
 from typing import Any, Optional, Sequence
 
 import jax
@@ -25,16 +26,18 @@ class BatchNorm(nn.Module):
 
     momentum: float = 0.1
     epsilon: float = 1e-5
-    dtype: Any = jnp.float32
+    dtype: Any = jnp.float32  # of the output: the compute dtype
+    param_dtype: Any = jnp.float32  # of the parameters, the running statistics and the arithmetic
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool) -> jax.Array:
         features = x.shape[-1]
         reduce_axes = tuple(range(x.ndim - 1))
-        scale = self.param("scale", nn.initializers.ones, (features,), self.dtype)
-        bias = self.param("bias", nn.initializers.zeros, (features,), self.dtype)
-        running_mean = self.variable("batch_stats", "mean", jnp.zeros, (features,), self.dtype)
-        running_var = self.variable("batch_stats", "var", jnp.ones, (features,), self.dtype)
+        x = x.astype(self.param_dtype)  # statistics in float32 under mixed precision, as torch computes them
+        scale = self.param("scale", nn.initializers.ones, (features,), self.param_dtype)
+        bias = self.param("bias", nn.initializers.zeros, (features,), self.param_dtype)
+        running_mean = self.variable("batch_stats", "mean", jnp.zeros, (features,), self.param_dtype)
+        running_var = self.variable("batch_stats", "var", jnp.ones, (features,), self.param_dtype)
         tracked = self.variable("batch_stats", "num_batches_tracked", jnp.zeros, (), jnp.int32)
         if train:
             mean = jnp.mean(x, axis=reduce_axes)
@@ -47,7 +50,7 @@ class BatchNorm(nn.Module):
                 tracked.value = tracked.value + 1
         else:
             mean, var = running_mean.value, running_var.value
-        return (x - mean) * jax.lax.rsqrt(var + self.epsilon) * scale + bias
+        return ((x - mean) * jax.lax.rsqrt(var + self.epsilon) * scale + bias).astype(self.dtype)
 
 
 class Dropout(nn.Module):
@@ -68,12 +71,13 @@ class MLPBlock(nn.Module):
     bn_momentum: float
     bn_eps: float
     dtype: Any
+    param_dtype: Any
     bias: bool
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool, mask: Optional[jax.Array] = None) -> jax.Array:
-        x = nn.Dense(self.width, use_bias=self.bias, dtype=self.dtype, param_dtype=self.dtype, name="linear")(x)
-        x = BatchNorm(self.bn_momentum, self.bn_eps, self.dtype, name="norm")(x, train)
+        x = nn.Dense(self.width, use_bias=self.bias, dtype=self.dtype, param_dtype=self.param_dtype, name="linear")(x)
+        x = BatchNorm(self.bn_momentum, self.bn_eps, self.dtype, self.param_dtype, name="norm")(x, train)
         x = nn.relu(x)
         return Dropout(self.dropout, name="dropout")(x, train, mask)
 
@@ -87,6 +91,7 @@ class TabularMLP(nn.Module):
     bn_momentum: float = 0.1
     bn_eps: float = 1e-5
     dtype: Any = jnp.float32
+    param_dtype: Any = jnp.float32
     bias_before_norm: bool = False
 
     @nn.compact
@@ -94,10 +99,10 @@ class TabularMLP(nn.Module):
                  dropout_masks: Optional[Sequence[jax.Array]] = None) -> jax.Array:
         x = x.reshape(x.shape[0], -1)
         for i, width in enumerate(self.hidden):
-            block = MLPBlock(width, self.dropout, self.bn_momentum, self.bn_eps, self.dtype, self.bias_before_norm,
-                             name=f"blocks_{i}")
+            block = MLPBlock(width, self.dropout, self.bn_momentum, self.bn_eps, self.dtype, self.param_dtype,
+                             self.bias_before_norm, name=f"blocks_{i}")
             x = block(x, train, None if dropout_masks is None else dropout_masks[i])
-        return nn.Dense(self.out_dim, dtype=self.dtype, param_dtype=self.dtype, name="head")(x)
+        return nn.Dense(self.out_dim, dtype=self.dtype, param_dtype=self.param_dtype, name="head")(x)
 
 
 class FashionMLP(nn.Module):
@@ -105,13 +110,15 @@ class FashionMLP(nn.Module):
 
     out_dim: int
     dtype: Any = jnp.float32
+    param_dtype: Any = jnp.float32
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False, dropout_masks: None = None) -> jax.Array:
+        dense = functools.partial(nn.Dense, dtype=self.dtype, param_dtype=self.param_dtype)
         x = x.reshape(x.shape[0], -1)
-        x = nn.relu(nn.Dense(512, dtype=self.dtype, param_dtype=self.dtype, name="linear_relu_stack_0")(x))
-        x = nn.relu(nn.Dense(512, dtype=self.dtype, param_dtype=self.dtype, name="linear_relu_stack_2")(x))
-        return nn.Dense(self.out_dim, dtype=self.dtype, param_dtype=self.dtype, name="linear_relu_stack_4")(x)
+        x = nn.relu(dense(512, name="linear_relu_stack_0")(x))
+        x = nn.relu(dense(512, name="linear_relu_stack_2")(x))
+        return dense(self.out_dim, name="linear_relu_stack_4")(x)
 
 
 class ConvBlock(nn.Module):
@@ -119,14 +126,15 @@ class ConvBlock(nn.Module):
     bn_momentum: float
     bn_eps: float
     dtype: Any
+    param_dtype: Any
     bias: bool
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool) -> jax.Array:
         # Padding spelled out as pairs: 'SAME' is not torch's symmetric padding in general.
         x = nn.Conv(self.channels, (3, 3), padding=((1, 1), (1, 1)), use_bias=self.bias, dtype=self.dtype,
-                    param_dtype=self.dtype, name="conv")(x)
-        x = BatchNorm(self.bn_momentum, self.bn_eps, self.dtype, name="norm")(x, train)
+                    param_dtype=self.param_dtype, name="conv")(x)
+        x = BatchNorm(self.bn_momentum, self.bn_eps, self.dtype, self.param_dtype, name="norm")(x, train)
         x = nn.relu(x)
         return nn.max_pool(x, (2, 2), strides=(2, 2))
 
@@ -139,26 +147,30 @@ class BatchNormCNN(nn.Module):
     bn_momentum: float = 0.1
     bn_eps: float = 1e-5
     dtype: Any = jnp.float32
+    param_dtype: Any = jnp.float32
     bias_before_norm: bool = False
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False, dropout_masks: None = None) -> jax.Array:
         x = jnp.transpose(x, (0, 2, 3, 1))
         for i, channels in enumerate(self.channels):
-            x = ConvBlock(channels, self.bn_momentum, self.bn_eps, self.dtype, self.bias_before_norm,
-                          name=f"features_{i}")(x, train)
+            x = ConvBlock(channels, self.bn_momentum, self.bn_eps, self.dtype, self.param_dtype,
+                          self.bias_before_norm, name=f"features_{i}")(x, train)
         # Flatten in torch's (C, H, W) order so the head's weight means the same on both sides.
         x = jnp.transpose(x, (0, 3, 1, 2)).reshape(x.shape[0], -1)
-        return nn.Dense(self.out_dim, dtype=self.dtype, param_dtype=self.dtype, name="classifier")(x)
+        return nn.Dense(self.out_dim, dtype=self.dtype, param_dtype=self.param_dtype, name="classifier")(x)
 
 
-def build_model(cfg: ModelConfig, input_shape: Sequence[int], out_dim: int, dtype: Any) -> nn.Module:
+def build_model(cfg: ModelConfig, input_shape: Sequence[int], out_dim: int, dtype: Any,
+                param_dtype: Optional[Any] = None) -> nn.Module:
+    """`dtype` is the compute dtype; weights are kept in `param_dtype` (default: `dtype`)."""
+    param_dtype = dtype if param_dtype is None else param_dtype
     if cfg.name == "mlp":
         return TabularMLP(tuple(cfg.hidden), out_dim, cfg.dropout, cfg.batchnorm_momentum, cfg.batchnorm_eps, dtype,
-                          cfg.bias_before_norm)
+                          param_dtype, cfg.bias_before_norm)
     if cfg.name == "fashion_mlp":
-        return FashionMLP(out_dim, dtype)
+        return FashionMLP(out_dim, dtype, param_dtype)
     if cfg.name == "cnn":
         return BatchNormCNN(tuple(cfg.channels), out_dim, cfg.batchnorm_momentum, cfg.batchnorm_eps, dtype,
-                            cfg.bias_before_norm)
+                            param_dtype, cfg.bias_before_norm)
     raise ValueError(f"unknown model {cfg.name}")

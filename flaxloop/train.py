@@ -22,7 +22,7 @@ from flaxloop.checkpoint import export_weights, import_weights
 from flaxloop.losses import LossFn, make_loss
 from flaxloop.models import build_model
 from flaxloop.optim import accumulate, make_optimizer
-from flaxloop.precision import jax_dtype, precision_scope
+from flaxloop.precision import LossScale, compute_dtype, param_dtype, precision_scope
 from flaxloop.schedules import ReduceLROnPlateau, make_schedules
 from loopspec.batching import batches_per_epoch, eval_batches, train_batches, update_windows
 from loopspec.config import Config
@@ -33,11 +33,14 @@ class TrainState(train_state.TrainState):
     batch_stats: Any
     dropout_key: jax.Array
     forward_passes: jax.Array  # training forward passes so far: each draws its own dropout key
+    loss_scale: Optional[LossScale] = None  # fp16 only
 
 
 def create_train_state(setup: RunSetup, tx: optax.GradientTransformation, dtype: Any) -> TrainState:
+    """`dtype` holds the weights; the model computes in the precision's compute dtype."""
     config = setup.config
-    model = build_model(config.model, setup.dataset.input_shape, setup.out_dim, dtype)
+    model = build_model(config.model, setup.dataset.input_shape, setup.out_dim,
+                        compute_dtype(config.train.precision), dtype)
     init_key, dropout_key = jax.random.split(jax.random.PRNGKey(config.seed))
     sample = jnp.zeros((2, *setup.dataset.input_shape), dtype)
     init = functools.partial(model.init, train=False)
@@ -48,9 +51,10 @@ def create_train_state(setup: RunSetup, tx: optax.GradientTransformation, dtype:
 
     @jax.jit
     def create(variables: dict[str, Any]) -> TrainState:  # jitted: optimizer-state init op by op is slow
+        loss_scale = LossScale.create(config.train.loss_scale) if config.train.precision == "fp16" else None
         return TrainState.create(apply_fn=model.apply, params=variables["params"],
                                  batch_stats=variables.get("batch_stats", {}), tx=tx, dropout_key=dropout_key,
-                                 forward_passes=jnp.zeros([], jnp.int32))
+                                 forward_passes=jnp.zeros([], jnp.int32), loss_scale=loss_scale)
 
     return create(variables)
 
@@ -86,26 +90,33 @@ def set_learning_rate(state: TrainState, lr: float) -> TrainState:
 
 def micro_gradients(state: TrainState, batch_stats: Any, forward_pass: jax.Array, micro: dict[str, Any],
                     scale: float, loss_fn: LossFn) -> tuple[jax.Array, Any, Any]:
-    """Loss * scale, its gradient, and the BatchNorm statistics after one micro-batch."""
+    """Loss * scale, the gradient of that times the fp16 loss scale, and the BatchNorm
+    statistics after one micro-batch. The loss is computed in the weights' float dtype."""
     dropout_key = jax.random.fold_in(state.dropout_key, forward_pass)
+    loss_scale = 1.0 if state.loss_scale is None else state.loss_scale.scale
 
-    def compute_loss(params: Any) -> tuple[jax.Array, Any]:
+    def compute_loss(params: Any) -> tuple[jax.Array, tuple[jax.Array, Any]]:
         logits, updates = state.apply_fn(
             {"params": params, "batch_stats": batch_stats}, micro["x"], train=True,
             dropout_masks=micro.get("dropout_masks"), rngs={"dropout": dropout_key}, mutable=["batch_stats"],
         )
-        return loss_fn(logits, micro["y"]) * scale, updates.get("batch_stats", batch_stats)
+        loss = loss_fn(logits.astype(jax.tree.leaves(params)[0].dtype), micro["y"]) * scale
+        return loss * loss_scale, (loss, updates.get("batch_stats", batch_stats))
 
-    (loss, new_stats), grads = jax.value_and_grad(compute_loss, has_aux=True)(state.params)
+    (_, (loss, new_stats)), grads = jax.value_and_grad(compute_loss, has_aux=True)(state.params)
     return loss, grads, new_stats
 
 
-def step_metrics(state: TrainState, loss: jax.Array) -> dict[str, jax.Array]:
-    """What the update used and measured, read back from the optimizer state."""
+def step_metrics(state: TrainState, loss: jax.Array, loss_scale: Optional[LossScale] = None,
+                 overflow: Any = False) -> dict[str, jax.Array]:
+    """What the update used and measured, read back from the optimizer state. With fp16,
+    a gradient overflow is the loss scaler's to handle; only a non-finite loss is not finite."""
     stats = optax.tree.get(state.opt_state, "global_norm"), optax.tree.get(state.opt_state, "clipped")
     hyperparams = injected(state.opt_state).hyperparams
+    finite = jnp.isfinite(loss) if loss_scale is not None else jnp.isfinite(loss) & jnp.isfinite(stats[0])
     return {"loss": loss, "grad_norm": stats[0], "clipped": stats[1], "lr": hyperparams["learning_rate"],
-            "momentum": hyperparams.get("momentum"), "finite": jnp.isfinite(loss) & jnp.isfinite(stats[0])}
+            "momentum": hyperparams.get("momentum"), "finite": finite, "overflow": overflow,
+            "loss_scale": None if loss_scale is None else loss_scale.scale}
 
 
 def train_step(state: TrainState, window: dict[str, Any], loss_fn: LossFn) -> tuple[TrainState, dict[str, jax.Array]]:
@@ -131,8 +142,19 @@ def train_step(state: TrainState, window: dict[str, Any], loss_fn: LossFn) -> tu
     if tail is not None:
         carry, _ = accumulate_micro(carry, tail)
     grads, loss, batch_stats, passes = carry
-    state = state.apply_gradients(grads=grads, batch_stats=batch_stats, forward_passes=passes)
-    return state, step_metrics(state, loss)
+    if state.loss_scale is None:
+        state = state.apply_gradients(grads=grads, batch_stats=batch_stats, forward_passes=passes)
+        return state, step_metrics(state, loss)
+    # fp16: unscale; on inf/nan keep the weights and optimizer state (GradScaler.step skips) but,
+    # as in torch, not the BatchNorm statistics the forward passes updated; then update the scale.
+    grads = state.loss_scale.unscale(grads)
+    overflow = ~jnp.all(jnp.array([jnp.all(jnp.isfinite(g)) for g in jax.tree.leaves(grads)]))
+    stepped = state.apply_gradients(grads=grads, batch_stats=batch_stats, forward_passes=passes)
+    kept = jax.tree.map(lambda old, new: jnp.where(overflow, old, new), (state.params, state.opt_state),
+                        (stepped.params, stepped.opt_state))
+    new_state = stepped.replace(params=kept[0], opt_state=kept[1], step=jnp.where(overflow, state.step, stepped.step),
+                                loss_scale=state.loss_scale.update(overflow))
+    return new_state, step_metrics(stepped, loss, state.loss_scale, overflow)
 
 
 def multisteps_micro_step(state: TrainState, micro: dict[str, Any], scale: float,
@@ -144,7 +166,7 @@ def multisteps_micro_step(state: TrainState, micro: dict[str, Any], scale: float
 
 
 def eval_step(state: TrainState, x: jax.Array, y: jax.Array, loss_fn: LossFn) -> tuple[jax.Array, jax.Array]:
-    logits = state.apply_fn(variables_of(state), x, train=False)
+    logits = state.apply_fn(variables_of(state), x, train=False).astype(x.dtype)  # the loss in the weights' dtype
     return logits, loss_fn(logits, y)
 
 
@@ -180,13 +202,13 @@ def stack_window(micro_batches: list[dict[str, Any]]) -> dict[str, Any]:
 
 def fit(config: Config, out_dir: str | Path, init_path: Optional[str | Path] = None) -> dict[str, Any]:
     """Train as configured; writes config.json, metrics.jsonl, init/final.safetensors to out_dir."""
-    with precision_scope(config.train.dtype, config.train.device):
+    with precision_scope(config.train.precision, config.train.device, config.train.tf32):
         return _fit(config, out_dir, init_path)
 
 
 def _fit(config: Config, out_dir: str | Path, init_path: Optional[str | Path]) -> dict[str, Any]:
     setup = prepare_run(config, out_dir, init_path, backend="jax")
-    dtype = jax_dtype(config.train.dtype)
+    dtype = param_dtype(config.train.precision)
     data, train_cfg = setup.dataset, config.train
     x_train, x_val = data.x_train.astype(dtype), data.x_val.astype(dtype)
 
@@ -220,6 +242,9 @@ def _fit(config: Config, out_dir: str | Path, init_path: Optional[str | Path]) -
                 else:
                     state, out = step_fn(state, stack_window(micro_batches))
                     out = jax.device_get(out)
+                if out["finite"] and out["overflow"]:  # fp16: the scaler skipped the update and backed off
+                    recorder.overflow_skip(epoch, step, float(out["lr"]), float(out["loss_scale"]))
+                    continue
                 if not out["finite"]:  # undo the update and the window's BatchNorm statistics
                     state = keep_position(before, state)
                     bad_inputs = any(not np.isfinite(data.x_train[rows]).all() for rows in window)
@@ -247,8 +272,9 @@ def _fit(config: Config, out_dir: str | Path, init_path: Optional[str | Path]) -
 
 def keep_position(before: TrainState, after: TrainState) -> TrainState:
     """The state before a skipped update, with the counters that say where the run is:
-    forward passes (dropout keys) and optax.MultiSteps' window count (its trailing-window rule)."""
-    state = before.replace(forward_passes=after.forward_passes)
+    forward passes (dropout keys), the fp16 loss scale (which saw the failure, as torch's
+    GradScaler does) and optax.MultiSteps' window count (its trailing-window rule)."""
+    state = before.replace(forward_passes=after.forward_passes, loss_scale=after.loss_scale)
     if isinstance(after.opt_state, optax.MultiStepsState):
         state = state.replace(opt_state=before.opt_state._replace(gradient_step=after.opt_state.gradient_step))
     return state

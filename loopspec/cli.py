@@ -6,7 +6,7 @@ import argparse
 import sys
 from typing import Any, Callable, NoReturn, Optional, Sequence
 
-from loopspec.config import DTYPES, Config, load_config
+from loopspec.config import DTYPES, PRECISIONS, Config, load_config
 from loopspec.errors import TrainingDiverged, UserError
 
 
@@ -24,7 +24,8 @@ def build_parser(prog: str, backend: str) -> argparse.ArgumentParser:
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override a config key by dotted path, e.g. --set optimizer.lr=0.01 (repeatable)")
     parser.add_argument("--init", help="start from these weights (safetensors, torch state_dict names)")
-    parser.add_argument("--dtype", choices=DTYPES, help="shorthand for --set train.dtype=...")
+    parser.add_argument("--dtype", choices=list(DTYPES), help="float32 or float64: shorthand for --precision fp32|fp64")
+    parser.add_argument("--precision", choices=PRECISIONS, help="shorthand for --set train.precision=...")
     return parser
 
 
@@ -32,7 +33,8 @@ def run_cli(prog: str, backend: str, fit: Callable[..., Any], argv: Optional[Seq
     """Parse arguments, load the config and train; user errors become one stderr line and exit 2."""
     args = build_parser(prog, backend).parse_args(argv)
     try:
-        overrides = list(args.set) + ([f"train.dtype={args.dtype}"] if args.dtype else [])
+        precision = args.precision or DTYPES.get(args.dtype)
+        overrides = list(args.set) + ([f"train.precision={precision}"] if precision else [])
         config: Config = load_config(args.config, overrides)
         fit(config, args.out, init_path=args.init)
     except UserError as err:

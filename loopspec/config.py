@@ -27,7 +27,8 @@ OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop", "adagrad")
 SCHEDULES = ("none", "step", "multistep", "exponential", "cosine", "warmup_cosine", "onecycle", "plateau")
 INTERVALS = ("step", "epoch")
 STEP_INTERVAL_SCHEDULES = ("warmup_cosine", "onecycle")  # the rest step per epoch by default
-DTYPES = ("float32", "float64")
+PRECISIONS = ("fp32", "bf16", "fp16", "fp64")
+DTYPES = {"float32": "fp32", "float64": "fp64"}  # the CLI's --dtype shorthand
 DEVICES = ("cpu", "cuda", "auto")
 DROPOUT_MODES = ("framework", "parity")
 INITS = ("canonical", "framework")
@@ -140,10 +141,22 @@ class EarlyStoppingConfig:
 
 
 @dataclass
+class LossScaleConfig:
+    """Dynamic loss scaling for fp16: torch.amp.GradScaler's options and defaults."""
+
+    init_scale: float = 65536.0
+    growth_factor: float = 2.0
+    backoff_factor: float = 0.5
+    growth_interval: int = 2000
+
+
+@dataclass
 class TrainConfig:
     epochs: int = 10
     max_steps: Optional[int] = None  # stop after this many optimizer steps
-    dtype: str = "float32"
+    precision: str = "fp32"  # fp32 | bf16 | fp16 (mixed: float32 weights, low-precision compute) | fp64
+    loss_scale: LossScaleConfig = field(default_factory=LossScaleConfig)  # fp16 only
+    tf32: bool = False  # fp32 matmuls on a GPU: false keeps full float32 (strict parity), true allows TF32 (speed)
     device: str = "cpu"
     log_every: int = 50  # print a progress line every N steps (0: never)
     accumulation_steps: int = 1  # micro-batches per optimizer update (their gradients are averaged)
@@ -340,7 +353,14 @@ def validate(config: Config) -> None:
     _choice(model.init, INITS, "model.init")
     _choice(loss.name, LOSSES, "loss (loss.name)")
     _choice(opt.name, OPTIMIZERS, "optimizer (optimizer.name)")
-    _choice(train.dtype, DTYPES, "train.dtype")
+    _choice(train.precision, PRECISIONS, "train.precision")
+    scaling = train.loss_scale
+    _check(scaling.init_scale > 0 and scaling.growth_factor > 1.0 and 0.0 < scaling.backoff_factor < 1.0,
+           "train.loss_scale needs init_scale > 0, growth_factor > 1 and backoff_factor in (0, 1)")
+    _check(scaling.growth_interval >= 1, f"train.loss_scale.growth_interval must be >= 1, got {scaling.growth_interval}")
+    _check(train.precision != "fp16" or train.accumulation == "manual" or train.accumulation_steps == 1,
+           "fp16 with accumulation needs train.accumulation: manual; optax.MultiSteps cannot skip an overflowing "
+           "window (its accumulator reset multiplies by zero, and 0 * inf is NaN)")
     _choice(train.device, DEVICES, "train.device")
     _choice(train.early_stopping.monitor, MONITORS, "train.early_stopping.monitor")
     _choice(train.early_stopping.mode, MODES, "train.early_stopping.mode")

@@ -63,6 +63,8 @@ class RunSetup:
             values["momentum"] = float(out["momentum"])
         if self.clipping:
             values["clipped"] = bool(out["clipped"])
+        if self.config.train.precision == "fp16":
+            values["loss_scale"] = float(out["loss_scale"])
         return values
 
     def dropout_masks(self, forward_pass: int, batch_size: int) -> Optional[list[np.ndarray]]:
@@ -156,6 +158,13 @@ class RunRecorder:
             print(f"{self.tag} epoch {epoch} step {step} loss {values['loss']:.6g} lr {values['lr']:.4g} "
                   f"grad_norm {values['grad_norm']:.4g}", flush=True)
 
+    def overflow_skip(self, epoch: int, step: int, lr: float, loss_scale: float) -> None:
+        """fp16: gradients overflowed at this loss scale; the update is skipped, the scale backs off."""
+        self.writer.write({"kind": "step", "step": step, "epoch": epoch, "lr": float(lr), "loss_scale": float(loss_scale),
+                           "skipped": True, "overflow": True})
+        self.skipped += 1
+        self.epoch_skipped += 1
+
     def nonfinite_update(self, epoch: int, step: int, lr: float, loss: float, grad_norm: float,
                          bad_inputs: bool, weights: Callable[[], dict[str, np.ndarray]]) -> None:
         """A non-finite loss or gradient: record a skipped update, or save and stop (raises)."""
@@ -168,7 +177,7 @@ class RunRecorder:
             return
         causes = (f"the input batch holds NaN/inf values" if bad_inputs else
                   f"the learning rate ({lr:.3g}) may be too high, the data may hold extreme values, "
-                  f"or {self.setup.config.train.dtype} precision overflowed")
+                  f"or {self.setup.config.train.precision} precision overflowed")
         self.stopped_by = "nonfinite"
         self.finish(weights(), step, restored_best=False)
         raise TrainingDiverged(

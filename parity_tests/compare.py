@@ -33,7 +33,7 @@ import numpy as np
 from loopspec.metrics import read_metrics
 from loopspec.weights import load_weights
 
-STEP_QUANTITIES = ("loss", "lr", "grad_norm", "momentum")
+STEP_QUANTITIES = ("loss", "lr", "grad_norm", "momentum", "loss_scale", "skipped", "clipped")
 EPOCH_QUANTITIES = ("train_loss", "val_loss", "val_acc", "val_precision", "val_recall", "val_f1")
 TINY = 1e-300
 

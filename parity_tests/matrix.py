@@ -69,5 +69,5 @@ def parity_config(model: str, optimizer: str, loss: str, steps: int = STEPS) -> 
         "model": dict(spec["model"]),
         "loss": dict(losses_for(model)[loss]),
         "optimizer": dict(OPTIMIZERS[optimizer]),
-        "train": {"epochs": 1000, "max_steps": steps, "dtype": "float64", "log_every": 0},
+        "train": {"epochs": 1000, "max_steps": steps, "precision": "fp64", "log_every": 0},
     }

@@ -37,7 +37,8 @@ EXCEPTIONS = {
 
 def first_steps(name_args: tuple[str, ...], dtype: str) -> dict:
     path, *overrides = name_args
-    return recipe(path, *overrides, f"train.max_steps={FIRST_STEPS}", f"train.dtype={dtype}", "train.log_every=0")
+    precision = {"float32": "fp32", "float64": "fp64"}[dtype]
+    return recipe(path, *overrides, f"train.max_steps={FIRST_STEPS}", f"train.precision={precision}", "train.log_every=0")
 
 
 @pytest.mark.parametrize("name", list(RECIPES))

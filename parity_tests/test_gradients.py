@@ -152,7 +152,7 @@ def test_accumulate_clip_recipe_agrees(implementation: str, tmp_path: Path) -> N
     from parity_tests.harness import recipe
 
     raw = recipe("configs/intrusion_accumulate_clip.yaml", "data.num_samples=2000", "train.epochs=2",
-                 "train.dtype=float64", "train.log_every=0", f"train.accumulation={implementation}",
+                 "train.precision=fp64", "train.log_every=0", f"train.accumulation={implementation}",
                  "model.hidden=[32,16]", "schedule.warmup=5")
     runs = run_backends(raw, tmp_path)
     agree(runs["torch"], runs["jax"])

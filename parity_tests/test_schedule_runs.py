@@ -60,7 +60,7 @@ def test_schedule_recipes_run_and_agree_in_float64(path: str, tmp_path) -> None:
     from parity_tests.harness import recipe, run_both
 
     shorter = ["schedule.warmup=5"] if "warmup" in path else []  # the recipe's 50-step warm-up outlasts 15 steps
-    raw = recipe(path, "data.num_samples=400", "train.epochs=3", "train.dtype=float64", "train.log_every=0",
+    raw = recipe(path, "data.num_samples=400", "train.epochs=3", "train.precision=fp64", "train.log_every=0",
                  "model.channels=[8,8,8]", *shorter)
     report = run_both(raw, tmp_path)
     assert report.agree, "\n" + report.render()

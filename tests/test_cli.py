@@ -41,7 +41,7 @@ def runs(tmp_path_factory) -> dict[str, Path]:
 def test_run_directory_contents(runs: dict[str, Path], backend: str) -> None:
     run = runs[backend]
     config = json.loads((run / "config.json").read_text())
-    assert config["model"]["hidden"] == [16, 8] and config["train"]["dtype"] == "float64"
+    assert config["model"]["hidden"] == [16, 8] and config["train"]["precision"] == "fp64"
     records = read_metrics(run / "metrics.jsonl")
     steps, epochs = records["step"], records["epoch"]
     assert len(steps) == 2 * 5  # 320 training samples / 64, two epochs

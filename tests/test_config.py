@@ -75,7 +75,8 @@ def test_torch_defaults_fill_unset_optimizer_options() -> None:
     ({"loss": {"name": "bce", "label_smoothing": 0.1}}, "loss.label_smoothing does not apply to loss 'bce'; it applies to: cross_entropy"),
     ({"optimizer": {"name": "sgd", "nesterov": True}}, "optimizer.nesterov needs momentum > 0 and dampening 0"),
     ({"data": {"name": "csv"}}, "data.path is required for dataset 'csv'"),
-    ({"train": {"dtype": "float16"}}, "unknown train.dtype 'float16'; allowed: float32, float64"),
+    ({"train": {"precision": "float16"}}, "unknown train.precision 'float16'; allowed: fp32, bf16, fp16, fp64"),
+    ({"train": {"precision": "fp16", "accumulation_steps": 2, "accumulation": "multisteps"}}, "fp16 with accumulation needs train.accumulation: manual"),
     ({"train": {"early_stopping": {"monitor": "val_auc"}}}, "unknown train.early_stopping.monitor 'val_auc'; allowed: val_loss,"),
 ])
 def test_bad_config_gives_one_line_naming_the_problem(raw: dict, message: str) -> None:

@@ -99,7 +99,7 @@ def test_batchnorm_running_statistics_follow_torch() -> None:
     """Unbiased running variance, torch's momentum convention, num_batches_tracked."""
     rng = np.random.default_rng(2)
     torch_bn = torch.nn.BatchNorm1d(6, momentum=0.2).double()
-    flax_bn = flax_models.BatchNorm(momentum=0.2, dtype=jnp.float64)
+    flax_bn = flax_models.BatchNorm(momentum=0.2, dtype=jnp.float64, param_dtype=jnp.float64)
     with jax.enable_x64(True):
         variables = flax_bn.init(jax.random.PRNGKey(0), jnp.zeros((4, 6)), train=True)
         for _ in range(3):
