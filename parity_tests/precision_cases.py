@@ -1,0 +1,36 @@
+"""Small configs, one per model, for the mixed-precision accuracy checks on CPU."""
+
+from __future__ import annotations
+
+from typing import Any
+
+PRECISION_CASES: dict[str, dict[str, Any]] = {
+    "mlp": {
+        "data": {"name": "intrusion", "num_samples": 4000, "batch_size": 64},
+        "model": {"name": "mlp", "hidden": [64, 32], "dropout": 0.1, "dropout_mode": "parity"},
+        "loss": {"name": "focal"},
+        "optimizer": {"name": "adamw", "lr": 2e-3},
+        "train": {"epochs": 6, "log_every": 0},
+    },
+    "fashion_mlp": {
+        "data": {"name": "synthetic_images", "num_samples": 1500, "channels": 1, "image_size": 28, "batch_size": 64},
+        "model": {"name": "fashion_mlp"},
+        "loss": {"name": "cross_entropy"},
+        "optimizer": {"name": "sgd", "lr": 0.01, "momentum": 0.9},
+        "train": {"epochs": 6, "log_every": 0},
+    },
+    "cnn": {
+        "data": {"name": "digits", "batch_size": 32},
+        "model": {"name": "cnn", "channels": [8, 16, 16]},
+        "loss": {"name": "cross_entropy"},
+        "optimizer": {"name": "adam", "lr": 3e-3},
+        "train": {"epochs": 6, "log_every": 0},
+    },
+}
+
+
+def precision_case(model: str, precision: str, seed: int = 0) -> dict[str, Any]:
+    case = {key: dict(value) for key, value in PRECISION_CASES[model].items()}
+    case["seed"] = seed
+    case["train"]["precision"] = precision
+    return case
