@@ -254,7 +254,7 @@ def _fit(config: Config, out_dir: str | Path, init_path: Optional[str | Path]) -
                     continue
                 step += 1
                 recorder.record_update(epoch, step, setup.step_values(out))
-                if train_cfg.max_steps is not None and step >= train_cfg.max_steps:
+                if recorder.reached_max_steps(step):
                     break
             val = evaluate(eval_fn, state, x_val, data.y_val, config.data.eval_batch_size, data.num_classes)
             improved = recorder.record_epoch(epoch, step, val)
@@ -262,7 +262,7 @@ def _fit(config: Config, out_dir: str | Path, init_path: Optional[str | Path]) -
                 state = set_learning_rate(state, plateau.step(monitored_value(config.schedule.monitor, recorder.train_loss, val)))
             if improved and recorder.keep_best_weights:
                 best_weights = export_weights(variables_of(state))
-            if recorder.should_stop or (train_cfg.max_steps is not None and step >= train_cfg.max_steps):
+            if recorder.should_stop or recorder.reached_max_steps(step):
                 break
         restored = best_weights is not None
         return recorder.finish(best_weights if restored else export_weights(variables_of(state)), step, restored)

@@ -208,12 +208,15 @@ class RunRecorder:
 
     @property
     def should_stop(self) -> bool:
-        if self.stopper.should_stop:
-            self.stopped_by = "early_stopping"
         return self.stopper.should_stop
+
+    def reached_max_steps(self, step: int) -> bool:
+        return self.train_cfg.max_steps is not None and step >= self.train_cfg.max_steps
 
     def finish(self, final_weights: dict[str, np.ndarray], steps: int, restored_best: bool) -> dict[str, Any]:
         """Save final.safetensors and the summary record; returns the summary."""
+        if self.stopped_by is None and self.should_stop:
+            self.stopped_by = "early_stopping"
         last_epoch = self.epoch_records[-1]["epoch"] if self.epoch_records else 0
         final_epoch = self.stopper.best_epoch if restored_best else last_epoch
         final_val = next((r for r in self.epoch_records if r["epoch"] == final_epoch), {})

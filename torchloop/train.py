@@ -160,7 +160,7 @@ def fit(config: Config, out_dir: str | Path, init_path: Optional[str | Path] = N
                     scheduler.step()
                 step += 1
                 recorder.record_update(epoch, step, setup.step_values(out))
-                if train_cfg.max_steps is not None and step >= train_cfg.max_steps:
+                if recorder.reached_max_steps(step):
                     break
             val = evaluate(model, loss_fn, data.x_val, data.y_val, config.data.eval_batch_size,
                            data.num_classes, device, dtype, low_precision)
@@ -171,7 +171,7 @@ def fit(config: Config, out_dir: str | Path, init_path: Optional[str | Path] = N
                 scheduler.step()
             if improved and recorder.keep_best_weights:
                 best_weights = export_weights(model)
-            if recorder.should_stop or (train_cfg.max_steps is not None and step >= train_cfg.max_steps):
+            if recorder.should_stop or recorder.reached_max_steps(step):
                 break
         restored = best_weights is not None
         return recorder.finish(best_weights if restored else export_weights(model), step, restored)
