@@ -15,3 +15,35 @@ def test_precision_times_writes_a_table(tmp_path: Path) -> None:
     assert {(r["precision"], r["backend"]) for r in data["rows"]} == {(p, b) for p in ("fp32", "bf16", "fp16") for b in ("torch", "jax")}
     assert all(r["us_per_step_median"] > 0 for r in data["rows"])
     assert "| mlp | 256 | fp16 |" in table.read_text()
+
+
+def test_throughput_report_has_rows_ratios_and_chart(tmp_path: Path) -> None:
+    from benchmarks.throughput import main as throughput
+
+    assert throughput(["--models", "mlp", "--modes", "bare_eager,eager,bare_jit,jit,bare_fused,fused",
+                       "--steps", "2", "--warmup", "1", "--repeats", "1", "--out", str(tmp_path)]) == 0
+    (report_path,) = tmp_path.glob("throughput_cpu_fp32_*.json")
+    report = json.loads(report_path.read_text())
+    assert {r["mode"] for r in report["rows"]} == {"bare_eager", "eager", "bare_jit", "jit", "bare_fused", "fused"}
+    assert all(r["samples_per_s"] > 0 and r["share_of_peak"] > 0 for r in report["rows"])
+    keys = {r["key"] for r in report["ratios"]}
+    assert {"overhead/torch/mlp/eager", "overhead/jax/mlp/jit", "fused/mlp", "backends/mlp"} <= keys
+    assert report_path.with_suffix(".png").read_bytes().startswith(b"\x89PNG")
+
+
+def test_regression_check_flags_a_moved_ratio(tmp_path: Path, monkeypatch, capsys) -> None:
+    import benchmarks.check as check
+
+    def report(ratio: float) -> dict:
+        rows = [{"backend": "jax", "model": "mlp", "mode": m, "spread": 0.02} for m in ("jit", "bare_jit")]
+        return {"device": "test", "date": "today", "precision": "fp32", "steps": 2, "warmup": 1, "repeats": 1,
+                "rows": rows, "ratios": [{"key": "overhead/jax/mlp/jit", "what": "jax mlp overhead", "ratio": ratio}]}
+
+    baseline = tmp_path / "base.json"
+    baseline.write_text(json.dumps(report(1.10)))
+    monkeypatch.setattr(check, "measure", lambda args: report(1.12))
+    assert check.main(["--baseline", str(baseline)]) == 0
+    monkeypatch.setattr(check, "measure", lambda args: report(1.60))
+    assert check.main(["--baseline", str(baseline)]) == 1
+    assert "MOVED" in capsys.readouterr().out
+    assert check.main(["--baseline", str(tmp_path / "none.json")]) == 2
