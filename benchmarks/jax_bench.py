@@ -1,7 +1,7 @@
 """The JAX half of benchmarks.throughput (run in its own process by that module).
 
-Modes: `jit` (flaxloop.train.train_step jitted, one call per batch, reading back the
-step's finite flag as the training loop does) and `fused` (K of those steps in one
+Modes: `jit` (flaxloop.train.train_step jitted, one call per batch, reading each update's
+metrics back after dispatching the next, as the training loop does) and `fused` (K of those steps in one
 compiled program, lax.scan over batches already on the device); each with a `bare_` twin:
 a hand-written jitted step on the same Flax module with optax's stock optimizer and loss
 (flax's DynamicScale for fp16), no library code around it.
@@ -93,7 +93,9 @@ def run(model_name: str, batch_size: int, precision: str, device_name: str, mode
 
                 def step(i: int) -> None:
                     box["state"], out = step_fn(box["state"], singles[i % fused_k][0])
-                    bool(out["finite"])  # the training loop's one read-back per update
+                    if "out" in box:  # the training loop's read-back, one update late
+                        jax.device_get(box["out"])
+                    box["out"] = out
             elif mode == "bare_jit":
                 bare_fn = jax.jit(bare)
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import functools
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp
@@ -124,7 +124,8 @@ def train_step(state: TrainState, window: dict[str, Any], loss_fn: LossFn) -> tu
 
     window["stack"] holds equal-sized micro-batches stacked on a leading axis (scanned);
     window["tail"] a last micro-batch of another size (the epoch's short batch). Without
-    accumulation the window is just a tail.
+    accumulation the window is just a tail. An update that is not finite (or overflows
+    fp16) is skipped here, in the step; metrics["finite"] and ["overflow"] say so.
     """
     stack, tail = window.get("stack"), window.get("tail")
     count = (0 if stack is None else stack["y"].shape[0]) + (0 if tail is None else 1)
@@ -142,19 +143,25 @@ def train_step(state: TrainState, window: dict[str, Any], loss_fn: LossFn) -> tu
     if tail is not None:
         carry, _ = accumulate_micro(carry, tail)
     grads, loss, batch_stats, passes = carry
-    if state.loss_scale is None:
-        state = state.apply_gradients(grads=grads, batch_stats=batch_stats, forward_passes=passes)
-        return state, step_metrics(state, loss)
-    # fp16: unscale; on inf/nan keep the weights and optimizer state (GradScaler.step skips) but,
-    # as in torch, not the BatchNorm statistics the forward passes updated; then update the scale.
-    grads = state.loss_scale.unscale(grads)
-    overflow = ~jnp.all(jnp.array([jnp.all(jnp.isfinite(g)) for g in jax.tree.leaves(grads)]))
+    scaler, overflow = state.loss_scale, jnp.zeros([], bool)
+    if scaler is not None:  # fp16: unscale, and let the scaler judge the gradients
+        grads = scaler.unscale(grads)
+        overflow = ~jnp.all(jnp.array([jnp.all(jnp.isfinite(g)) for g in jax.tree.leaves(grads)]))
     stepped = state.apply_gradients(grads=grads, batch_stats=batch_stats, forward_passes=passes)
-    kept = jax.tree.map(lambda old, new: jnp.where(overflow, old, new), (state.params, state.opt_state),
-                        (stepped.params, stepped.opt_state))
-    new_state = stepped.replace(params=kept[0], opt_state=kept[1], step=jnp.where(overflow, state.step, stepped.step),
-                                loss_scale=state.loss_scale.update(overflow))
-    return new_state, step_metrics(stepped, loss, state.loss_scale, overflow)
+    metrics = step_metrics(stepped, loss, scaler, overflow)
+    # The guard runs inside the step, so the host can read the flags an update late without waiting.
+    # A skipped update keeps the weights, optimizer state and step count (GradScaler.step skips on
+    # overflow); a non-finite one also undoes the window's BatchNorm statistics, which an fp16
+    # overflow keeps, as in torch. Forward passes (dropout keys) and the loss scale move on.
+    undo_update, undo_stats = overflow | ~metrics["finite"], ~metrics["finite"]
+    kept = lambda undo, old, new: jax.tree.map(lambda o, n: jnp.where(undo, o, n), old, new)  # noqa: E731
+    new_state = stepped.replace(
+        params=kept(undo_update, state.params, stepped.params),
+        opt_state=kept(undo_update, state.opt_state, stepped.opt_state),
+        step=kept(undo_update, state.step, stepped.step),
+        batch_stats=kept(undo_stats, state.batch_stats, stepped.batch_stats),
+        loss_scale=None if scaler is None else scaler.update(overflow))
+    return new_state, metrics
 
 
 def multisteps_micro_step(state: TrainState, micro: dict[str, Any], scale: float,
@@ -200,6 +207,13 @@ def stack_window(micro_batches: list[dict[str, Any]]) -> dict[str, Any]:
     return window
 
 
+class Update(NamedTuple):
+    """A dispatched update: its batches' rows, the state after it, its metrics on the device."""
+    window: list[np.ndarray]
+    state: TrainState
+    out: dict[str, Any]
+
+
 def fit(config: Config, out_dir: str | Path, init_path: Optional[str | Path] = None) -> dict[str, Any]:
     """Train as configured; writes config.json, metrics.jsonl, init/final.safetensors to out_dir."""
     with precision_scope(config.train.precision, config.train.device, config.train.tf32):
@@ -223,39 +237,49 @@ def _fit(config: Config, out_dir: str | Path, init_path: Optional[str | Path]) -
     recorder = RunRecorder(setup)
     recorder.save_initial_weights(export_weights(variables_of(state)))
     step, forward_pass, best_weights = 0, 0, None
+
+    def settle(epoch: int, step: int, update: Update) -> int:
+        """Read an update's metrics back and record it; returns the count of applied updates."""
+        out = jax.device_get(update.out)
+        if out["finite"] and out["overflow"]:  # fp16: the scaler skipped the update and backed off
+            recorder.overflow_skip(epoch, step, float(out["lr"]), float(out["loss_scale"]))
+        elif not out["finite"]:  # the step kept the weights; stop here or go on from them
+            bad_inputs = any(not np.isfinite(data.x_train[rows]).all() for rows in update.window)
+            recorder.nonfinite_update(epoch, step, float(out["lr"]), float(out["loss"]), float(out["grad_norm"]),
+                                      bad_inputs, lambda: export_weights(variables_of(update.state)))
+        else:
+            step += 1
+            recorder.record_update(epoch, step, setup.step_values(out))
+        return step
+
     try:
         for epoch in range(1, train_cfg.epochs + 1):
             batches = train_batches(len(data.y_train), config.data.batch_size, config.seed, epoch,
                                     config.data.shuffle, config.data.drop_last)
+            pending: Optional[Update] = None  # dispatched; read back after the next is dispatched
             for window in update_windows(batches, train_cfg.accumulation_steps):
                 micro_batches = [micro_batch(setup, x_train, rows, forward_pass + i, dtype) for i, rows in enumerate(window)]
                 forward_pass += len(window)
-                before = state
                 if multisteps:
-                    losses = []
+                    before, losses = state, []
                     for micro in micro_batches:
                         state, out = micro_fn(state, micro, scale=1.0 / len(window))
                         losses.append(out["loss"])
                     out = jax.device_get(out)  # the last micro-step's: MultiSteps applied the update there
                     out["loss"] = float(np.sum(jax.device_get(losses)))
                     out["finite"] = bool(np.isfinite(out["loss"]) and np.isfinite(out["grad_norm"]))
+                    if not out["finite"]:  # MultiSteps has no in-step guard: undo on the host
+                        state = keep_position(before, state)
                 else:
                     state, out = step_fn(state, stack_window(micro_batches))
-                    out = jax.device_get(out)
-                if out["finite"] and out["overflow"]:  # fp16: the scaler skipped the update and backed off
-                    recorder.overflow_skip(epoch, step, float(out["lr"]), float(out["loss_scale"]))
-                    continue
-                if not out["finite"]:  # undo the update and the window's BatchNorm statistics
-                    state = keep_position(before, state)
-                    bad_inputs = any(not np.isfinite(data.x_train[rows]).all() for rows in window)
-                    recorder.nonfinite_update(epoch, step, float(out["lr"]), float(out["loss"]),
-                                              float(out["grad_norm"]), bad_inputs,
-                                              lambda: export_weights(variables_of(state)))
-                    continue
-                step += 1
-                recorder.record_update(epoch, step, setup.step_values(out))
-                if recorder.reached_max_steps(step):
-                    break
+                if pending is not None:
+                    step = settle(epoch, step, pending)
+                    if recorder.reached_max_steps(step):
+                        state, pending = pending.state, None  # drop the update dispatched past the end
+                        break
+                pending = Update(window, state, out)
+            if pending is not None:
+                step = settle(epoch, step, pending)
             val = evaluate(eval_fn, state, x_val, data.y_val, config.data.eval_batch_size, data.num_classes)
             improved = recorder.record_epoch(epoch, step, val)
             if plateau is not None:
