@@ -22,7 +22,7 @@ MIN_BAND = 0.15
 
 
 def latest_baseline(device: str) -> Optional[Path]:
-    found = sorted(Path("benchmarks/results").glob(f"throughput_{device}_fp32_*.json"))
+    found = sorted(Path("benchmarks/results").glob(f"throughput_{device}_fp32_2*.json"))  # default batches, by date
     return found[-1] if found else None
 
 
@@ -54,7 +54,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     baseline = json.loads(path.read_text())
     rerun = measure(argparse.Namespace(models=args.models, precision=baseline["precision"], device=args.device,
                                        modes=None, batch_size=None, steps=baseline["steps"], warmup=baseline["warmup"],
-                                       repeats=baseline["repeats"]))
+                                       repeats=baseline["repeats"], fused_unroll=0))
     old = {r["key"]: r for r in baseline["ratios"]}
     moved = []
     print(f"baseline {path} ({baseline['device']}, {baseline['date']})")

@@ -20,6 +20,7 @@ import optax
 from flax.training import dynamic_scale
 
 import flaxloop.train as flax_train
+from benchmarks.timing import Timed, interleaved_repeats
 from benchmarks.workloads import workload_batches, workload_config
 from flaxloop.losses import make_loss
 from flaxloop.precision import compute_dtype, param_dtype, precision_scope
@@ -72,7 +73,10 @@ def bare_step_fn(state: flax_train.TrainState, config: Config) -> tuple[Callable
 
 
 def run(model_name: str, batch_size: int, precision: str, device_name: str, modes: list[str],
-        steps: int, warmup: int, repeats: int) -> list[dict[str, Any]]:
+        steps: int, warmup: int, repeats: int, fused_unroll: int = 0) -> list[dict[str, Any]]:
+    """fused_unroll 0 picks: a rolled scan runs XLA:CPU's convolutions about 12x slower (CNN,
+    batch 32: 637 against 53 ms a step), so the CNN's K steps are unrolled on CPU; the MLPs'
+    are not: unrolled, they measured slower (MLP, batch 32: 310 against 186 us a step)."""
     config = workload_config(model_name, batch_size, precision, device_name)
     rows = []
     with precision_scope(precision, device_name, config.train.tf32) as device:
@@ -84,6 +88,8 @@ def run(model_name: str, batch_size: int, precision: str, device_name: str, mode
         singles = [({"tail": {"x": xs[i], "y": ys[i]}}, (xs[i], ys[i])) for i in range(fused_k)]
         loss_fn = make_loss(config.loss, max(out_dim, 2), out_dim)
         library = functools.partial(flax_train.train_step, loss_fn=loss_fn)
+        unroll = fused_unroll or (fused_k if device.platform == "cpu" and model_name == "cnn" else 1)
+        timed, peak = {}, {}
         for mode in modes:
             state = flax_train.create_train_state(setup, flax_train.make_tx(setup, dtype), dtype)
             bare, carry = bare_step_fn(state, config)
@@ -91,7 +97,7 @@ def run(model_name: str, batch_size: int, precision: str, device_name: str, mode
             if mode == "jit":
                 step_fn = jax.jit(library)
 
-                def step(i: int) -> None:
+                def step(i: int, box: dict = box, step_fn: Callable = step_fn) -> None:
                     box["state"], out = step_fn(box["state"], singles[i % fused_k][0])
                     if "out" in box:  # the training loop's read-back, one update late
                         jax.device_get(box["out"])
@@ -99,39 +105,35 @@ def run(model_name: str, batch_size: int, precision: str, device_name: str, mode
             elif mode == "bare_jit":
                 bare_fn = jax.jit(bare)
 
-                def step(i: int) -> None:
+                def step(i: int, box: dict = box, bare_fn: Callable = bare_fn) -> None:
                     box["carry"] = bare_fn(box["carry"], singles[i % fused_k][1])
             elif mode == "fused":
-                fused_fn = jax.jit(lambda s, xb, yb: jax.lax.scan(lambda c, b: library(c, {"tail": {"x": b[0], "y": b[1]}}), s, (xb, yb)))
+                fused_fn = jax.jit(lambda s, xb, yb: jax.lax.scan(
+                    lambda c, b: library(c, {"tail": {"x": b[0], "y": b[1]}}), s, (xb, yb), unroll=unroll))
 
-                def step(i: int) -> None:
+                def step(i: int, box: dict = box, fused_fn: Callable = fused_fn) -> None:
                     box["state"], _ = fused_fn(box["state"], xs, ys)
             elif mode == "bare_fused":
-                bare_fused_fn = jax.jit(lambda c, xb, yb: jax.lax.scan(lambda c, b: (bare(c, b), None), c, (xb, yb))[0])
+                bare_fused_fn = jax.jit(lambda c, xb, yb, bare=bare: jax.lax.scan(
+                    lambda c, b: (bare(c, b), None), c, (xb, yb), unroll=unroll)[0])
 
-                def step(i: int) -> None:
+                def step(i: int, box: dict = box, bare_fused_fn: Callable = bare_fused_fn) -> None:
                     box["carry"] = bare_fused_fn(box["carry"], xs, ys)
             else:
                 raise ValueError(mode)
             calls, per_call = (max(1, steps // fused_k), fused_k) if "fused" in mode else (steps, 1)
-            sync = lambda: jax.block_until_ready((box["state"], box["carry"]))  # noqa: E731
+            sync = functools.partial(lambda box: jax.block_until_ready((box["state"], box["carry"])), box)
             started = time.perf_counter()
             for i in range(max(1, warmup // per_call)):
                 step(i)
             sync()
-            warmup_seconds = time.perf_counter() - started
-            per_step = []
-            for _ in range(repeats):
-                sync()
-                start = time.perf_counter()
-                for i in range(calls):
-                    step(i)
-                sync()
-                per_step.append((time.perf_counter() - start) / (calls * per_call) * 1e6)
-            stats = device.memory_stats() or {}
-            peak = stats.get("peak_bytes_in_use")
-            rows.append({"backend": "jax", "mode": mode, "us_per_step": per_step, "warmup_seconds": warmup_seconds,
-                         "peak_memory_mib": None if peak is None else peak / 2**20})
+            timed[mode] = Timed(step, sync, calls, per_call, time.perf_counter() - started)
+            # XLA keeps one process-wide peak (no reset): the peak so far, after this mode's warm-up
+            peak[mode] = (device.memory_stats() or {}).get("peak_bytes_in_use")
+        per_step = interleaved_repeats(timed, repeats)
+        for mode in modes:
+            rows.append({"backend": "jax", "mode": mode, "us_per_step": per_step[mode], "warmup_seconds": timed[mode].warmup_seconds,
+                         "peak_memory_mib": None if peak[mode] is None else peak[mode] / 2**20})
     return rows
 
 

@@ -2,14 +2,15 @@
 
     python -m benchmarks.throughput [--models mlp,fashion_mlp,cnn] [--precision fp32|bf16|fp16]
         [--device cpu|cuda] [--modes ...] [--batch-size N] [--steps 20] [--warmup 5] [--repeats 5]
-        [--out benchmarks/results]
+        [--fused-unroll K] [--out benchmarks/results]
 
 Each backend runs in its own process (benchmarks/torch_bench.py, benchmarks/jax_bench.py);
 this one merges them into one report: a table on stdout, JSON, Markdown and a PNG bar chart
 under --out, named with the device and date. Every mode has a bare twin (the same math as a
 hand-written loop), so the library's own overhead is measured in the same run. Data lives on
-the device; timings synchronise the device. The targets are printed as measured ratios:
-nothing here passes or fails.
+the device; timings synchronise the device. Each repeat times every mode once, in turn, so a
+slow spell of a shared machine lands on all modes of a backend alike. The targets are
+printed as measured ratios: nothing here passes or fails.
 """
 
 from __future__ import annotations
@@ -45,7 +46,9 @@ def worker(args: argparse.Namespace) -> int:
                               "peak_flops": module.peak_flops(args.precision, args.device), "rows": []}
     for model in args.models.split(","):
         batch = args.batch_size or DEFAULT_BATCH[model]
-        for row in module.run(model, batch, args.precision, args.device, modes, args.steps, args.warmup, args.repeats):
+        options = {"fused_unroll": args.fused_unroll} if args.worker == "jax" else {}
+        for row in module.run(model, batch, args.precision, args.device, modes, args.steps, args.warmup, args.repeats,
+                              **options):
             result["rows"].append({"model": model, "batch_size": batch, **row})
             print(f"  {args.worker} {model} {row['mode']}: {statistics.median(row['us_per_step']):.0f} us/step", flush=True)
     Path(args.worker_json).write_text(json.dumps(result))
@@ -145,6 +148,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--fused-unroll", type=int, default=0,
+                        help="lax.scan unroll of the JAX fused modes (default 0: the CNN unrolled on CPU, else rolled)")
     parser.add_argument("--out", default="benchmarks/results")
     parser.add_argument("--worker", choices=("torch", "jax"), help=argparse.SUPPRESS)
     parser.add_argument("--worker-json", help=argparse.SUPPRESS)
@@ -154,7 +159,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     report = measure(args)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    stem = f"throughput_{args.device}_{args.precision}_{report['date']}"
+    batch = f"_b{args.batch_size}" if args.batch_size else ""  # default per-model batches carry no tag
+    stem = f"throughput_{args.device}_{args.precision}{batch}_{report['date']}"
     (out / f"{stem}.json").write_text(json.dumps(report, indent=2) + "\n")
     (out / f"{stem}.md").write_text(render(report))
     chart(report, out / f"{stem}.png")
@@ -173,7 +179,8 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
             target = Path(scratch) / f"{backend}.json"
             command = [sys.executable, "-m", "benchmarks.throughput", "--worker", backend, "--worker-json", str(target),
                        "--models", args.models, "--precision", args.precision, "--device", args.device,
-                       "--steps", str(args.steps), "--warmup", str(args.warmup), "--repeats", str(args.repeats)]
+                       "--steps", str(args.steps), "--warmup", str(args.warmup), "--repeats", str(args.repeats),
+                       "--fused-unroll", str(args.fused_unroll)]
             command += (["--modes", args.modes] if args.modes else []) + (["--batch-size", str(args.batch_size)] if args.batch_size else [])
             print(f"$ {' '.join(command)}", flush=True)
             subprocess.run(command, check=True)

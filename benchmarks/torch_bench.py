@@ -13,6 +13,7 @@ from typing import Any, Callable
 
 import torch
 
+from benchmarks.timing import Timed, interleaved_repeats
 from benchmarks.workloads import workload_batches, workload_config
 from torchloop.losses import make_loss
 from torchloop.models import build_model
@@ -39,62 +40,62 @@ def matmul_peak(device: torch.device, dtype: torch.dtype, size: int = 2048) -> f
     return 2.0 * size ** 3 * reps / (time.perf_counter() - start)
 
 
+def mode_step(mode: str, config: Any, input_shape: tuple[int, ...], out_dim: int, device: torch.device,
+              dtype: torch.dtype, precision: str) -> Callable[[torch.Tensor, torch.Tensor], None]:
+    """A fresh model, optimizer and scaler, and the step of `mode` on them."""
+    low = compute_dtype(precision)
+    torch.manual_seed(0)
+    model = build_model(config.model, input_shape, out_dim).to(device=device, dtype=dtype).train()
+    if "compile" in mode:
+        model = torch.compile(model)
+    elif "cuda_graph" in mode:
+        model = torch.compile(model, mode="reduce-overhead")
+    loss_fn = make_loss(config.loss, max(out_dim, 2), out_dim).to(device=device, dtype=dtype)
+    optimizer = make_optimizer(config.optimizer, model.parameters())
+    scaler = make_grad_scaler(precision, config.train.loss_scale, device)
+    mixed = low in (torch.bfloat16, torch.float16)
+
+    def bare(xb: torch.Tensor, yb: torch.Tensor) -> None:
+        optimizer.zero_grad(set_to_none=True)
+        with torch.autocast(device.type, dtype=low, enabled=mixed):
+            logits = model(xb)
+        loss = loss_fn(logits.float() if mixed else logits, yb)
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+
+    def library(xb: torch.Tensor, yb: torch.Tensor) -> None:
+        train_step(model, loss_fn, optimizer, scaler, [(xb, yb, None)], low)
+
+    return bare if mode.startswith("bare") else library
+
+
 def run(model_name: str, batch_size: int, precision: str, device_name: str, modes: list[str],
         steps: int, warmup: int, repeats: int) -> list[dict[str, Any]]:
     config = workload_config(model_name, batch_size, precision, device_name)
     device = resolve_device(device_name)
     set_matmul_precision(config.train.tf32)
     x, y, out_dim, input_shape = workload_batches(config, min(steps, 16))
-    dtype, low = param_dtype(precision), compute_dtype(precision)
+    dtype = param_dtype(precision)
     batches = [(torch.as_tensor(xb, dtype=dtype, device=device), torch.as_tensor(yb, device=device)) for xb, yb in zip(x, y)]
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
-    rows = []
+    timed, peak = {}, {}
     for mode in modes:
         if "cuda_graph" in mode and device.type != "cuda":
             continue
-        torch.manual_seed(0)
-        model = build_model(config.model, input_shape, out_dim).to(device=device, dtype=dtype).train()
-        if "compile" in mode:
-            model = torch.compile(model)
-        elif "cuda_graph" in mode:
-            model = torch.compile(model, mode="reduce-overhead")
-        loss_fn = make_loss(config.loss, max(out_dim, 2), out_dim).to(device=device, dtype=dtype)
-        optimizer = make_optimizer(config.optimizer, model.parameters())
-        scaler = make_grad_scaler(precision, config.train.loss_scale, device)
-        mixed = low in (torch.bfloat16, torch.float16)
-
-        def bare(xb: torch.Tensor, yb: torch.Tensor) -> None:
-            optimizer.zero_grad(set_to_none=True)
-            with torch.autocast(device.type, dtype=low, enabled=mixed):
-                logits = model(xb)
-            loss = loss_fn(logits.float() if mixed else logits, yb)
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
-
-        def library(xb: torch.Tensor, yb: torch.Tensor) -> None:
-            train_step(model, loss_fn, optimizer, scaler, [(xb, yb, None)], low)
-
-        step: Callable[[torch.Tensor, torch.Tensor], None] = bare if mode.startswith("bare") else library
+        step = mode_step(mode, config, input_shape, out_dim, device, dtype, precision)
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
         started = time.perf_counter()
         for i in range(warmup):
             step(*batches[i % len(batches)])
         sync()
-        warmup_seconds = time.perf_counter() - started
-        per_step = []
-        for _ in range(repeats):
-            sync()
-            start = time.perf_counter()
-            for i in range(steps):
-                step(*batches[i % len(batches)])
-            sync()
-            per_step.append((time.perf_counter() - start) / steps * 1e6)
-        peak = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None
-        rows.append({"backend": "torch", "mode": mode, "us_per_step": per_step, "warmup_seconds": warmup_seconds,
-                     "peak_memory_mib": peak})
-    return rows
+        timed[mode] = Timed(lambda i, step=step: step(*batches[i % len(batches)]), sync, steps, 1,
+                            time.perf_counter() - started)
+        peak[mode] = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None  # over the warm-up
+    per_step = interleaved_repeats(timed, repeats)
+    return [{"backend": "torch", "mode": mode, "us_per_step": per_step[mode], "warmup_seconds": timed[mode].warmup_seconds,
+             "peak_memory_mib": peak[mode]} for mode in timed]
 
 
 def peak_flops(precision: str, device_name: str) -> float:
