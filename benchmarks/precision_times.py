@@ -16,7 +16,6 @@ import functools
 import json
 import platform
 import statistics
-import time
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
@@ -26,6 +25,7 @@ import torch
 
 import flaxloop.train as flax_train
 import torchloop.train as torch_train
+from benchmarks.timing import Timed, microseconds_per_step
 from flaxloop.losses import make_loss as make_flax_loss
 from flaxloop.precision import compute_dtype as flax_compute, param_dtype as flax_param, precision_scope
 from loopspec.config import config_from_dict
@@ -49,15 +49,8 @@ PRECISIONS = ("fp32", "bf16", "fp16")
 
 def timed(step: Callable[[], None], sync: Callable[[], None], steps: int, repeats: int) -> list[float]:
     """Microseconds per step for each repeat of `steps` steps."""
-    per_step = []
-    for _ in range(repeats):
-        sync()
-        start = time.perf_counter()
-        for _ in range(steps):
-            step()
-        sync()
-        per_step.append((time.perf_counter() - start) / steps * 1e6)
-    return per_step
+    run = Timed(lambda i: step(), sync, steps, 1, 0.0)
+    return [microseconds_per_step(run) for _ in range(repeats)]
 
 
 def torch_times(raw: dict, device_name: str, steps: int, repeats: int, out: Path) -> list[float]:

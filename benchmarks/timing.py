@@ -15,6 +15,16 @@ class Timed(NamedTuple):
     warmup_seconds: float
 
 
+def microseconds_per_step(timed: Timed) -> float:
+    """One timed run of `timed.calls` calls, synchronised at both ends."""
+    timed.sync()
+    start = time.perf_counter()
+    for i in range(timed.calls):
+        timed.step(i)
+    timed.sync()
+    return (time.perf_counter() - start) / (timed.calls * timed.per_call) * 1e6
+
+
 def interleaved_repeats(modes: dict[str, Timed], repeats: int) -> dict[str, list[float]]:
     """Microseconds per training step, one sample per repeat per mode. Each repeat runs every
     mode once, in turn, so a slow spell of a shared machine lands on all modes alike rather
@@ -22,10 +32,5 @@ def interleaved_repeats(modes: dict[str, Timed], repeats: int) -> dict[str, list
     samples: dict[str, list[float]] = {mode: [] for mode in modes}
     for _ in range(repeats):
         for mode, timed in modes.items():
-            timed.sync()
-            start = time.perf_counter()
-            for i in range(timed.calls):
-                timed.step(i)
-            timed.sync()
-            samples[mode].append((time.perf_counter() - start) / (timed.calls * timed.per_call) * 1e6)
+            samples[mode].append(microseconds_per_step(timed))
     return samples
