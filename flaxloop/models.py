@@ -16,6 +16,11 @@ from flax import linen as nn
 from loopspec.config import ModelConfig
 
 
+def running_variance(batch_variance: jax.Array, count: int) -> jax.Array:
+    """What torch's running_var tracks: the unbiased variance, n/(n-1) times the biased one."""
+    return batch_variance * (count / (count - 1))
+
+
 class BatchNorm(nn.Module):
     """BatchNorm with torch's semantics, which flax.linen.BatchNorm does not have.
 
@@ -44,7 +49,7 @@ class BatchNorm(nn.Module):
             var = jnp.mean(jnp.square(x - mean), axis=reduce_axes)
             if not self.is_initializing():
                 count = x.size // features
-                new_mean, new_var = jax.lax.stop_gradient((mean, var * (count / (count - 1))))
+                new_mean, new_var = jax.lax.stop_gradient((mean, running_variance(var, count)))
                 running_mean.value = (1 - self.momentum) * running_mean.value + self.momentum * new_mean
                 running_var.value = (1 - self.momentum) * running_var.value + self.momentum * new_var
                 tracked.value = tracked.value + 1

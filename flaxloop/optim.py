@@ -55,6 +55,11 @@ def bias_correction(decay: Any, count: jax.Array, dtype: Any) -> jax.Array:
     return jnp.where(decay == 0, 1.0, -jnp.expm1(steps * jnp.log(decay)))
 
 
+def adam_denominator(nu: jax.Array, bias2_sqrt: jax.Array, eps: float) -> jax.Array:
+    """torch's sqrt(v) / sqrt(1 - b2^t) + eps: eps outside the square root."""
+    return jnp.sqrt(nu) / bias2_sqrt + eps
+
+
 class AdamState(NamedTuple):
     count: jax.Array
     mu: Any
@@ -81,7 +86,7 @@ def scale_by_torch_adam(b1: Any, b2: float, eps: float, amsgrad: bool = False) -
         nu_max = jax.tree.map(jnp.maximum, state.nu_max, nu) if amsgrad else None
         dtype = optax.tree.dtype(updates, "highest")
         bias1, bias2_sqrt = bias_correction(b1, count, dtype), jnp.sqrt(bias_correction(b2, count, dtype))
-        out = jax.tree.map(lambda m, v: (m / bias1) / (jnp.sqrt(v) / bias2_sqrt + eps), mu, nu_max if amsgrad else nu)
+        out = jax.tree.map(lambda m, v: (m / bias1) / adam_denominator(v, bias2_sqrt, eps), mu, nu_max if amsgrad else nu)
         return out, AdamState(count, mu, nu, nu_max)
 
     return optax.GradientTransformation(init_fn, update_fn)

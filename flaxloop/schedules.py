@@ -13,6 +13,7 @@ import collections
 import math
 from typing import Any, Callable, Optional
 
+import jax
 import jax.numpy as jnp
 import optax
 
@@ -67,44 +68,57 @@ def onecycle(cfg: ScheduleConfig, total: int, max_lr: float) -> tuple[Schedule, 
     return schedule(lr_path, lrs), schedule(mom_path, moms)
 
 
-def per_update(schedule: Schedule, plan: SchedulePlan) -> Schedule:
-    """An optax schedule of the update count; epoch schedules advance every updates_per_epoch.
-
-    optax counts in int32, and JAX divides int32 in float32 even with x64 on, so the index is
-    made a float of the run's precision first (float64 in float64 runs).
-    """
-    per = 1 if plan.interval == "step" else plan.updates_per_epoch
-    return lambda count: schedule(jnp.asarray(count // per, dtype=jnp.result_type(float)))
+def schedule_functions(cfg: ScheduleConfig, length: int, base_lr: float) -> tuple[Schedule, Optional[Schedule]]:
+    """torch's learning rate (and OneCycle momentum) as functions of the schedule index: the
+    number of applied updates (interval step) or of finished epochs (interval epoch)."""
+    if cfg.name in ("none", "plateau"):  # plateau: ReduceLROnPlateau below sets it between epochs
+        return (lambda t: jnp.asarray(base_lr, jnp.result_type(float))), None
+    if cfg.name == "step":
+        return optax.exponential_decay(base_lr, transition_steps=cfg.step_size, decay_rate=cfg.gamma, staircase=True), None
+    if cfg.name == "multistep":
+        counts = collections.Counter(cfg.milestones)  # torch multiplies once per repeat of a milestone
+        return optax.piecewise_constant_schedule(base_lr, {m: cfg.gamma ** n for m, n in counts.items()}), None
+    if cfg.name == "exponential":
+        return optax.exponential_decay(base_lr, transition_steps=1, decay_rate=cfg.gamma), None
+    if cfg.name == "cosine":
+        return cosine_annealing(base_lr, length, cfg.eta_min), None
+    if cfg.name == "warmup_cosine":
+        if cfg.warmup == 0:
+            return optax.cosine_decay_schedule(base_lr, length, alpha=cfg.eta_min / base_lr), None
+        return optax.warmup_cosine_decay_schedule(base_lr * cfg.start_factor, base_lr, cfg.warmup, length, cfg.eta_min), None
+    if cfg.name == "onecycle":
+        lr, momentum = onecycle(cfg, length, cfg.max_lr if cfg.max_lr is not None else base_lr)
+        return lr, momentum if cfg.cycle_momentum else None
+    raise ValueError(f"unknown schedule {cfg.name}")
 
 
 def make_schedules(cfg: ScheduleConfig, plan: SchedulePlan, length: int,
-                   base_lr: float) -> tuple[float | Schedule, Optional[Schedule]]:
-    """(learning rate, momentum) for optax.inject_hyperparams: constants, or schedules of the update count.
+                   base_lr: float) -> tuple[float | Schedule, Optional[float | Schedule]]:
+    """(learning rate, momentum) for optax.inject_hyperparams.
 
-    `plateau` returns the constant base_lr: ReduceLROnPlateau below changes it between epochs.
+    Per step: schedules of optax's update count, which advances only on applied updates, so a
+    skipped update never moves them. Per epoch: the values for epoch 0, which the training loop
+    replaces after every validation (epoch_values), skips or not, as torch's scheduler.step().
+    optax counts in int32, and JAX divides int32 in float32 even with x64 on, so the count is
+    made a float of the run's precision first (float64 in float64 runs).
     """
-    if cfg.name in ("none", "plateau"):
-        return base_lr, None
-    if cfg.name == "step":
-        lr = optax.exponential_decay(base_lr, transition_steps=cfg.step_size, decay_rate=cfg.gamma, staircase=True)
-    elif cfg.name == "multistep":
-        counts = collections.Counter(cfg.milestones)  # torch multiplies once per repeat of a milestone
-        lr = optax.piecewise_constant_schedule(base_lr, {m: cfg.gamma ** n for m, n in counts.items()})
-    elif cfg.name == "exponential":
-        lr = optax.exponential_decay(base_lr, transition_steps=1, decay_rate=cfg.gamma)
-    elif cfg.name == "cosine":
-        lr = cosine_annealing(base_lr, length, cfg.eta_min)
-    elif cfg.name == "warmup_cosine":
-        if cfg.warmup == 0:
-            lr = optax.cosine_decay_schedule(base_lr, length, alpha=cfg.eta_min / base_lr)
-        else:
-            lr = optax.warmup_cosine_decay_schedule(base_lr * cfg.start_factor, base_lr, cfg.warmup, length, cfg.eta_min)
-    elif cfg.name == "onecycle":
-        lr, momentum = onecycle(cfg, length, cfg.max_lr if cfg.max_lr is not None else base_lr)
-        return per_update(lr, plan), per_update(momentum, plan) if cfg.cycle_momentum else None
-    else:
-        raise ValueError(f"unknown schedule {cfg.name}")
-    return per_update(lr, plan), None
+    lr, momentum = schedule_functions(cfg, length, base_lr)
+    if plan.interval == "epoch" or cfg.name in ("none", "plateau"):
+        return epoch_values(cfg, length, base_lr, 0)
+
+    def per_update(schedule: Schedule) -> Schedule:
+        return lambda count: schedule(jnp.asarray(count, dtype=jnp.result_type(float)))
+
+    return per_update(lr), None if momentum is None else per_update(momentum)
+
+
+def epoch_values(cfg: ScheduleConfig, length: int, base_lr: float, epochs_done: int) -> tuple[float, Optional[float]]:
+    """An epoch schedule's learning rate (and momentum) after `epochs_done` epochs, evaluated on
+    the host in float64 as torch does, so a float32 run rounds it once, when it is stored."""
+    with jax.enable_x64(True):
+        lr, momentum = schedule_functions(cfg, length, base_lr)
+        index = jnp.asarray(epochs_done, dtype=jnp.float64)
+        return float(lr(index)), None if momentum is None else float(momentum(index))
 
 
 class ReduceLROnPlateau:

@@ -23,7 +23,7 @@ from flaxloop.losses import LossFn, make_loss
 from flaxloop.models import build_model
 from flaxloop.optim import accumulate, make_optimizer
 from flaxloop.precision import LossScale, compute_dtype, param_dtype, precision_scope
-from flaxloop.schedules import ReduceLROnPlateau, make_schedules
+from flaxloop.schedules import ReduceLROnPlateau, epoch_values, make_schedules
 from loopspec.batching import batches_per_epoch, eval_batches, train_batches, update_windows
 from loopspec.config import Config
 from loopspec.run import RunRecorder, RunSetup, monitored_value, prepare_run, validation_metrics
@@ -78,11 +78,12 @@ def injected(opt_state: Any) -> Any:
     return opt_state.inner_opt_state if isinstance(opt_state, optax.MultiStepsState) else opt_state
 
 
-def set_learning_rate(state: TrainState, lr: float) -> TrainState:
-    """Write a new learning rate into the optimizer state (ReduceLROnPlateau, between epochs)."""
+def set_learning_rate(state: TrainState, lr: float, momentum: Optional[float] = None) -> TrainState:
+    """Write a new learning rate (and cycled momentum) into the optimizer state, between epochs."""
     inner = injected(state.opt_state)
-    rate = jnp.asarray(lr, inner.hyperparams["learning_rate"].dtype)
-    inner = inner._replace(hyperparams={**inner.hyperparams, "learning_rate": rate})
+    values = {"learning_rate": lr} if momentum is None else {"learning_rate": lr, "momentum": momentum}
+    hyperparams = {**inner.hyperparams, **{k: jnp.asarray(v, inner.hyperparams[k].dtype) for k, v in values.items()}}
+    inner = inner._replace(hyperparams=hyperparams)
     if isinstance(state.opt_state, optax.MultiStepsState):
         return state.replace(opt_state=state.opt_state._replace(inner_opt_state=inner))
     return state.replace(opt_state=inner)
@@ -233,6 +234,7 @@ def _fit(config: Config, out_dir: str | Path, init_path: Optional[str | Path]) -
     micro_fn = jax.jit(functools.partial(multisteps_micro_step, loss_fn=loss_fn), static_argnames="scale")
     eval_fn = jax.jit(functools.partial(eval_step, loss_fn=loss_fn))
     plateau = ReduceLROnPlateau(config.schedule, config.optimizer.lr) if config.schedule.name == "plateau" else None
+    epoch_schedule = setup.plan.interval == "epoch" and config.schedule.name != "none"
 
     recorder = RunRecorder(setup)
     recorder.save_initial_weights(export_weights(variables_of(state)))
@@ -284,6 +286,8 @@ def _fit(config: Config, out_dir: str | Path, init_path: Optional[str | Path]) -
             improved = recorder.record_epoch(epoch, step, val)
             if plateau is not None:
                 state = set_learning_rate(state, plateau.step(monitored_value(config.schedule.monitor, recorder.train_loss, val)))
+            elif epoch_schedule:
+                state = set_learning_rate(state, *epoch_values(config.schedule, setup.schedule_length, config.optimizer.lr, epoch))
             if improved and recorder.keep_best_weights:
                 best_weights = export_weights(variables_of(state))
             if recorder.should_stop or recorder.reached_max_steps(step):

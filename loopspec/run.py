@@ -14,7 +14,7 @@ from typing import Any, Callable, Optional
 
 import numpy as np
 
-from loopspec.config import Config
+from loopspec.config import Config, LossConfig
 from loopspec.data import Dataset, load_dataset
 from loopspec.dropout import parity_dropout_masks
 from loopspec.early_stopping import EarlyStopping
@@ -79,10 +79,7 @@ def prepare_run(config: Config, out_dir: str | Path, init_path: str | Path | Non
     """Load data, check it fits the model, resolve initial weights, write config.json."""
     dataset = load_dataset(config.data)
     check_model_input(config.model, dataset.input_shape, config.loss.name, dataset.num_classes)
-    if config.loss.class_weights is not None and len(config.loss.class_weights) != dataset.num_classes:
-        raise ConfigError(
-            f"loss.class_weights has {len(config.loss.class_weights)} entries; dataset {dataset.name} has {dataset.num_classes} classes"
-        )
+    check_loss_options(config, dataset)
     check_batch_sizes(config, len(dataset.y_train))
     plan = plan_schedule(config, len(dataset.y_train))
     out_dim = output_dim(config.loss.name, dataset.num_classes)
@@ -97,6 +94,28 @@ def prepare_run(config: Config, out_dir: str | Path, init_path: str | Path | Non
     out_dir.mkdir(parents=True, exist_ok=True)
     write_json_atomic(out_dir / "config.json", config.to_dict())
     return RunSetup(config, dataset, out_dir, backend, out_dim, shapes, initial, plan, schedule_length(config, plan))
+
+
+# Focal loss options that fit one output layout only: (option, one logit?) -> what to use instead.
+# One logit is the binary sigmoid focal loss; one logit per class the softmax form.
+FOCAL_LAYOUT_OPTIONS = {
+    ("alpha", False): "the softmax focal loss weights classes with loss.class_weights (set loss.alpha: null)",
+    ("class_weights", True): "the one-logit (sigmoid) focal loss weights class 1 with loss.alpha",
+}
+
+
+def check_loss_options(config: Config, dataset: Dataset) -> None:
+    """Reject a loss option the task cannot use, once the data says binary or multi-class."""
+    loss, defaults = config.loss, LossConfig()
+    one_logit = output_dim(loss.name, dataset.num_classes) == 1
+    for (option, layout), instead in FOCAL_LAYOUT_OPTIONS.items():
+        if loss.name == "focal" and one_logit == layout and getattr(loss, option) != getattr(defaults, option):
+            raise ConfigError(
+                f"loss.{option} does not apply: dataset {dataset.name} has {dataset.num_classes} classes, so the "
+                f"focal loss uses {'one logit' if one_logit else 'one logit per class'}; {instead}")
+    if loss.class_weights is not None and len(loss.class_weights) != dataset.num_classes:
+        raise ConfigError(f"loss.class_weights has {len(loss.class_weights)} entries; "
+                          f"dataset {dataset.name} has {dataset.num_classes} classes")
 
 
 def check_batch_sizes(config: Config, num_train: int) -> None:

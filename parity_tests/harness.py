@@ -11,6 +11,7 @@ import torchloop.train
 from loopspec.config import apply_override, config_from_dict, load_config
 from loopspec.metrics import read_metrics
 from parity_tests.compare import Report, compare_runs
+from parity_tests.sensitivity import MULTIPLE, Verdict, dataset_files, judge_runs, write_perturbed_init
 
 
 def run_backends(raw: dict[str, Any], out: Path, backends: tuple[str, ...] = ("torch", "jax"),
@@ -40,3 +41,12 @@ def recipe(path: str, *overrides: str) -> dict[str, Any]:
 
 def summary(run: Path) -> dict[str, Any]:
     return read_metrics(run / "metrics.jsonl")["summary"][-1]
+
+
+def sensitivity_verdict(raw: dict[str, Any], out: Path, multiple: float = MULTIPLE) -> Verdict:
+    """Torch vs JAX judged against each backend's own one-ulp sensitivity (parity_tests/sensitivity.py)."""
+    reference, moved_inputs = dataset_files(raw, out)
+    runs = run_backends(reference, out / "reference")
+    moved_weights = write_perturbed_init(runs["torch"] / "init.safetensors", out / "one_ulp.safetensors")
+    perturbed = run_backends(moved_inputs, out / "perturbed", init=moved_weights)
+    return judge_runs((runs["torch"], runs["jax"]), [(runs[b], perturbed[b]) for b in runs], multiple)

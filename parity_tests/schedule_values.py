@@ -1,8 +1,9 @@
 """Each backend's learning rate (and momentum) over a run, computed the way training uses it.
 
 torch: the scheduler from torchloop stepped after each update (or epoch) on a dummy
-optimizer; JAX: flaxloop's schedules evaluated at optax's int32 update counts, and its
-ReduceLROnPlateau stepped by the same metric stream.
+optimizer; JAX: flaxloop's schedules evaluated at optax's int32 update counts (per step) or at the
+epoch count (per epoch, set by the training loop), and its ReduceLROnPlateau stepped by the
+same metric stream.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 import torch
 
-from flaxloop.schedules import ReduceLROnPlateau, make_schedules
+from flaxloop.schedules import ReduceLROnPlateau, epoch_values, make_schedules
 from loopspec.config import ScheduleConfig
 from loopspec.schedules import SchedulePlan
 from torchloop.schedules import current_momentum, make_scheduler
@@ -55,6 +56,11 @@ def jax_values(cfg: ScheduleConfig, base_lr: float, plan: SchedulePlan, length: 
             plateau.step(metrics[epoch])
         return np.asarray(lrs, dtype=np.float64), None
     with jax.enable_x64(True):
+        if plan.interval == "epoch":  # the training loop sets each epoch's values after its validation
+            values = [epoch_values(cfg, length, base_lr, update // plan.updates_per_epoch)
+                      for update in range(plan.total_updates)]
+            lrs, momenta = zip(*values)
+            return np.asarray(lrs, dtype=np.float64), None if momenta[0] is None else np.asarray(momenta, dtype=np.float64)
         lr, momentum = make_schedules(cfg, plan, length, base_lr)
         counts = jnp.arange(plan.total_updates, dtype=jnp.int32)  # optax's update counter
         lrs = np.broadcast_to(np.asarray(lr(counts) if callable(lr) else lr, dtype=np.float64), counts.shape)

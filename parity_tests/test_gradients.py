@@ -8,8 +8,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import loopspec.run
-from loopspec.data import load_dataset
 from loopspec.errors import TrainingDiverged
 from loopspec.metrics import read_metrics
 from loopspec.weights import load_weights
@@ -95,19 +93,6 @@ def test_clipping_accumulation_and_onecycle_together(tmp_path: Path) -> None:
         steps = read_metrics(runs["torch"] / "metrics.jsonl")["step"]
         assert len(steps) == 320 and 0.2 <= clipped_share(runs["torch"]) <= 0.95
         assert len({s["momentum"] for s in steps}) > 100  # momentum cycled per applied update
-
-
-@pytest.fixture
-def nan_in_training_row(monkeypatch: pytest.MonkeyPatch):
-    """One training sample becomes NaN, so one update per epoch meets a NaN batch."""
-
-    def load_with_nan(cfg):
-        dataset = load_dataset(cfg)
-        dataset.x_train = dataset.x_train.copy()
-        dataset.x_train[123, 0] = np.nan
-        return dataset
-
-    monkeypatch.setattr(loopspec.run, "load_dataset", load_with_nan)
 
 
 @pytest.mark.parametrize("accumulation", ["none", "manual", "multisteps"])

@@ -83,6 +83,11 @@ def test_init_takes_the_other_backends_weights(runs: dict[str, Path], tmp_path: 
     (["--set", "model.name=cnn"], "model cnn needs images (N, C, H, W); this dataset gives samples of shape (41,)"),
     (["--set", "train.device=cuda"], "train.device is cuda but"),
     (["--init", "configs/digits_cnn.yaml"], "cannot read configs/digits_cnn.yaml as safetensors"),
+    # Loss options the task cannot use (focal on a binary task has one logit; on digits, ten).
+    (["--set", "loss.class_weights=[1,3]"], "loss.class_weights does not apply: dataset intrusion has 2 classes, "
+     "so the focal loss uses one logit; the one-logit (sigmoid) focal loss weights class 1 with loss.alpha"),
+    (["--set", "data.name=digits", "--set", "model.name=cnn", "--set", "loss.alpha=0.5"],
+     "loss.alpha does not apply: dataset digits has 10 classes, so the focal loss uses one logit per class"),
 ])
 @pytest.mark.parametrize("backend", list(MODULES))
 def test_user_errors_are_one_line_with_exit_code_2(tmp_path: Path, backend: str, args: list, message: str) -> None:

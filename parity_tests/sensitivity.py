@@ -1,0 +1,233 @@
+"""Float32 verdicts measured on the machine that runs them: the trajectory's own sensitivity.
+
+Two correct float32 implementations round differently from the first operation on, and
+training amplifies those differences at a rate the config sets (Adam on near-zero gradients,
+max-pool near-ties, high learning rates). How far apart two correct runs are after t steps
+therefore depends on the config, the CPU's instruction set and the math libraries: no fixed
+tolerance holds on every machine. The verdict here is relative to a yardstick measured in the
+same process, on the same machine:
+
+- **Envelope.** Each backend trains the config twice: from the initial weights, and from the
+  same weights with every parameter moved by one float32 ulp, up or down at random (seeded).
+  One ulp per weight is the difference one update of another correct implementation leaves
+  behind, so the two runs' per-step relative difference is what rounding alone does to this
+  config here. The envelope at step t is the largest self-divergence of either backend up to
+  step t (a running maximum: a perturbed run that happens to cross the reference at step t
+  says nothing about step t+1), and never less than FLOOR, one float32 ulp.
+- **Verdict.** The torch-vs-JAX difference of every judged quantity at every step, epoch and
+  tensor must stay within MULTIPLE times the envelope.
+
+Why MULTIPLE = 16: the perturbed runs inject rounding noise once, at the start; two different
+implementations inject fresh noise at every operation of every step, which compounds to
+several times the envelope before the amplification (the same for both) takes over. Measured
+over the recipes and the machine profiles in parity_tests/profiles.py, correct pairs of runs
+reach at most about a third of the bound (README, "What parity means"). A semantic difference
+(BatchNorm eps, Adam's eps inside the square root, biased running variance, label smoothing
+applied twice) starts at 1e-5..1e-2 relative, 100x to 100000x an ulp, and the same amplification
+carries it, so it lands orders of magnitude over the bound (parity_tests/test_float32.py plants
+each one).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+import numpy as np
+
+from loopspec.config import config_from_dict
+from loopspec.data import load_dataset
+from loopspec.metrics import read_metrics
+from loopspec.weights import load_weights, save_weights
+from parity_tests.compare import relative_difference, tensor_relative_difference
+
+MULTIPLE = 16.0
+FLOOR = float(np.finfo(np.float32).eps)  # one ulp: two roundings of the same number differ by this much
+PERTURBATION_SEED = 0x0175
+STEP_QUANTITIES = ("loss", "grad_norm", "lr", "momentum")
+EPOCH_QUANTITIES = ("train_loss", "val_loss", "val_acc")
+BUFFER_SUFFIXES = ("running_mean", "running_var", "num_batches_tracked")
+NPZ_DATA_KEYS = ("seed", "batch_size", "eval_batch_size", "shuffle", "drop_last")
+
+
+def one_ulp(values: np.ndarray, rng: np.random.Generator, keep_zeros: bool = False) -> np.ndarray:
+    """Every element moved one float32 ulp, up or down at random (zeros kept when asked)."""
+    x32 = values.astype(np.float32)
+    direction = np.where(rng.random(values.shape) < 0.5, -np.inf, np.inf).astype(np.float32)
+    moved = np.nextafter(x32, direction)
+    return np.where(x32 == 0, x32, moved) if keep_zeros else moved
+
+
+def perturb_weights(tensors: dict[str, np.ndarray], seed: int = PERTURBATION_SEED) -> dict[str, np.ndarray]:
+    """Every float parameter moved one float32 ulp; BatchNorm buffers unchanged."""
+    rng = np.random.default_rng(seed)
+    return {name: value if name.endswith(BUFFER_SUFFIXES) or not np.issubdtype(value.dtype, np.floating)
+            else one_ulp(value, rng) for name, value in tensors.items()}
+
+
+def write_perturbed_init(init_file: Path, out_file: Path, seed: int = PERTURBATION_SEED) -> Path:
+    save_weights(out_file, perturb_weights(load_weights(init_file), seed), {"perturbation": f"one ulp, seed {seed}"})
+    return out_file
+
+
+def dataset_files(raw: dict[str, Any], out: Path, seed: int = PERTURBATION_SEED) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The config twice, reading its dataset from .npz files: as loaded, and with every nonzero
+    input moved one float32 ulp (zeros stay exact, as any pipeline computes them).
+
+    Moving the inputs makes activations that were near-ties in a max-pool window (or at a
+    ReLU's kink) resolve the way another correct kernel's rounding may resolve them.
+    """
+    data = load_dataset(config_from_dict(copy.deepcopy(raw)).data)
+    rng = np.random.default_rng(seed)
+    configs = []
+    for name, x_train, x_val in (("data", data.x_train, data.x_val),
+                                 ("data_one_ulp", one_ulp(data.x_train, rng, keep_zeros=True),
+                                  one_ulp(data.x_val, rng, keep_zeros=True))):
+        path = Path(out) / f"{name}.npz"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        np.savez(path, x_train=x_train.astype(np.float64), y_train=data.y_train,
+                 x_val=x_val.astype(np.float64), y_val=data.y_val)
+        config = copy.deepcopy(raw)
+        kept = {key: value for key, value in config.get("data", {}).items() if key in NPZ_DATA_KEYS}
+        config["data"] = {**kept, "name": "npz", "path": str(path)}
+        configs.append(config)
+    return configs[0], configs[1]
+
+
+@dataclass
+class Trajectory:
+    """What one run recorded: per-step and per-epoch series, initial and final tensors."""
+
+    steps: dict[str, list[float]]
+    epochs: dict[str, list[float]]
+    init: dict[str, np.ndarray]
+    final: dict[str, np.ndarray]
+
+    @classmethod
+    def read(cls, run: Path) -> "Trajectory":
+        records = read_metrics(Path(run) / "metrics.jsonl")
+        steps = {key: [r[key] for r in records["step"] if key in r] for key in STEP_QUANTITIES}
+        epochs = {key: [r[key] for r in records["epoch"] if key in r] for key in EPOCH_QUANTITIES}
+        return cls(steps, epochs, load_weights(Path(run) / "init.safetensors"),
+                   load_weights(Path(run) / "final.safetensors"))
+
+
+def divergence(a: Trajectory, b: Trajectory) -> dict[tuple[str, str], np.ndarray]:
+    """Relative differences per quantity: ('step', 'loss') -> one value per step, ('tensor', name) -> one value."""
+    out: dict[tuple[str, str], np.ndarray] = {}
+    for unit, series_a, series_b in (("step", a.steps, b.steps), ("epoch", a.epochs, b.epochs)):
+        for key in series_a:
+            pairs = list(zip(series_a[key], series_b[key]))
+            if pairs:
+                out[unit, key] = np.array([relative_difference(x, y) for x, y in pairs])
+    for name in sorted(set(a.final) & set(b.final)):
+        out["tensor", name] = np.array([tensor_relative_difference(a.final[name], b.final[name],
+                                                                   a.init[name], b.init[name])])
+    return out
+
+
+def envelope(self_divergences: Sequence[dict[tuple[str, str], np.ndarray]]) -> dict[tuple[str, str], np.ndarray]:
+    """The running maximum over steps (epochs) of the largest self-divergence of any backend."""
+    keys = set.intersection(*(set(d) for d in self_divergences))
+    out = {}
+    for key in keys:
+        length = min(len(d[key]) for d in self_divergences)
+        stacked = np.max([d[key][:length] for d in self_divergences], axis=0)
+        out[key] = np.maximum.accumulate(np.nan_to_num(stacked, nan=np.inf)) if length else stacked
+    return out
+
+
+@dataclass
+class Check:
+    unit: str
+    quantity: str
+    worst_ratio: float  # max over the horizon of cross / bound; > 1 is a disagreement
+    at: Optional[int]  # 1-based step or epoch of the worst ratio (None for a tensor)
+    cross: float  # the cross-backend difference there
+    envelope: float  # the self-divergence envelope there
+
+    @property
+    def agree(self) -> bool:
+        return self.worst_ratio <= 1.0
+
+
+@dataclass
+class Verdict:
+    multiple: float
+    checks: list[Check] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def agree(self) -> bool:
+        return not self.problems and all(check.agree for check in self.checks)
+
+    @property
+    def worst(self) -> Check:
+        return max(self.checks, key=lambda check: check.worst_ratio)
+
+    @property
+    def margin(self) -> float:
+        """How many times the worst cross-backend difference fits under its bound (> 1 agrees)."""
+        return 1.0 / self.worst.worst_ratio if self.worst.worst_ratio > 0 else math.inf
+
+    def render(self) -> str:
+        lines = [f"{'quantity':<40} {'worst cross':>12} {'envelope':>10} {'ratio to bound':>15}  at"]
+        for check in sorted(self.checks, key=lambda c: -c.worst_ratio)[:12]:
+            where = "-" if check.at is None else f"{check.unit} {check.at}"
+            lines.append(f"{check.unit + ' ' + check.quantity:<40} {check.cross:>12.2e} {check.envelope:>10.2e} "
+                         f"{check.worst_ratio:>15.3f}  {where}")
+        lines += [f"problem: {problem}" for problem in self.problems]
+        lines.append(f"{'AGREE' if self.agree else 'DISAGREE'} within {self.multiple:g} x the self-divergence "
+                     f"envelope (margin {self.margin:.3g})")
+        return "\n".join(lines)
+
+
+def judge(cross: dict[tuple[str, str], np.ndarray], bounds: dict[tuple[str, str], np.ndarray],
+          multiple: float = MULTIPLE, floor: float = FLOOR) -> Verdict:
+    verdict = Verdict(multiple)
+    for key in sorted(cross):
+        unit, quantity = key
+        if key not in bounds:
+            verdict.problems.append(f"{unit} {quantity}: no self-divergence measured")
+            continue
+        length = min(len(cross[key]), len(bounds[key]))
+        if len(cross[key]) != len(bounds[key]):
+            verdict.problems.append(f"{unit} {quantity}: {len(cross[key])} values against {len(bounds[key])} measured")
+        values, env = cross[key][:length], np.maximum(bounds[key][:length], floor)
+        if length == 0:
+            continue
+        ratios = np.nan_to_num(values, nan=np.inf) / (multiple * env)
+        worst = int(np.argmax(ratios))
+        verdict.checks.append(Check(unit, quantity, float(ratios[worst]), None if unit == "tensor" else worst + 1,
+                                    float(values[worst]), float(env[worst])))
+    return verdict
+
+
+def judge_runs(cross_pair: tuple[Path, Path], self_pairs: Sequence[tuple[Path, Path]],
+               multiple: float = MULTIPLE) -> Verdict:
+    """Torch-vs-JAX runs against the envelope of each backend's reference-vs-perturbed runs."""
+    read = Trajectory.read
+    cross = divergence(read(cross_pair[0]), read(cross_pair[1]))
+    bounds = envelope([divergence(read(a), read(b)) for a, b in self_pairs])
+    verdict = judge(cross, bounds, multiple)
+    step_counts = {len(read(run).steps["loss"]) for pair in (cross_pair, *self_pairs) for run in pair}
+    if len(step_counts) > 1:
+        verdict.problems.append(f"the runs made different numbers of steps: {sorted(step_counts)}")
+    return verdict
+
+
+def record_margin(name: str, verdict: Verdict, **extra: Any) -> None:
+    """Append the verdict's margin to $PARITY_MARGINS (a JSON-lines file), for the profile report."""
+    target = os.environ.get("PARITY_MARGINS")
+    if not target:
+        return
+    worst = verdict.worst
+    record = {"test": name, "profile": os.environ.get("PARITY_PROFILE", "default"), "margin": verdict.margin,
+              "worst": f"{worst.unit} {worst.quantity}", "at": worst.at, "agree": verdict.agree, **extra}
+    with open(target, "a") as handle:
+        handle.write(json.dumps(record) + "\n")
