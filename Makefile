@@ -1,12 +1,20 @@
 # `make run`: set up (first time) and train the default config on both backends, then
 # print the parity summary. `make test`: set up (first time) and run the test suite.
-.PHONY: run test setup
+# `make lint`: ruff's lint and format check. `make profile PROFILE=sse41`: the float32 and
+# mixed-precision subset on a simulated machine (parity_tests/profiles.py; no PROFILE: all).
+.PHONY: run test lint profile setup
 
 run:
 	@PY=$$(scripts/setup.sh) && $$PY -m parity_tests.run
 
 test:
 	@PY=$$(scripts/setup.sh) && $$PY -m pytest -n 2
+
+lint:
+	@PY=$$(scripts/setup.sh) && $$PY -m ruff check . && $$PY -m ruff format --check .
+
+profile:
+	@PY=$$(scripts/setup.sh) && $$PY -m parity_tests.profiles $(PROFILE)
 
 setup:
 	@scripts/setup.sh >/dev/null

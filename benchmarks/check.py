@@ -30,8 +30,12 @@ def spreads(report: dict) -> dict[str, float]:
     """The largest spread of the rows behind each ratio key (per backend and model)."""
     out: dict[str, float] = {}
     for row in report["rows"]:
-        for key in (f"overhead/{row['backend']}/{row['model']}", f"fused/{row['model']}", f"backends/{row['model']}",
-                    f"cuda_graph/{row['model']}"):
+        for key in (
+            f"overhead/{row['backend']}/{row['model']}",
+            f"fused/{row['model']}",
+            f"backends/{row['model']}",
+            f"cuda_graph/{row['model']}",
+        ):
             out[key] = max(out.get(key, 0.0), row["spread"])
     return out
 
@@ -52,9 +56,19 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(f"{parser.prog}: error: no baseline report (run python -m benchmarks.throughput first)", file=sys.stderr)
         return 2
     baseline = json.loads(path.read_text())
-    rerun = measure(argparse.Namespace(models=args.models, precision=baseline["precision"], device=args.device,
-                                       modes=None, batch_size=None, steps=baseline["steps"], warmup=baseline["warmup"],
-                                       repeats=baseline["repeats"], fused_unroll=0))
+    rerun = measure(
+        argparse.Namespace(
+            models=args.models,
+            precision=baseline["precision"],
+            device=args.device,
+            modes=None,
+            batch_size=None,
+            steps=baseline["steps"],
+            warmup=baseline["warmup"],
+            repeats=baseline["repeats"],
+            fused_unroll=0,
+        )
+    )
     old = {r["key"]: r for r in baseline["ratios"]}
     moved = []
     print(f"baseline {path} ({baseline['device']}, {baseline['date']})")

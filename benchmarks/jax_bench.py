@@ -54,7 +54,9 @@ def bare_step_fn(state: flax_train.TrainState, config: Config) -> tuple[Callable
         x, y = batch
 
         def loss_fn(p: Any) -> tuple[jax.Array, Any]:
-            logits, updates = state.apply_fn({"params": p, "batch_stats": stats}, x, train=True, mutable=["batch_stats"])
+            logits, updates = state.apply_fn(
+                {"params": p, "batch_stats": stats}, x, train=True, mutable=["batch_stats"]
+            )
             return loss(logits.astype(jnp.float32), y), updates.get("batch_stats", stats)
 
         if fp16:
@@ -64,16 +66,26 @@ def bare_step_fn(state: flax_train.TrainState, config: Config) -> tuple[Callable
         updates, new_opt_state = tx.update(grads, opt_state, params)
         new_params = optax.apply_updates(params, updates)
         if fp16:  # keep the old weights on overflow
-            new_params, new_opt_state = jax.tree.map(lambda n, o: jnp.where(finite, n, o), (new_params, new_opt_state),
-                                                     (params, opt_state))
+            new_params, new_opt_state = jax.tree.map(
+                lambda n, o: jnp.where(finite, n, o), (new_params, new_opt_state), (params, opt_state)
+            )
         return new_params, stats, new_opt_state, scaler
 
     carry = (state.params, state.batch_stats, tx.init(state.params), dynamic_scale.DynamicScale() if fp16 else None)
     return step, carry
 
 
-def run(model_name: str, batch_size: int, precision: str, device_name: str, modes: list[str],
-        steps: int, warmup: int, repeats: int, fused_unroll: int = 0) -> list[dict[str, Any]]:
+def run(
+    model_name: str,
+    batch_size: int,
+    precision: str,
+    device_name: str,
+    modes: list[str],
+    steps: int,
+    warmup: int,
+    repeats: int,
+    fused_unroll: int = 0,
+) -> list[dict[str, Any]]:
     """fused_unroll 0 picks: a rolled scan runs XLA:CPU's convolutions about 12x slower (CNN,
     batch 32: 637 against 53 ms a step), so the CNN's K steps are unrolled on CPU; the MLPs'
     are not: unrolled, they measured slower (MLP, batch 32: 310 against 186 us a step)."""
@@ -108,14 +120,20 @@ def run(model_name: str, batch_size: int, precision: str, device_name: str, mode
                 def step(i: int, box: dict = box, bare_fn: Callable = bare_fn) -> None:
                     box["carry"] = bare_fn(box["carry"], singles[i % fused_k][1])
             elif mode == "fused":
-                fused_fn = jax.jit(lambda s, xb, yb: jax.lax.scan(
-                    lambda c, b: library(c, {"tail": {"x": b[0], "y": b[1]}}), s, (xb, yb), unroll=unroll))
+                fused_fn = jax.jit(
+                    lambda s, xb, yb: jax.lax.scan(
+                        lambda c, b: library(c, {"tail": {"x": b[0], "y": b[1]}}), s, (xb, yb), unroll=unroll
+                    )
+                )
 
                 def step(i: int, box: dict = box, fused_fn: Callable = fused_fn) -> None:
                     box["state"], _ = fused_fn(box["state"], xs, ys)
             elif mode == "bare_fused":
-                bare_fused_fn = jax.jit(lambda c, xb, yb, bare=bare: jax.lax.scan(
-                    lambda c, b: (bare(c, b), None), c, (xb, yb), unroll=unroll)[0])
+                bare_fused_fn = jax.jit(
+                    lambda c, xb, yb, bare=bare: jax.lax.scan(
+                        lambda c, b: (bare(c, b), None), c, (xb, yb), unroll=unroll
+                    )[0]
+                )
 
                 def step(i: int, box: dict = box, bare_fused_fn: Callable = bare_fused_fn) -> None:
                     box["carry"] = bare_fused_fn(box["carry"], xs, ys)
@@ -132,8 +150,15 @@ def run(model_name: str, batch_size: int, precision: str, device_name: str, mode
             peak[mode] = (device.memory_stats() or {}).get("peak_bytes_in_use")
         per_step = interleaved_repeats(timed, repeats)
         for mode in modes:
-            rows.append({"backend": "jax", "mode": mode, "us_per_step": per_step[mode], "warmup_seconds": timed[mode].warmup_seconds,
-                         "peak_memory_mib": None if peak[mode] is None else peak[mode] / 2**20})
+            rows.append(
+                {
+                    "backend": "jax",
+                    "mode": mode,
+                    "us_per_step": per_step[mode],
+                    "warmup_seconds": timed[mode].warmup_seconds,
+                    "peak_memory_mib": None if peak[mode] is None else peak[mode] / 2**20,
+                }
+            )
     return rows
 
 
@@ -148,7 +173,7 @@ def peak_flops(precision: str, device_name: str, size: int = 2048) -> float:
         for _ in range(reps):
             out = matmul(a)
         jax.block_until_ready(out)
-        return 2.0 * size ** 3 * reps / (time.perf_counter() - start)
+        return 2.0 * size**3 * reps / (time.perf_counter() - start)
 
 
 def version() -> str:

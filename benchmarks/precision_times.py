@@ -27,7 +27,8 @@ import flaxloop.train as flax_train
 import torchloop.train as torch_train
 from benchmarks.timing import Timed, microseconds_per_step
 from flaxloop.losses import make_loss as make_flax_loss
-from flaxloop.precision import compute_dtype as flax_compute, param_dtype as flax_param, precision_scope
+from flaxloop.precision import param_dtype as flax_param
+from flaxloop.precision import precision_scope
 from loopspec.config import config_from_dict
 from loopspec.run import prepare_run
 from torchloop.losses import make_loss as make_torch_loss
@@ -36,13 +37,21 @@ from torchloop.optim import make_optimizer
 from torchloop.precision import compute_dtype, make_grad_scaler, param_dtype, resolve_device, set_matmul_precision
 
 MODELS = {
-    "mlp": {"data": {"name": "intrusion", "num_samples": 4096, "batch_size": 256},
-            "model": {"name": "mlp", "hidden": [256, 128], "dropout": 0.0}, "loss": {"name": "focal"}},
-    "fashion_mlp": {"data": {"name": "synthetic_images", "num_samples": 2048, "channels": 1, "image_size": 28,
-                             "batch_size": 256}, "model": {"name": "fashion_mlp"}, "loss": {"name": "cross_entropy"}},
-    "cnn": {"data": {"name": "synthetic_images", "num_samples": 2048, "channels": 3, "image_size": 32,
-                     "batch_size": 128}, "model": {"name": "cnn", "channels": [32, 64, 128]},
-            "loss": {"name": "cross_entropy"}},
+    "mlp": {
+        "data": {"name": "intrusion", "num_samples": 4096, "batch_size": 256},
+        "model": {"name": "mlp", "hidden": [256, 128], "dropout": 0.0},
+        "loss": {"name": "focal"},
+    },
+    "fashion_mlp": {
+        "data": {"name": "synthetic_images", "num_samples": 2048, "channels": 1, "image_size": 28, "batch_size": 256},
+        "model": {"name": "fashion_mlp"},
+        "loss": {"name": "cross_entropy"},
+    },
+    "cnn": {
+        "data": {"name": "synthetic_images", "num_samples": 2048, "channels": 3, "image_size": 32, "batch_size": 128},
+        "model": {"name": "cnn", "channels": [32, 64, 128]},
+        "loss": {"name": "cross_entropy"},
+    },
 }
 PRECISIONS = ("fp32", "bf16", "fp16")
 
@@ -58,13 +67,22 @@ def torch_times(raw: dict, device_name: str, steps: int, repeats: int, out: Path
     setup = prepare_run(config, out / "torch", None, backend="torch")
     device, precision = resolve_device(device_name), config.train.precision
     set_matmul_precision(config.train.tf32)
-    model = build_model(config.model, setup.dataset.input_shape, setup.out_dim).to(device=device, dtype=param_dtype(precision))
-    loss_fn = make_torch_loss(config.loss, setup.dataset.num_classes, setup.out_dim).to(device=device, dtype=param_dtype(precision))
+    model = build_model(config.model, setup.dataset.input_shape, setup.out_dim).to(
+        device=device, dtype=param_dtype(precision)
+    )
+    loss_fn = make_torch_loss(config.loss, setup.dataset.num_classes, setup.out_dim).to(
+        device=device, dtype=param_dtype(precision)
+    )
     optimizer = make_optimizer(config.optimizer, model.parameters())
     scaler = make_grad_scaler(precision, config.train.loss_scale, device)
     rows = np.arange(config.data.batch_size)
-    micro = [(torch.as_tensor(setup.dataset.x_train[rows], dtype=param_dtype(precision), device=device),
-              torch.as_tensor(setup.dataset.y_train[rows], device=device), None)]
+    micro = [
+        (
+            torch.as_tensor(setup.dataset.x_train[rows], dtype=param_dtype(precision), device=device),
+            torch.as_tensor(setup.dataset.y_train[rows], device=device),
+            None,
+        )
+    ]
     model.train()
 
     def step() -> None:
@@ -84,7 +102,9 @@ def jax_times(raw: dict, device_name: str, steps: int, repeats: int, out: Path) 
         loss_fn = make_flax_loss(config.loss, setup.dataset.num_classes, setup.out_dim)
         step_fn = jax.jit(functools.partial(flax_train.train_step, loss_fn=loss_fn))
         rows = np.arange(config.data.batch_size)
-        window = jax.device_put({"tail": {"x": setup.dataset.x_train[rows].astype(dtype), "y": setup.dataset.y_train[rows]}})
+        window = jax.device_put(
+            {"tail": {"x": setup.dataset.x_train[rows].astype(dtype), "y": setup.dataset.y_train[rows]}}
+        )
         box = {"state": state}
 
         def step() -> None:
@@ -105,7 +125,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--out", default="benchmarks/results")
     args = parser.parse_args(argv)
-    device_label = torch.cuda.get_device_name(0) if args.device == "cuda" else f"CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
+    device_label = (
+        torch.cuda.get_device_name(0)
+        if args.device == "cuda"
+        else f"CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
+    )
     scratch = Path("runs/benchmarks")
     rows: list[dict[str, Any]] = []
     for model in args.models.split(","):
@@ -113,27 +137,57 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             raw = {**MODELS[model], "train": {"precision": precision, "device": args.device, "log_every": 0}}
             for backend, measure in (("torch", torch_times), ("jax", jax_times)):
                 samples = measure(raw, args.device, args.steps, args.repeats, scratch / model / precision)
-                rows.append({"model": model, "precision": precision, "backend": backend,
-                             "batch_size": raw["data"]["batch_size"], "us_per_step_median": statistics.median(samples),
-                             "us_per_step_min": min(samples), "us_per_step_max": max(samples)})
-                print(f"{model:12s} {precision:5s} {backend:6s} {statistics.median(samples):10.0f} us/step "
-                      f"(min {min(samples):.0f}, max {max(samples):.0f})", flush=True)
+                rows.append(
+                    {
+                        "model": model,
+                        "precision": precision,
+                        "backend": backend,
+                        "batch_size": raw["data"]["batch_size"],
+                        "us_per_step_median": statistics.median(samples),
+                        "us_per_step_min": min(samples),
+                        "us_per_step_max": max(samples),
+                    }
+                )
+                print(
+                    f"{model:12s} {precision:5s} {backend:6s} {statistics.median(samples):10.0f} us/step "
+                    f"(min {min(samples):.0f}, max {max(samples):.0f})",
+                    flush=True,
+                )
     date = datetime.date.today().isoformat()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     stem = f"precision_step_times_{args.device}_{date}"
-    (out / f"{stem}.json").write_text(json.dumps({"device": device_label, "date": date, "steps": args.steps,
-                                                  "repeats": args.repeats, "torch": torch.__version__,
-                                                  "jax": jax.__version__, "rows": rows}, indent=2) + "\n")
-    lines = [f"# Train-step times by precision: {device_label}, {date}", "",
-             f"torch {torch.__version__}, jax {jax.__version__}; median of {args.repeats} repeats of {args.steps} steps "
-             "(min..max), microseconds per step, the library's train step on one device-resident batch.", "",
-             "| model | batch | precision | torch | jax |", "|---|---|---|---|---|"]
+    (out / f"{stem}.json").write_text(
+        json.dumps(
+            {
+                "device": device_label,
+                "date": date,
+                "steps": args.steps,
+                "repeats": args.repeats,
+                "torch": torch.__version__,
+                "jax": jax.__version__,
+                "rows": rows,
+            },
+            indent=2,
+        )
+        + "\n"
+    )
+    lines = [
+        f"# Train-step times by precision: {device_label}, {date}",
+        "",
+        f"torch {torch.__version__}, jax {jax.__version__}; median of {args.repeats} repeats of {args.steps} steps "
+        "(min..max), microseconds per step, the library's train step on one device-resident batch.",
+        "",
+        "| model | batch | precision | torch | jax |",
+        "|---|---|---|---|---|",
+    ]
     for model in dict.fromkeys(r["model"] for r in rows):
         for precision in PRECISIONS:
             cell = {r["backend"]: r for r in rows if r["model"] == model and r["precision"] == precision}
             fmt = lambda r: f"{r['us_per_step_median']:.0f} ({r['us_per_step_min']:.0f}..{r['us_per_step_max']:.0f})"  # noqa: E731
-            lines.append(f"| {model} | {cell['torch']['batch_size']} | {precision} | {fmt(cell['torch'])} | {fmt(cell['jax'])} |")
+            lines.append(
+                f"| {model} | {cell['torch']['batch_size']} | {precision} | {fmt(cell['torch'])} | {fmt(cell['jax'])} |"
+            )
     (out / f"{stem}.md").write_text("\n".join(lines) + "\n")
     print(f"wrote {out / stem}.md and .json")
     return 0

@@ -26,8 +26,10 @@ from pathlib import Path
 from typing import Any, Optional, Sequence
 
 DEFAULT_BATCH = {"mlp": 256, "fashion_mlp": 256, "cnn": 128}
-PAIRS = {"torch": [("eager", "bare_eager"), ("compile", "bare_compile"), ("cuda_graph", "bare_cuda_graph")],
-         "jax": [("jit", "bare_jit"), ("fused", "bare_fused")]}
+PAIRS = {
+    "torch": [("eager", "bare_eager"), ("compile", "bare_compile"), ("cuda_graph", "bare_cuda_graph")],
+    "jax": [("jit", "bare_jit"), ("fused", "bare_fused")],
+}
 
 
 def backend_module(backend: str) -> Any:
@@ -42,15 +44,23 @@ def worker(args: argparse.Namespace) -> int:
     """One backend, all models: write its rows to args.worker_json."""
     module = backend_module(args.worker)
     modes = [m for m in (args.modes.split(",") if args.modes else module.MODES) if m in module.MODES]
-    result: dict[str, Any] = {"version": module.version(), "device": module.device_label(args.device),
-                              "peak_flops": module.peak_flops(args.precision, args.device), "rows": []}
+    result: dict[str, Any] = {
+        "version": module.version(),
+        "device": module.device_label(args.device),
+        "peak_flops": module.peak_flops(args.precision, args.device),
+        "rows": [],
+    }
     for model in args.models.split(","):
         batch = args.batch_size or DEFAULT_BATCH[model]
         options = {"fused_unroll": args.fused_unroll} if args.worker == "jax" else {}
-        for row in module.run(model, batch, args.precision, args.device, modes, args.steps, args.warmup, args.repeats,
-                              **options):
+        for row in module.run(
+            model, batch, args.precision, args.device, modes, args.steps, args.warmup, args.repeats, **options
+        ):
             result["rows"].append({"model": model, "batch_size": batch, **row})
-            print(f"  {args.worker} {model} {row['mode']}: {statistics.median(row['us_per_step']):.0f} us/step", flush=True)
+            print(
+                f"  {args.worker} {model} {row['mode']}: {statistics.median(row['us_per_step']):.0f} us/step",
+                flush=True,
+            )
     Path(args.worker_json).write_text(json.dumps(result))
     return 0
 
@@ -59,9 +69,15 @@ def summarize(row: dict[str, Any], flops: float, peak: float) -> dict[str, Any]:
     samples = row["us_per_step"]
     median = statistics.median(samples)
     achieved = flops / (median * 1e-6)
-    return {**row, "us_median": median, "spread": (max(samples) - min(samples)) / median,
-            "samples_per_s": row["batch_size"] / (median * 1e-6), "flops_per_step": flops,
-            "achieved_flops": achieved, "share_of_peak": achieved / peak}
+    return {
+        **row,
+        "us_median": median,
+        "spread": (max(samples) - min(samples)) / median,
+        "samples_per_s": row["batch_size"] / (median * 1e-6),
+        "flops_per_step": flops,
+        "achieved_flops": achieved,
+        "share_of_peak": achieved / peak,
+    }
 
 
 def ratios(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -72,43 +88,91 @@ def ratios(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         for library, bare in PAIRS[backend]:
             if mode == library and (backend, model, bare) in by:
                 ratio = row["us_median"] / by[backend, model, bare]["us_median"]
-                out.append({"what": f"{backend} {model}: library {library} / bare {bare}", "ratio": ratio,
-                            "target": "<= 1.05", "met": ratio <= 1.05, "key": f"overhead/{backend}/{model}/{library}"})
+                out.append(
+                    {
+                        "what": f"{backend} {model}: library {library} / bare {bare}",
+                        "ratio": ratio,
+                        "target": "<= 1.05",
+                        "met": ratio <= 1.05,
+                        "key": f"overhead/{backend}/{model}/{library}",
+                    }
+                )
     for model in dict.fromkeys(r["model"] for r in rows):
         if ("jax", model, "jit") in by and ("jax", model, "fused") in by:
             speedup = by["jax", model, "jit"]["us_median"] / by["jax", model, "fused"]["us_median"]
-            out.append({"what": f"jax {model}: fused speedup over per-step jit", "ratio": speedup,
-                        "target": ">= 2 (mlp, CPU)" if model == "mlp" else "larger than 1", "met": speedup >= (2 if model == "mlp" else 1),
-                        "key": f"fused/{model}"})
+            out.append(
+                {
+                    "what": f"jax {model}: fused speedup over per-step jit",
+                    "ratio": speedup,
+                    "target": ">= 2 (mlp, CPU)" if model == "mlp" else "larger than 1",
+                    "met": speedup >= (2 if model == "mlp" else 1),
+                    "key": f"fused/{model}",
+                }
+            )
         if ("torch", model, "cuda_graph") in by:
             speedup = by["torch", model, "eager"]["us_median"] / by["torch", model, "cuda_graph"]["us_median"]
-            out.append({"what": f"torch {model}: CUDA-graph speedup over eager", "ratio": speedup, "target": "> 1",
-                        "met": speedup > 1, "key": f"cuda_graph/{model}"})
-        best = {b: min((r for r in rows if r["backend"] == b and r["model"] == model and not r["mode"].startswith("bare")),
-                       key=lambda r: r["us_median"], default=None) for b in ("torch", "jax")}
+            out.append(
+                {
+                    "what": f"torch {model}: CUDA-graph speedup over eager",
+                    "ratio": speedup,
+                    "target": "> 1",
+                    "met": speedup > 1,
+                    "key": f"cuda_graph/{model}",
+                }
+            )
+        best = {
+            b: min(
+                (r for r in rows if r["backend"] == b and r["model"] == model and not r["mode"].startswith("bare")),
+                key=lambda r: r["us_median"],
+                default=None,
+            )
+            for b in ("torch", "jax")
+        }
         if all(best.values()):
             slow, fast = sorted(best.values(), key=lambda r: r["us_median"], reverse=True)
             ratio = slow["us_median"] / fast["us_median"]
-            out.append({"what": f"{model}: slower best ({slow['backend']} {slow['mode']}) / faster best ({fast['backend']} {fast['mode']})",
-                        "ratio": ratio, "target": "<= 1.15 (GPU)", "met": ratio <= 1.15, "key": f"backends/{model}"})
+            out.append(
+                {
+                    "what": f"{model}: slower best ({slow['backend']} {slow['mode']}) / "
+                    f"faster best ({fast['backend']} {fast['mode']})",
+                    "ratio": ratio,
+                    "target": "<= 1.15 (GPU)",
+                    "met": ratio <= 1.15,
+                    "key": f"backends/{model}",
+                }
+            )
     return out
 
 
 def render(report: dict[str, Any]) -> str:
-    lines = [f"# Throughput: {report['device']}, {report['date']}", "",
-             f"{report['versions']}; precision {report['precision']}; median of {report['repeats']} repeats of "
-             f"{report['steps']} steps after {report['warmup']} warm-up steps; spread = (max - min) / median.", "",
-             "| model | backend | mode | batch | samples/s | us/step | spread | warm-up s | peak MiB | GFLOP/s | share of matmul peak |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        f"# Throughput: {report['device']}, {report['date']}",
+        "",
+        f"{report['versions']}; precision {report['precision']}; median of {report['repeats']} repeats of "
+        f"{report['steps']} steps after {report['warmup']} warm-up steps; spread = (max - min) / median.",
+        "",
+        "| model | backend | mode | batch | samples/s | us/step | spread | warm-up s | peak MiB | GFLOP/s "
+        "| share of matmul peak |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for r in report["rows"]:
         peak = "-" if r["peak_memory_mib"] is None else f"{r['peak_memory_mib']:.0f}"
-        lines.append(f"| {r['model']} | {r['backend']} | {r['mode']} | {r['batch_size']} | {r['samples_per_s']:.0f} | "
-                     f"{r['us_median']:.0f} | {r['spread']:.0%} | {r['warmup_seconds']:.1f} | {peak} | "
-                     f"{r['achieved_flops'] / 1e9:.1f} | {r['share_of_peak']:.1%} |")
-    lines += ["", f"Measured matmul peak ({report['precision']}, 2048^3): " + ", ".join(
-        f"{b} {p / 1e9:.0f} GFLOP/s" for b, p in report["peak_flops"].items()), "",
-              "| target | measured ratio | target value | met |", "|---|---|---|---|"]
-    lines += [f"| {r['what']} | {r['ratio']:.3f} | {r['target']} | {'yes' if r['met'] else 'no'} |" for r in report["ratios"]]
+        lines.append(
+            f"| {r['model']} | {r['backend']} | {r['mode']} | {r['batch_size']} | {r['samples_per_s']:.0f} | "
+            f"{r['us_median']:.0f} | {r['spread']:.0%} | {r['warmup_seconds']:.1f} | {peak} | "
+            f"{r['achieved_flops'] / 1e9:.1f} | {r['share_of_peak']:.1%} |"
+        )
+    lines += [
+        "",
+        f"Measured matmul peak ({report['precision']}, 2048^3): "
+        + ", ".join(f"{b} {p / 1e9:.0f} GFLOP/s" for b, p in report["peak_flops"].items()),
+        "",
+        "| target | measured ratio | target value | met |",
+        "|---|---|---|---|",
+    ]
+    lines += [
+        f"| {r['what']} | {r['ratio']:.3f} | {r['target']} | {'yes' if r['met'] else 'no'} |" for r in report["ratios"]
+    ]
     return "\n".join(lines) + "\n"
 
 
@@ -124,8 +188,9 @@ def chart(report: dict[str, Any], path: Path) -> None:
         rows = [r for r in report["rows"] if r["model"] == model]
         labels = [f"{r['backend']}\n{r['mode']}" for r in rows]
         colors = ["tab:blue" if r["backend"] == "torch" else "tab:orange" for r in rows]
-        axis.bar(range(len(rows)), [r["samples_per_s"] for r in rows], color=colors,
-                 alpha=0.9, hatch=None, edgecolor="black")
+        axis.bar(
+            range(len(rows)), [r["samples_per_s"] for r in rows], color=colors, alpha=0.9, hatch=None, edgecolor="black"
+        )
         for i, r in enumerate(rows):
             if r["mode"].startswith("bare"):
                 axis.patches[i].set_alpha(0.45)
@@ -148,8 +213,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--fused-unroll", type=int, default=0,
-                        help="lax.scan unroll of the JAX fused modes (default 0: the CNN unrolled on CPU, else rolled)")
+    parser.add_argument(
+        "--fused-unroll",
+        type=int,
+        default=0,
+        help="lax.scan unroll of the JAX fused modes (default 0: the CNN unrolled on CPU, else rolled)",
+    )
     parser.add_argument("--out", default="benchmarks/results")
     parser.add_argument("--worker", choices=("torch", "jax"), help=argparse.SUPPRESS)
     parser.add_argument("--worker-json", help=argparse.SUPPRESS)
@@ -177,24 +246,53 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as scratch:
         for backend in ("torch", "jax"):
             target = Path(scratch) / f"{backend}.json"
-            command = [sys.executable, "-m", "benchmarks.throughput", "--worker", backend, "--worker-json", str(target),
-                       "--models", args.models, "--precision", args.precision, "--device", args.device,
-                       "--steps", str(args.steps), "--warmup", str(args.warmup), "--repeats", str(args.repeats),
-                       "--fused-unroll", str(args.fused_unroll)]
-            command += (["--modes", args.modes] if args.modes else []) + (["--batch-size", str(args.batch_size)] if args.batch_size else [])
+            command = [
+                sys.executable,
+                "-m",
+                "benchmarks.throughput",
+                "--worker",
+                backend,
+                "--worker-json",
+                str(target),
+                "--models",
+                args.models,
+                "--precision",
+                args.precision,
+                "--device",
+                args.device,
+                "--steps",
+                str(args.steps),
+                "--warmup",
+                str(args.warmup),
+                "--repeats",
+                str(args.repeats),
+                "--fused-unroll",
+                str(args.fused_unroll),
+            ]
+            command += (["--modes", args.modes] if args.modes else []) + (
+                ["--batch-size", str(args.batch_size)] if args.batch_size else []
+            )
             print(f"$ {' '.join(command)}", flush=True)
             subprocess.run(command, check=True)
             results[backend] = json.loads(target.read_text())
     rows = []
-    for backend, result in results.items():
+    for result in results.values():
         for row in result["rows"]:
             config = workload_config(row["model"], row["batch_size"], args.precision, args.device)
             _, _, out_dim, shape = workload_batches(config, 1)
             rows.append(summarize(row, step_flops(config, shape, out_dim), result["peak_flops"]))
-    return {"device": results["torch"]["device"], "date": datetime.date.today().isoformat(),
-            "versions": ", ".join(r["version"] for r in results.values()), "precision": args.precision,
-            "steps": args.steps, "warmup": args.warmup, "repeats": args.repeats,
-            "peak_flops": {b: r["peak_flops"] for b, r in results.items()}, "rows": rows, "ratios": ratios(rows)}
+    return {
+        "device": results["torch"]["device"],
+        "date": datetime.date.today().isoformat(),
+        "versions": ", ".join(r["version"] for r in results.values()),
+        "precision": args.precision,
+        "steps": args.steps,
+        "warmup": args.warmup,
+        "repeats": args.repeats,
+        "peak_flops": {b: r["peak_flops"] for b, r in results.items()},
+        "rows": rows,
+        "ratios": ratios(rows),
+    }
 
 
 if __name__ == "__main__":

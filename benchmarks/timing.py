@@ -8,6 +8,7 @@ from typing import Callable, NamedTuple
 
 class Timed(NamedTuple):
     """A warmed-up mode: `step(i)` runs `per_call` training steps; `sync()` waits for the device."""
+
     step: Callable[[int], None]
     sync: Callable[[], None]
     calls: int

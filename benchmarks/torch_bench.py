@@ -37,11 +37,18 @@ def matmul_peak(device: torch.device, dtype: torch.dtype, size: int = 2048) -> f
     for _ in range(reps):
         a @ b
     sync()
-    return 2.0 * size ** 3 * reps / (time.perf_counter() - start)
+    return 2.0 * size**3 * reps / (time.perf_counter() - start)
 
 
-def mode_step(mode: str, config: Any, input_shape: tuple[int, ...], out_dim: int, device: torch.device,
-              dtype: torch.dtype, precision: str) -> Callable[[torch.Tensor, torch.Tensor], None]:
+def mode_step(
+    mode: str,
+    config: Any,
+    input_shape: tuple[int, ...],
+    out_dim: int,
+    device: torch.device,
+    dtype: torch.dtype,
+    precision: str,
+) -> Callable[[torch.Tensor, torch.Tensor], None]:
     """A fresh model, optimizer and scaler, and the step of `mode` on them."""
     low = compute_dtype(precision)
     torch.manual_seed(0)
@@ -70,14 +77,24 @@ def mode_step(mode: str, config: Any, input_shape: tuple[int, ...], out_dim: int
     return bare if mode.startswith("bare") else library
 
 
-def run(model_name: str, batch_size: int, precision: str, device_name: str, modes: list[str],
-        steps: int, warmup: int, repeats: int) -> list[dict[str, Any]]:
+def run(
+    model_name: str,
+    batch_size: int,
+    precision: str,
+    device_name: str,
+    modes: list[str],
+    steps: int,
+    warmup: int,
+    repeats: int,
+) -> list[dict[str, Any]]:
     config = workload_config(model_name, batch_size, precision, device_name)
     device = resolve_device(device_name)
     set_matmul_precision(config.train.tf32)
     x, y, out_dim, input_shape = workload_batches(config, min(steps, 16))
     dtype = param_dtype(precision)
-    batches = [(torch.as_tensor(xb, dtype=dtype, device=device), torch.as_tensor(yb, device=device)) for xb, yb in zip(x, y)]
+    batches = [
+        (torch.as_tensor(xb, dtype=dtype, device=device), torch.as_tensor(yb, device=device)) for xb, yb in zip(x, y)
+    ]
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     timed, peak = {}, {}
     for mode in modes:
@@ -90,12 +107,23 @@ def run(model_name: str, batch_size: int, precision: str, device_name: str, mode
         for i in range(warmup):
             step(*batches[i % len(batches)])
         sync()
-        timed[mode] = Timed(lambda i, step=step: step(*batches[i % len(batches)]), sync, steps, 1,
-                            time.perf_counter() - started)
-        peak[mode] = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None  # over the warm-up
+        timed[mode] = Timed(
+            lambda i, step=step: step(*batches[i % len(batches)]), sync, steps, 1, time.perf_counter() - started
+        )
+        peak[mode] = (
+            torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None
+        )  # over the warm-up
     per_step = interleaved_repeats(timed, repeats)
-    return [{"backend": "torch", "mode": mode, "us_per_step": per_step[mode], "warmup_seconds": timed[mode].warmup_seconds,
-             "peak_memory_mib": peak[mode]} for mode in timed]
+    return [
+        {
+            "backend": "torch",
+            "mode": mode,
+            "us_per_step": per_step[mode],
+            "warmup_seconds": timed[mode].warmup_seconds,
+            "peak_memory_mib": peak[mode],
+        }
+        for mode in timed
+    ]
 
 
 def peak_flops(precision: str, device_name: str) -> float:

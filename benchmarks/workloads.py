@@ -11,20 +11,27 @@ import numpy as np
 
 from loopspec.config import Config, config_from_dict
 from loopspec.data import load_dataset
-from loopspec.weights import output_dim
+from loopspec.models import output_dim
 
 WORKLOADS: dict[str, dict[str, Any]] = {
-    "mlp": {"data": {"name": "intrusion", "num_samples": 8192, "val_fraction": 0.1},
-            "model": {"name": "mlp", "hidden": [256, 128], "dropout": 0.0},
-            "loss": {"name": "focal"}, "optimizer": {"name": "adamw", "lr": 1e-3}},
-    "fashion_mlp": {"data": {"name": "synthetic_images", "num_samples": 4096, "channels": 1, "image_size": 28,
-                             "val_fraction": 0.1},
-                    "model": {"name": "fashion_mlp"}, "loss": {"name": "cross_entropy"},
-                    "optimizer": {"name": "sgd", "lr": 0.01, "momentum": 0.9}},
-    "cnn": {"data": {"name": "synthetic_images", "num_samples": 4096, "channels": 3, "image_size": 32,
-                     "val_fraction": 0.1},
-            "model": {"name": "cnn", "channels": [32, 64, 128]}, "loss": {"name": "cross_entropy"},
-            "optimizer": {"name": "adamw", "lr": 1e-3}},
+    "mlp": {
+        "data": {"name": "intrusion", "num_samples": 8192, "val_fraction": 0.1},
+        "model": {"name": "mlp", "hidden": [256, 128], "dropout": 0.0},
+        "loss": {"name": "focal"},
+        "optimizer": {"name": "adamw", "lr": 1e-3},
+    },
+    "fashion_mlp": {
+        "data": {"name": "synthetic_images", "num_samples": 4096, "channels": 1, "image_size": 28, "val_fraction": 0.1},
+        "model": {"name": "fashion_mlp"},
+        "loss": {"name": "cross_entropy"},
+        "optimizer": {"name": "sgd", "lr": 0.01, "momentum": 0.9},
+    },
+    "cnn": {
+        "data": {"name": "synthetic_images", "num_samples": 4096, "channels": 3, "image_size": 32, "val_fraction": 0.1},
+        "model": {"name": "cnn", "channels": [32, 64, 128]},
+        "loss": {"name": "cross_entropy"},
+        "optimizer": {"name": "adamw", "lr": 1e-3},
+    },
 }
 
 

@@ -60,8 +60,12 @@ def import_weights(variables: dict[str, Any], tensors: dict[str, np.ndarray]) ->
     loaded = {}
     for collection, tree in variables.items():
         flat = traverse_util.flatten_dict(tree)
-        loaded[collection] = traverse_util.unflatten_dict({
-            path: jax.numpy.asarray(from_torch_layout(path[-1], tensors[canonical_name(collection, path)]), dtype=value.dtype)
-            for path, value in flat.items()
-        })
+        loaded[collection] = traverse_util.unflatten_dict(
+            {
+                path: jax.numpy.asarray(
+                    from_torch_layout(path[-1], tensors[canonical_name(collection, path)]), dtype=value.dtype
+                )
+                for path, value in flat.items()
+            }
+        )
     return loaded

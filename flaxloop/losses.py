@@ -13,8 +13,9 @@ from loopspec.config import LossConfig
 LossFn = Callable[[jax.Array, jax.Array], jax.Array]
 
 
-def cross_entropy(logits: jax.Array, labels: jax.Array, label_smoothing: float = 0.0,
-                  weight: Optional[jax.Array] = None) -> jax.Array:
+def cross_entropy(
+    logits: jax.Array, labels: jax.Array, label_smoothing: float = 0.0, weight: Optional[jax.Array] = None
+) -> jax.Array:
     """nn.CrossEntropyLoss(weight, label_smoothing) with mean reduction."""
     num_classes = logits.shape[1]
     if weight is None:
@@ -41,7 +42,9 @@ def sigmoid_focal_loss(logits: jax.Array, targets: jax.Array, alpha: Optional[fl
     return optax.sigmoid_focal_loss(logits, targets, alpha=alpha, gamma=gamma).mean()
 
 
-def softmax_focal_loss(logits: jax.Array, labels: jax.Array, gamma: float, weight: Optional[jax.Array] = None) -> jax.Array:
+def softmax_focal_loss(
+    logits: jax.Array, labels: jax.Array, gamma: float, weight: Optional[jax.Array] = None
+) -> jax.Array:
     """Multi-class focal loss: mean of -w[y] (1 - p_y)^gamma log p_y."""
     log_p = jnp.take_along_axis(jax.nn.log_softmax(logits), labels[:, None], axis=1)[:, 0]
     loss = -((1 - jnp.exp(log_p)) ** gamma) * log_p
@@ -66,7 +69,9 @@ def make_loss(cfg: LossConfig, num_classes: int, out_dim: int) -> LossFn:
         return lambda logits, labels: binary_cross_entropy(logits, binary_targets(logits, labels), cfg.pos_weight)
     if cfg.name == "focal":
         if out_dim == 1:
-            return lambda logits, labels: sigmoid_focal_loss(logits, binary_targets(logits, labels), cfg.alpha, cfg.gamma)
+            return lambda logits, labels: sigmoid_focal_loss(
+                logits, binary_targets(logits, labels), cfg.alpha, cfg.gamma
+            )
         return lambda logits, labels: softmax_focal_loss(logits, labels, cfg.gamma, weight(logits))
     if cfg.name in ("mse", "l1"):
         targets = binary_targets if out_dim == 1 else one_hot_targets

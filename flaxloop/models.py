@@ -100,12 +100,21 @@ class TabularMLP(nn.Module):
     bias_before_norm: bool = False
 
     @nn.compact
-    def __call__(self, x: jax.Array, train: bool = False,
-                 dropout_masks: Optional[Sequence[jax.Array]] = None) -> jax.Array:
+    def __call__(
+        self, x: jax.Array, train: bool = False, dropout_masks: Optional[Sequence[jax.Array]] = None
+    ) -> jax.Array:
         x = x.reshape(x.shape[0], -1)
         for i, width in enumerate(self.hidden):
-            block = MLPBlock(width, self.dropout, self.bn_momentum, self.bn_eps, self.dtype, self.param_dtype,
-                             self.bias_before_norm, name=f"blocks_{i}")
+            block = MLPBlock(
+                width,
+                self.dropout,
+                self.bn_momentum,
+                self.bn_eps,
+                self.dtype,
+                self.param_dtype,
+                self.bias_before_norm,
+                name=f"blocks_{i}",
+            )
             x = block(x, train, None if dropout_masks is None else dropout_masks[i])
         return nn.Dense(self.out_dim, dtype=self.dtype, param_dtype=self.param_dtype, name="head")(x)
 
@@ -137,8 +146,15 @@ class ConvBlock(nn.Module):
     @nn.compact
     def __call__(self, x: jax.Array, train: bool) -> jax.Array:
         # Padding spelled out as pairs: 'SAME' is not torch's symmetric padding in general.
-        x = nn.Conv(self.channels, (3, 3), padding=((1, 1), (1, 1)), use_bias=self.bias, dtype=self.dtype,
-                    param_dtype=self.param_dtype, name="conv")(x)
+        x = nn.Conv(
+            self.channels,
+            (3, 3),
+            padding=((1, 1), (1, 1)),
+            use_bias=self.bias,
+            dtype=self.dtype,
+            param_dtype=self.param_dtype,
+            name="conv",
+        )(x)
         x = BatchNorm(self.bn_momentum, self.bn_eps, self.dtype, self.param_dtype, name="norm")(x, train)
         x = nn.relu(x)
         return nn.max_pool(x, (2, 2), strides=(2, 2))
@@ -159,23 +175,46 @@ class BatchNormCNN(nn.Module):
     def __call__(self, x: jax.Array, train: bool = False, dropout_masks: None = None) -> jax.Array:
         x = jnp.transpose(x, (0, 2, 3, 1))
         for i, channels in enumerate(self.channels):
-            x = ConvBlock(channels, self.bn_momentum, self.bn_eps, self.dtype, self.param_dtype,
-                          self.bias_before_norm, name=f"features_{i}")(x, train)
+            x = ConvBlock(
+                channels,
+                self.bn_momentum,
+                self.bn_eps,
+                self.dtype,
+                self.param_dtype,
+                self.bias_before_norm,
+                name=f"features_{i}",
+            )(x, train)
         # Flatten in torch's (C, H, W) order so the head's weight means the same on both sides.
         x = jnp.transpose(x, (0, 3, 1, 2)).reshape(x.shape[0], -1)
         return nn.Dense(self.out_dim, dtype=self.dtype, param_dtype=self.param_dtype, name="classifier")(x)
 
 
-def build_model(cfg: ModelConfig, input_shape: Sequence[int], out_dim: int, dtype: Any,
-                param_dtype: Optional[Any] = None) -> nn.Module:
+def build_model(
+    cfg: ModelConfig, input_shape: Sequence[int], out_dim: int, dtype: Any, param_dtype: Optional[Any] = None
+) -> nn.Module:
     """`dtype` is the compute dtype; weights are kept in `param_dtype` (default: `dtype`)."""
     param_dtype = dtype if param_dtype is None else param_dtype
     if cfg.name == "mlp":
-        return TabularMLP(tuple(cfg.hidden), out_dim, cfg.dropout, cfg.batchnorm_momentum, cfg.batchnorm_eps, dtype,
-                          param_dtype, cfg.bias_before_norm)
+        return TabularMLP(
+            tuple(cfg.hidden),
+            out_dim,
+            cfg.dropout,
+            cfg.batchnorm_momentum,
+            cfg.batchnorm_eps,
+            dtype,
+            param_dtype,
+            cfg.bias_before_norm,
+        )
     if cfg.name == "fashion_mlp":
         return FashionMLP(out_dim, dtype, param_dtype)
     if cfg.name == "cnn":
-        return BatchNormCNN(tuple(cfg.channels), out_dim, cfg.batchnorm_momentum, cfg.batchnorm_eps, dtype,
-                            param_dtype, cfg.bias_before_norm)
+        return BatchNormCNN(
+            tuple(cfg.channels),
+            out_dim,
+            cfg.batchnorm_momentum,
+            cfg.batchnorm_eps,
+            dtype,
+            param_dtype,
+            cfg.bias_before_norm,
+        )
     raise ValueError(f"unknown model {cfg.name}")

@@ -86,7 +86,9 @@ def scale_by_torch_adam(b1: Any, b2: float, eps: float, amsgrad: bool = False) -
         nu_max = jax.tree.map(jnp.maximum, state.nu_max, nu) if amsgrad else None
         dtype = optax.tree.dtype(updates, "highest")
         bias1, bias2_sqrt = bias_correction(b1, count, dtype), jnp.sqrt(bias_correction(b2, count, dtype))
-        out = jax.tree.map(lambda m, v: (m / bias1) / adam_denominator(v, bias2_sqrt, eps), mu, nu_max if amsgrad else nu)
+        out = jax.tree.map(
+            lambda m, v: (m / bias1) / adam_denominator(v, bias2_sqrt, eps), mu, nu_max if amsgrad else nu
+        )
         return out, AdamState(count, mu, nu, nu_max)
 
     return optax.GradientTransformation(init_fn, update_fn)
@@ -97,15 +99,18 @@ class AdagradState(NamedTuple):
     sum_of_squares: Any
 
 
-def scale_by_torch_adagrad(initial_accumulator_value: float, eps: float, lr_decay: float) -> optax.GradientTransformation:
+def scale_by_torch_adagrad(
+    initial_accumulator_value: float, eps: float, lr_decay: float
+) -> optax.GradientTransformation:
     """torch's Adagrad: g / (sqrt(sum g^2) + eps), divided by 1 + (t-1) * lr_decay.
 
     optax.scale_by_rss puts eps inside the square root and starts the sum at 0.1.
     """
 
     def init_fn(params: Any) -> AdagradState:
-        return AdagradState(jnp.zeros([], jnp.int32),
-                            jax.tree.map(lambda p: jnp.full_like(p, initial_accumulator_value), params))
+        return AdagradState(
+            jnp.zeros([], jnp.int32), jax.tree.map(lambda p: jnp.full_like(p, initial_accumulator_value), params)
+        )
 
     def update_fn(updates: Any, state: AdagradState, params: Any = None) -> tuple[Any, AdagradState]:
         sums = jax.tree.map(lambda s, g: s + g * g, state.sum_of_squares, updates)
@@ -121,8 +126,9 @@ class GradientStats(NamedTuple):
     clipped: jax.Array
 
 
-def record_gradient_stats(clip_grad_norm: Optional[float] = None,
-                          clip_grad_value: Optional[float] = None) -> optax.GradientTransformation:
+def record_gradient_stats(
+    clip_grad_norm: Optional[float] = None, clip_grad_value: Optional[float] = None
+) -> optax.GradientTransformation:
     """Keeps the global gradient norm (before clipping) and whether clipping acts, in the state.
 
     At the head of the chain it sees the gradient the optimizer uses: under optax.MultiSteps,
@@ -158,9 +164,13 @@ def clip_grad_norm_torch(max_norm: float) -> optax.GradientTransformation:
     return optax.GradientTransformation(lambda params: optax.EmptyState(), update_fn)
 
 
-def optimizer_chain(cfg: OptimizerConfig, learning_rate: Any, momentum: Any = None,
-                    clip_grad_norm: Optional[float] = None,
-                    clip_grad_value: Optional[float] = None) -> optax.GradientTransformation:
+def optimizer_chain(
+    cfg: OptimizerConfig,
+    learning_rate: Any,
+    momentum: Any = None,
+    clip_grad_norm: Optional[float] = None,
+    clip_grad_value: Optional[float] = None,
+) -> optax.GradientTransformation:
     """The torch update for cfg.name as an optax.chain, ending in -learning_rate scaling.
 
     The gradient is measured and clipped first, as torch clips before optimizer.step().
@@ -201,16 +211,21 @@ def optimizer_chain(cfg: OptimizerConfig, learning_rate: Any, momentum: Any = No
     return optax.chain(*head, *coupled, *core, optax.scale_by_learning_rate(learning_rate))
 
 
-def make_optimizer(cfg: OptimizerConfig, learning_rate: Any = None, momentum: Any = None,
-                   clip_grad_norm: Optional[float] = None,
-                   clip_grad_value: Optional[float] = None) -> optax.GradientTransformation:
+def make_optimizer(
+    cfg: OptimizerConfig,
+    learning_rate: Any = None,
+    momentum: Any = None,
+    clip_grad_norm: Optional[float] = None,
+    clip_grad_value: Optional[float] = None,
+) -> optax.GradientTransformation:
     """The optimizer with its learning rate (and a cycled momentum) held in the state as
     `hyperparams['learning_rate']` (`['momentum']`): a constant, or a schedule of the update count."""
     learning_rate = cfg.lr if learning_rate is None else learning_rate
     clip = {"clip_grad_norm": clip_grad_norm, "clip_grad_value": clip_grad_value}
     if momentum is None:
-        return optax.inject_hyperparams(
-            lambda learning_rate: optimizer_chain(cfg, learning_rate, None, **clip))(learning_rate=learning_rate)
+        return optax.inject_hyperparams(lambda learning_rate: optimizer_chain(cfg, learning_rate, None, **clip))(
+            learning_rate=learning_rate
+        )
 
     def factory(learning_rate: Any, momentum: Any) -> optax.GradientTransformation:
         return optimizer_chain(cfg, learning_rate, momentum, **clip)
@@ -218,8 +233,9 @@ def make_optimizer(cfg: OptimizerConfig, learning_rate: Any = None, momentum: An
     return optax.inject_hyperparams(factory)(learning_rate=learning_rate, momentum=momentum)
 
 
-def accumulate(tx: optax.GradientTransformation, accumulation_steps: int, batches_per_epoch: int,
-               dtype: Any) -> optax.MultiSteps:
+def accumulate(
+    tx: optax.GradientTransformation, accumulation_steps: int, batches_per_epoch: int, dtype: Any
+) -> optax.MultiSteps:
     """optax.MultiSteps averaging `accumulation_steps` micro-batch gradients per update.
 
     An epoch's trailing partial window is its own update over the micro-batches it has

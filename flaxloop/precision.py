@@ -47,8 +47,10 @@ def check_precision(precision: str, device: jax.Device) -> None:
         jax.block_until_ready(probe)
     except Exception as err:  # an XLA backend without the dtype fails here with its own error type
         alternatives = ", ".join(p for p in ("fp32", *MIXED) if p != precision)
-        raise UserError(f"train.precision {precision} is not available for JAX on {device.platform} "
-                        f"({type(err).__name__}); use {alternatives}") from None
+        raise UserError(
+            f"train.precision {precision} is not available for JAX on {device.platform} "
+            f"({type(err).__name__}); use {alternatives}"
+        ) from None
 
 
 @contextlib.contextmanager
@@ -78,8 +80,13 @@ class LossScale(struct.PyTreeNode):
 
     @classmethod
     def create(cls, cfg: LossScaleConfig) -> "LossScale":
-        return cls(jnp.asarray(cfg.init_scale, jnp.float32), jnp.zeros([], jnp.int32),
-                   cfg.growth_factor, cfg.backoff_factor, cfg.growth_interval)
+        return cls(
+            jnp.asarray(cfg.init_scale, jnp.float32),
+            jnp.zeros([], jnp.int32),
+            cfg.growth_factor,
+            cfg.backoff_factor,
+            cfg.growth_interval,
+        )
 
     def unscale(self, grads: Any) -> Any:
         """Multiply by the float32 reciprocal of the scale, as GradScaler.unscale_ does."""

@@ -17,7 +17,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from loopspec.config import ScheduleConfig, plateau_mode
+from loopspec.config import ScheduleConfig, monitor_mode
 from loopspec.schedules import SchedulePlan, onecycle_phase_ends
 
 Schedule = Callable[[Any], Any]
@@ -74,10 +74,12 @@ def schedule_functions(cfg: ScheduleConfig, length: int, base_lr: float) -> tupl
     if cfg.name in ("none", "plateau"):  # plateau: ReduceLROnPlateau below sets it between epochs
         return (lambda t: jnp.asarray(base_lr, jnp.result_type(float))), None
     if cfg.name == "step":
-        return optax.exponential_decay(base_lr, transition_steps=cfg.step_size, decay_rate=cfg.gamma, staircase=True), None
+        return optax.exponential_decay(
+            base_lr, transition_steps=cfg.step_size, decay_rate=cfg.gamma, staircase=True
+        ), None
     if cfg.name == "multistep":
         counts = collections.Counter(cfg.milestones)  # torch multiplies once per repeat of a milestone
-        return optax.piecewise_constant_schedule(base_lr, {m: cfg.gamma ** n for m, n in counts.items()}), None
+        return optax.piecewise_constant_schedule(base_lr, {m: cfg.gamma**n for m, n in counts.items()}), None
     if cfg.name == "exponential":
         return optax.exponential_decay(base_lr, transition_steps=1, decay_rate=cfg.gamma), None
     if cfg.name == "cosine":
@@ -85,15 +87,18 @@ def schedule_functions(cfg: ScheduleConfig, length: int, base_lr: float) -> tupl
     if cfg.name == "warmup_cosine":
         if cfg.warmup == 0:
             return optax.cosine_decay_schedule(base_lr, length, alpha=cfg.eta_min / base_lr), None
-        return optax.warmup_cosine_decay_schedule(base_lr * cfg.start_factor, base_lr, cfg.warmup, length, cfg.eta_min), None
+        return optax.warmup_cosine_decay_schedule(
+            base_lr * cfg.start_factor, base_lr, cfg.warmup, length, cfg.eta_min
+        ), None
     if cfg.name == "onecycle":
         lr, momentum = onecycle(cfg, length, cfg.max_lr if cfg.max_lr is not None else base_lr)
         return lr, momentum if cfg.cycle_momentum else None
     raise ValueError(f"unknown schedule {cfg.name}")
 
 
-def make_schedules(cfg: ScheduleConfig, plan: SchedulePlan, length: int,
-                   base_lr: float) -> tuple[float | Schedule, Optional[float | Schedule]]:
+def make_schedules(
+    cfg: ScheduleConfig, plan: SchedulePlan, length: int, base_lr: float
+) -> tuple[float | Schedule, Optional[float | Schedule]]:
     """(learning rate, momentum) for optax.inject_hyperparams.
 
     Per step: schedules of optax's update count, which advances only on applied updates, so a
@@ -132,7 +137,7 @@ class ReduceLROnPlateau:
 
     def __init__(self, cfg: ScheduleConfig, lr: float):
         self.cfg, self.lr = cfg, lr
-        self.mode = plateau_mode(cfg)
+        self.mode = monitor_mode(cfg.mode, cfg.monitor)
         self.best = math.inf if self.mode == "min" else -math.inf
         self.num_bad_epochs = 0
         self.cooldown_counter = 0
@@ -140,7 +145,9 @@ class ReduceLROnPlateau:
     def is_better(self, value: float) -> bool:
         threshold = self.cfg.threshold
         if self.cfg.threshold_mode == "rel":
-            return value < self.best * (1.0 - threshold) if self.mode == "min" else value > self.best * (threshold + 1.0)
+            return (
+                value < self.best * (1.0 - threshold) if self.mode == "min" else value > self.best * (threshold + 1.0)
+            )
         return value < self.best - threshold if self.mode == "min" else value > self.best + threshold
 
     def step(self, metric: float) -> float:

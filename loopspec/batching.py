@@ -12,12 +12,13 @@ def epoch_order(num_samples: int, seed: int, epoch: int, shuffle: bool = True) -
     return np.random.default_rng(np.random.SeedSequence([seed, epoch, 0xBA7C])).permutation(num_samples)
 
 
-def train_batches(num_samples: int, batch_size: int, seed: int, epoch: int,
-                  shuffle: bool = True, drop_last: bool = False) -> list[np.ndarray]:
+def train_batches(
+    num_samples: int, batch_size: int, seed: int, epoch: int, shuffle: bool = True, drop_last: bool = False
+) -> list[np.ndarray]:
     """Index arrays of one epoch's training batches; the last one is short unless drop_last."""
     order = epoch_order(num_samples, seed, epoch, shuffle)
     stop = num_samples - num_samples % batch_size if drop_last else num_samples
-    return [order[start:min(start + batch_size, stop)] for start in range(0, stop, batch_size)]
+    return [order[start : min(start + batch_size, stop)] for start in range(0, stop, batch_size)]
 
 
 def batches_per_epoch(num_samples: int, batch_size: int, drop_last: bool = False) -> int:
@@ -35,7 +36,7 @@ def update_windows(batches: list[np.ndarray], accumulation_steps: int) -> list[l
     update: its gradient is the mean of the micro-batches it has, on both backends.
     """
     k = accumulation_steps
-    return [batches[start:start + k] for start in range(0, len(batches), k)]
+    return [batches[start : start + k] for start in range(0, len(batches), k)]
 
 
 def updates_per_epoch(num_samples: int, batch_size: int, drop_last: bool, accumulation_steps: int) -> int:

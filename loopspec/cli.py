@@ -21,8 +21,13 @@ def build_parser(prog: str, backend: str) -> argparse.ArgumentParser:
     parser = OneLineParser(prog=prog, description=f"Train a model with the {backend} backend.")
     parser.add_argument("--config", required=True, help="YAML, TOML or JSON config file")
     parser.add_argument("--out", required=True, help="run directory for config.json, metrics.jsonl, *.safetensors")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a config key by dotted path, e.g. --set optimizer.lr=0.01 (repeatable)")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config key by dotted path, e.g. --set optimizer.lr=0.01 (repeatable)",
+    )
     parser.add_argument("--init", help="start from these weights (safetensors, torch state_dict names)")
     parser.add_argument("--dtype", choices=list(DTYPES), help="float32 or float64: shorthand for --precision fp32|fp64")
     parser.add_argument("--precision", choices=PRECISIONS, help="shorthand for --set train.precision=...")

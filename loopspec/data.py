@@ -122,10 +122,21 @@ def make_intrusion(num_samples: int, seed: int) -> tuple[np.ndarray, np.ndarray]
     put("hot", rng.poisson(0.2, n))
     put("count", rng.poisson(30, n) + rng.exponential(40, n))
     put("srv_count", rng.poisson(20, n) + rng.exponential(20, n))
-    for name in ("serror_rate", "srv_serror_rate", "rerror_rate", "srv_rerror_rate", "diff_srv_rate",
-                 "srv_diff_host_rate", "dst_host_diff_srv_rate", "dst_host_srv_diff_host_rate",
-                 "dst_host_serror_rate", "dst_host_srv_serror_rate", "dst_host_rerror_rate",
-                 "dst_host_srv_rerror_rate", "dst_host_same_src_port_rate"):
+    for name in (
+        "serror_rate",
+        "srv_serror_rate",
+        "rerror_rate",
+        "srv_rerror_rate",
+        "diff_srv_rate",
+        "srv_diff_host_rate",
+        "dst_host_diff_srv_rate",
+        "dst_host_srv_diff_host_rate",
+        "dst_host_serror_rate",
+        "dst_host_srv_serror_rate",
+        "dst_host_rerror_rate",
+        "dst_host_srv_rerror_rate",
+        "dst_host_same_src_port_rate",
+    ):
         put(name, rng.beta(0.6, 6.0, n))
     put("same_srv_rate", rng.beta(6.0, 1.2, n))
     put("dst_host_same_srv_rate", rng.beta(3.0, 1.5, n))
@@ -168,7 +179,9 @@ def make_intrusion(num_samples: int, seed: int) -> tuple[np.ndarray, np.ndarray]
     return x, y
 
 
-def make_synthetic_images(num_samples: int, num_classes: int, channels: int, size: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+def make_synthetic_images(
+    num_samples: int, num_classes: int, channels: int, size: int, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
     """Seeded NCHW images: each class is a smooth random pattern, drawn shifted, faded and noisy."""
     rng = np.random.default_rng(np.random.SeedSequence([seed, 0x1A6E]))
     grid = np.linspace(0.0, 2 * np.pi, size, endpoint=False)
@@ -254,7 +267,9 @@ def _idx(cfg: DataConfig) -> Dataset:
         images_path = root
         labels_path = root.with_name(root.name.replace("images-idx3", "labels-idx1"))
         if labels_path == images_path:
-            raise DataError(f"cannot tell the labels file for {root}: name it *-images-idx3-ubyte[.gz] or pass the directory")
+            raise DataError(
+                f"cannot tell the labels file for {root}: name it *-images-idx3-ubyte[.gz] or pass the directory"
+            )
         _require(labels_path, "IDX labels file")
     images, labels = read_idx(images_path), read_idx(labels_path)
     if images.ndim != 3:
@@ -362,6 +377,9 @@ def check_dataset(dataset: Dataset) -> None:
         if y.min() < 0 or y.max() >= dataset.num_classes:
             raise DataError(f"{where}: labels must lie in [0, {dataset.num_classes}), got [{y.min()}, {y.max()}]")
     if dataset.x_train.shape[1:] != dataset.x_val.shape[1:]:
-        raise DataError(f"dataset {dataset.name}: train samples are {dataset.x_train.shape[1:]} but val samples are {dataset.x_val.shape[1:]}")
+        raise DataError(
+            f"dataset {dataset.name}: train samples are {dataset.x_train.shape[1:]} "
+            f"but val samples are {dataset.x_val.shape[1:]}"
+        )
     if dataset.num_classes < 2:
         raise DataError(f"dataset {dataset.name} has a single class; classification needs at least 2")

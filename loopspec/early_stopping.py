@@ -12,7 +12,7 @@ class EarlyStopping:
 
     def __init__(self, cfg: EarlyStoppingConfig):
         self.cfg = cfg
-        self.mode = monitor_mode(cfg)
+        self.mode = monitor_mode(cfg.mode, cfg.monitor)
         self.best = math.inf if self.mode == "min" else -math.inf
         self.best_epoch = 0
         self.wait = 0

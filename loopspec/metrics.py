@@ -9,38 +9,13 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any
 
 import numpy as np
 
 
-class MetricsWriter:
-    """Appends whole JSON lines and flushes each, so a crash never leaves a torn record."""
-
-    def __init__(self, path: str | Path):
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._file: TextIO = open(self.path, "w")
-
-    def write(self, record: dict[str, Any]) -> None:
-        self._file.write(json.dumps(_plain(record)) + "\n")
-        self._file.flush()
-
-    def close(self) -> None:
-        if not self._file.closed:
-            self._file.close()
-
-    def __enter__(self) -> "MetricsWriter":
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-
-def _plain(record: dict[str, Any]) -> dict[str, Any]:
+def plain(record: dict[str, Any]) -> dict[str, Any]:
     out = {}
     for key, value in record.items():
         if isinstance(value, (np.floating, np.integer, np.bool_)):
@@ -60,20 +35,6 @@ def read_metrics(path: str | Path) -> dict[str, list[dict[str, Any]]]:
                 record = json.loads(line)
                 records.setdefault(record.get("kind", "step"), []).append(record)
     return records
-
-
-def write_json_atomic(path: str | Path, payload: Any) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "w") as out:
-            json.dump(payload, out, indent=2)
-            out.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def predictions(logits: np.ndarray) -> np.ndarray:

@@ -24,14 +24,20 @@ class SchedulePlan:
     epochs: int  # epochs the run will start
 
     @property
-    def length(self) -> int:
-        """The run's length in the schedule's own intervals."""
+    def cut_by_max_steps(self) -> bool:
+        return self.total_updates < self.epochs * self.updates_per_epoch
+
+    @property
+    def run_length(self) -> int:
+        """How many of the schedule's intervals (updates or epochs) the run lasts."""
         return self.total_updates if self.interval == "step" else self.epochs
 
     def describe(self) -> str:
         if self.interval == "step":
-            return (f"{self.total_updates} optimizer steps ({self.epochs} epochs x {self.updates_per_epoch} "
-                    f"steps per epoch{', cut by train.max_steps' if self.total_updates < self.epochs * self.updates_per_epoch else ''})")
+            return (
+                f"{self.total_updates} optimizer steps ({self.epochs} epochs x {self.updates_per_epoch} "
+                f"steps per epoch{', cut by train.max_steps' if self.cut_by_max_steps else ''})"
+            )
         return f"{self.epochs} epochs"
 
 
@@ -42,25 +48,33 @@ def plan_schedule(config: Config, num_train: int) -> SchedulePlan:
     epochs = -(-total // per_epoch)
     plan = SchedulePlan(sched.name, schedule_interval(sched), per_epoch, total, epochs)
     unit = "steps" if plan.interval == "step" else "epochs"
-    if sched.name in ("onecycle", "warmup_cosine") and sched.total_steps is not None and sched.total_steps < plan.length:
+    if (
+        sched.name in ("onecycle", "warmup_cosine")
+        and sched.total_steps is not None
+        and sched.total_steps < plan.run_length
+    ):
         raise ConfigError(
             f"schedule.total_steps is {sched.total_steps} but the run takes {plan.describe()}; the {sched.name} "
-            f"schedule would run past its end. Raise schedule.total_steps to {plan.length} or leave it null to derive it"
+            f"schedule would run past its end. Raise schedule.total_steps to {plan.run_length} "
+            "or leave it null to derive it"
         )
-    length = schedule_length(config, plan)
-    if sched.name == "warmup_cosine" and sched.warmup >= length:
-        raise ConfigError(f"schedule.warmup is {sched.warmup} {unit} but the schedule lasts {length} {unit}; "
-                          "the warm-up must end before the schedule does")
+    horizon = schedule_horizon(config, plan)
+    if sched.name == "warmup_cosine" and sched.warmup >= horizon:
+        raise ConfigError(
+            f"schedule.warmup is {sched.warmup} {unit} but the schedule lasts {horizon} {unit}; "
+            "the warm-up must end before the schedule does"
+        )
     if sched.name == "onecycle":
-        check_onecycle_phases(sched.pct_start, sched.three_phase, length)
+        check_onecycle_phases(sched.pct_start, sched.three_phase, horizon)
     return plan
 
 
-def schedule_length(config: Config, plan: SchedulePlan) -> int:
-    """T_max for cosine, total_steps for onecycle and warmup_cosine: explicit, or the run's length."""
+def schedule_horizon(config: Config, plan: SchedulePlan) -> int:
+    """How many intervals the schedule's shape spans: T_max for cosine, total_steps for onecycle and
+    warmup_cosine; explicit, or the run's length. (Cosine past T_max rises again, as torch's does.)"""
     sched = config.schedule
     explicit = sched.T_max if sched.name == "cosine" else sched.total_steps
-    return explicit if explicit is not None else plan.length
+    return explicit if explicit is not None else plan.run_length
 
 
 def onecycle_phase_ends(pct_start: float, three_phase: bool, total: int) -> list[float]:

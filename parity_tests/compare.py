@@ -93,8 +93,10 @@ class Report:
                 first = "-" if row.first_over is None else f"{row.unit} {row.first_over}"
             if not row.judged:
                 first += " (not judged)"
-            lines.append(f"{row.quantity:<44} {row.compared:>6} {row.max_rel:>13.3e}  {first}"
-                         + (f"  [{row.note}]" if row.note and not row.ok(self.rtol) else ""))
+            lines.append(
+                f"{row.quantity:<44} {row.compared:>6} {row.max_rel:>13.3e}  {first}"
+                + (f"  [{row.note}]" if row.note and not row.ok(self.rtol) else "")
+            )
         lines += [f"problem: {problem}" for problem in self.problems]
         lines.append("AGREE" if self.agree else "DISAGREE")
         return "\n".join(lines)
@@ -112,8 +114,9 @@ def feeds_batchnorm(name: str, names: set[str]) -> bool:
     return leaf == "running_mean" and bool({f"{parent}.linear.bias", f"{parent}.conv.bias"} & names)
 
 
-def _series_row(name: str, records_a: list[dict], records_b: list[dict], key: str, index: str,
-                rtol: float, judged: bool) -> Optional[Row]:
+def _series_row(
+    name: str, records_a: list[dict], records_b: list[dict], key: str, index: str, rtol: float, judged: bool
+) -> Optional[Row]:
     pairs = [(ra[index], ra[key], rb[key]) for ra, rb in zip(records_a, records_b) if key in ra and key in rb]
     if not pairs:
         return None
@@ -133,7 +136,10 @@ def compare_runs(run_a: str | Path, run_b: str | Path, rtol: float = 1e-10, step
         if min(len(steps_a), len(steps_b)) < steps:
             report.problems.append(f"--steps {steps} but the runs have {len(steps_a)} and {len(steps_b)} steps")
     elif len(steps_a) != len(steps_b):
-        report.problems.append(f"step counts differ: {len(steps_a)} vs {len(steps_b)} (compared the first {min(len(steps_a), len(steps_b))})")
+        report.problems.append(
+            f"step counts differ: {len(steps_a)} vs {len(steps_b)} "
+            f"(compared the first {min(len(steps_a), len(steps_b))})"
+        )
     for key in STEP_QUANTITIES:
         row = _series_row(f"step {key}", steps_a, steps_b, key, "step", rtol, judged=True)
         if row:
@@ -161,8 +167,9 @@ def compare_runs(run_a: str | Path, run_b: str | Path, rtol: float = 1e-10, step
             reference = [init[name] for init in inits if name in init]
             diff = tensor_relative_difference(weights_a[name], weights_b[name], *reference)
             note = BATCHNORM_FED_NOTE if feeds_batchnorm(name, set(weights_a)) else ""
-            report.rows.append(Row(f"{filename.split('.')[0]} {name}", weights_a[name].size, diff,
-                                   None, "tensor", judged, note))
+            report.rows.append(
+                Row(f"{filename.split('.')[0]} {name}", weights_a[name].size, diff, None, "tensor", judged, note)
+            )
         inits = (weights_a, weights_b)
     return report
 
@@ -171,7 +178,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m parity_tests.compare", description=__doc__.splitlines()[0])
     parser.add_argument("run_a")
     parser.add_argument("run_b")
-    parser.add_argument("--rtol", type=float, default=1e-10, help="relative tolerance (default 1e-10, for float64 runs)")
+    parser.add_argument(
+        "--rtol", type=float, default=1e-10, help="relative tolerance (default 1e-10, for float64 runs)"
+    )
     parser.add_argument("--steps", type=int, help="judge only the first N steps (float32 short-horizon checks)")
     args = parser.parse_args(argv)
     for run in (args.run_a, args.run_b):

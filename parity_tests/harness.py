@@ -14,8 +14,9 @@ from parity_tests.compare import Report, compare_runs
 from parity_tests.sensitivity import MULTIPLE, Verdict, dataset_files, judge_runs, write_perturbed_init
 
 
-def run_backends(raw: dict[str, Any], out: Path, backends: tuple[str, ...] = ("torch", "jax"),
-                 init: Optional[Path] = None) -> dict[str, Path]:
+def run_backends(
+    raw: dict[str, Any], out: Path, backends: tuple[str, ...] = ("torch", "jax"), init: Optional[Path] = None
+) -> dict[str, Path]:
     config = config_from_dict(copy.deepcopy(raw))
     fits = {"torch": torchloop.train.fit, "jax": flaxloop.train.fit}
     runs = {}
@@ -25,8 +26,9 @@ def run_backends(raw: dict[str, Any], out: Path, backends: tuple[str, ...] = ("t
     return runs
 
 
-def run_both(raw: dict[str, Any], out: Path, rtol: float = 1e-10, steps: Optional[int] = None,
-             init: Optional[Path] = None) -> Report:
+def run_both(
+    raw: dict[str, Any], out: Path, rtol: float = 1e-10, steps: Optional[int] = None, init: Optional[Path] = None
+) -> Report:
     runs = run_backends(raw, out, init=init)
     return compare_runs(runs["torch"], runs["jax"], rtol, steps)
 

@@ -12,8 +12,15 @@ MODELS: dict[str, dict[str, Any]] = {
         "model": {"name": "mlp", "hidden": [32, 16], "dropout": 0.2, "dropout_mode": "parity"},
     },
     "fashion_mlp": {
-        "data": {"name": "synthetic_images", "num_samples": 700, "channels": 1, "image_size": 28,
-                 "num_classes": 10, "batch_size": 32, "val_fraction": 0.1},
+        "data": {
+            "name": "synthetic_images",
+            "num_samples": 700,
+            "channels": 1,
+            "image_size": 28,
+            "num_classes": 10,
+            "batch_size": 32,
+            "val_fraction": 0.1,
+        },
         "model": {"name": "fashion_mlp"},
     },
     "cnn": {
@@ -31,7 +38,13 @@ OPTIMIZERS: dict[str, dict[str, Any]] = {
     "adam": {"name": "adam", "lr": 1e-3, "weight_decay": 1e-4, "amsgrad": True},
     "adamw": {"name": "adamw", "lr": 1e-3},
     "rmsprop": {"name": "rmsprop", "lr": 5e-4, "momentum": 0.5, "centered": True, "weight_decay": 1e-4},
-    "adagrad": {"name": "adagrad", "lr": 0.01, "lr_decay": 1e-3, "initial_accumulator_value": 0.1, "weight_decay": 1e-4},
+    "adagrad": {
+        "name": "adagrad",
+        "lr": 0.01,
+        "lr_decay": 1e-3,
+        "initial_accumulator_value": 0.1,
+        "weight_decay": 1e-4,
+    },
 }
 
 BINARY_LOSSES: dict[str, dict[str, Any]] = {
@@ -43,8 +56,11 @@ BINARY_LOSSES: dict[str, dict[str, Any]] = {
 }
 MULTICLASS_LOSSES: dict[str, dict[str, Any]] = {
     "cross_entropy": {"name": "cross_entropy", "label_smoothing": 0.1},
-    "weighted_cross_entropy": {"name": "cross_entropy", "label_smoothing": 0.05,
-                               "class_weights": [1.0, 0.5, 2.0, 1.0, 1.5, 0.8, 1.2, 1.0, 0.7, 1.3]},
+    "weighted_cross_entropy": {
+        "name": "cross_entropy",
+        "label_smoothing": 0.05,
+        "class_weights": [1.0, 0.5, 2.0, 1.0, 1.5, 0.8, 1.2, 1.0, 0.7, 1.3],
+    },
     "focal": {"name": "focal", "gamma": 2.0},
     "mse": {"name": "mse"},
     "l1": {"name": "l1"},
@@ -58,7 +74,7 @@ def losses_for(model: str) -> dict[str, dict[str, Any]]:
 
 
 def combinations() -> list[tuple[str, str, str]]:
-    return [(m, o, l) for m in MODELS for o in OPTIMIZERS for l in losses_for(m)]
+    return [(model, opt, loss) for model in MODELS for opt in OPTIMIZERS for loss in losses_for(model)]
 
 
 def parity_config(model: str, optimizer: str, loss: str, steps: int = STEPS) -> dict[str, Any]:

@@ -26,13 +26,17 @@ import matplotlib.pyplot as plt  # noqa: E402
 from loopspec.config import Config, load_config  # noqa: E402
 from loopspec.data import load_dataset  # noqa: E402
 from loopspec.errors import UserError  # noqa: E402
+from loopspec.loop import monitored_value  # noqa: E402
 from loopspec.metrics import read_metrics  # noqa: E402
-from loopspec.run import monitored_value  # noqa: E402
-from loopspec.schedules import SchedulePlan, plan_schedule, schedule_length  # noqa: E402
+from loopspec.schedules import SchedulePlan, plan_schedule, schedule_horizon  # noqa: E402
 from parity_tests.schedule_values import jax_values, max_relative_difference, torch_values  # noqa: E402
 
-FOUR_SCHEDULERS = ["configs/schedule_step.yaml", "configs/schedule_cosine.yaml",
-                   "configs/schedule_onecycle.yaml", "configs/schedule_plateau.yaml"]
+FOUR_SCHEDULERS = [
+    "configs/schedule_step.yaml",
+    "configs/schedule_cosine.yaml",
+    "configs/schedule_onecycle.yaml",
+    "configs/schedule_plateau.yaml",
+]
 TORCH_STYLE = {"color": "tab:blue", "linewidth": 2, "label": "torch lr"}
 JAX_STYLE = {"color": "tab:orange", "marker": ".", "markersize": 3, "linestyle": "none", "label": "jax lr"}
 
@@ -54,7 +58,7 @@ def draw_schedule(axis: plt.Axes, path: str, metrics_path: Optional[str]) -> Non
     if metrics is not None:  # only as many epochs as were recorded
         epochs = min(plan.epochs, len(metrics))
         plan = SchedulePlan(plan.name, plan.interval, plan.updates_per_epoch, epochs * plan.updates_per_epoch, epochs)
-    length = schedule_length(config, plan)
+    length = schedule_horizon(config, plan)
     base_lr = config.optimizer.lr
     torch_lr, torch_momentum = torch_values(config.schedule, config.optimizer.name, base_lr, plan, length, metrics)
     jax_lr, jax_momentum = jax_values(config.schedule, base_lr, plan, length, metrics)
@@ -63,11 +67,14 @@ def draw_schedule(axis: plt.Axes, path: str, metrics_path: Optional[str]) -> Non
     axis.plot(steps, jax_lr, **JAX_STYLE)
     axis.set_xlabel("optimizer step")
     axis.set_ylabel("learning rate")
-    title = f"{config.schedule.name} ({Path(path).stem}, per {plan.interval})\nmax rel diff lr {max_relative_difference(jax_lr, torch_lr):.1e}"
+    gap = max_relative_difference(jax_lr, torch_lr)
+    title = f"{config.schedule.name} ({Path(path).stem}, per {plan.interval})\nmax rel diff lr {gap:.1e}"
     if torch_momentum is not None:
         twin = axis.twinx()
         twin.plot(steps, torch_momentum, color="tab:green", linewidth=1.5, label="torch momentum")
-        twin.plot(steps, jax_momentum, color="tab:red", marker=".", markersize=2, linestyle="none", label="jax momentum")
+        twin.plot(
+            steps, jax_momentum, color="tab:red", marker=".", markersize=2, linestyle="none", label="jax momentum"
+        )
         twin.set_ylabel("momentum / beta1")
         twin.legend(loc="center right", fontsize=8)
         title += f", momentum {max_relative_difference(jax_momentum, torch_momentum):.1e}"
@@ -83,7 +90,7 @@ def plot_schedules(configs: Sequence[str], out: str, metrics_path: Optional[str]
     figure, axes = plt.subplots(rows, columns, figsize=(6.5 * columns, 4.2 * rows), squeeze=False)
     for axis, path in zip(axes.flat, configs):
         draw_schedule(axis, path, metrics_path)
-    for axis in list(axes.flat)[len(configs):]:
+    for axis in list(axes.flat)[len(configs) :]:
         axis.set_visible(False)
     figure.suptitle("Learning-rate schedules: torch.optim.lr_scheduler (line) and the JAX side (dots)")
     figure.tight_layout()
@@ -123,7 +130,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m parity_tests.plots", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
     schedules = commands.add_parser("schedules", help="schedules side by side, both backends overlaid")
-    schedules.add_argument("configs", nargs="*", default=FOUR_SCHEDULERS, help="config files (default: step, cosine, onecycle, plateau)")
+    schedules.add_argument(
+        "configs", nargs="*", default=FOUR_SCHEDULERS, help="config files (default: step, cosine, onecycle, plateau)"
+    )
     schedules.add_argument("--metrics", help="a run's metrics.jsonl whose monitored column drives plateau")
     schedules.add_argument("--out", default="schedules.png")
     runs = commands.add_parser("runs", help="lr and loss against step from one or two runs")

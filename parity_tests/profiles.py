@@ -38,18 +38,25 @@ class Profile:
 
 PROFILES = {
     "default": Profile("this machine: native instruction set, one thread per framework"),
-    "threads2": Profile("two intra-op threads in torch and in XLA (Eigen)", threads=2,
-                        xla_flags=("--xla_cpu_multi_thread_eigen=true",)),
-    "avx": Profile("an AVX machine without AVX2/FMA: oneDNN and XLA capped at AVX",
-                   environment={"ONEDNN_MAX_CPU_ISA": "AVX"}, xla_flags=("--xla_cpu_max_isa=AVX",)),
-    "sse41": Profile("an SSE4 machine: oneDNN capped at SSE4.1, XLA at SSE4.2",
-                     environment={"ONEDNN_MAX_CPU_ISA": "SSE41"}, xla_flags=("--xla_cpu_max_isa=SSE4_2",)),
+    "threads2": Profile(
+        "two intra-op threads in torch and in XLA (Eigen)", threads=2, xla_flags=("--xla_cpu_multi_thread_eigen=true",)
+    ),
+    "avx": Profile(
+        "an AVX machine without AVX2/FMA: oneDNN and XLA capped at AVX",
+        environment={"ONEDNN_MAX_CPU_ISA": "AVX"},
+        xla_flags=("--xla_cpu_max_isa=AVX",),
+    ),
+    "sse41": Profile(
+        "an SSE4 machine: oneDNN capped at SSE4.1, XLA at SSE4.2",
+        environment={"ONEDNN_MAX_CPU_ISA": "SSE41"},
+        xla_flags=("--xla_cpu_max_isa=SSE4_2",),
+    ),
     "no-onednn": Profile("torch without oneDNN (ATen's native convolutions and matmuls)", mkldnn=False),
-    "xla-legacy": Profile("XLA's legacy CPU runtime instead of the thunk runtime",
-                          xla_flags=("--xla_cpu_use_thunk_runtime=false",)),
+    "xla-legacy": Profile(
+        "XLA's legacy CPU runtime instead of the thunk runtime", xla_flags=("--xla_cpu_use_thunk_runtime=false",)
+    ),
     "xnnpack": Profile("XLA's dots and convolutions through XNNPACK", xla_flags=("--xla_cpu_use_xnnpack=true",)),
 }
-CI_SECOND_PROFILE = "sse41"
 
 
 def current() -> tuple[str, Profile]:
@@ -78,8 +85,19 @@ def apply_torch(profile: Profile) -> None:
 def run_profile(name: str, margins: Path, pytest_args: Sequence[str]) -> int:
     env = {**os.environ, "PARITY_PROFILE": name, "PARITY_MARGINS": str(margins)}
     workers = "1" if PROFILES[name].threads > 1 else "2"  # two threads each would share two cores
-    command = [sys.executable, "-m", "pytest", "-m", "float32", "-n", workers, "-q", "-p", "no:cacheprovider",
-               *pytest_args]
+    command = [
+        sys.executable,
+        "-m",
+        "pytest",
+        "-m",
+        "float32",
+        "-n",
+        workers,
+        "-q",
+        "-p",
+        "no:cacheprovider",
+        *pytest_args,
+    ]
     print(f"== profile {name}: {PROFILES[name].description}\n$ {' '.join(command)}", flush=True)
     return subprocess.run(command, env=env).returncode
 
@@ -101,14 +119,20 @@ def margin_table(margins: Path) -> str:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m parity_tests.profiles", description=__doc__.splitlines()[0])
-    parser.add_argument("profiles", nargs="*", choices=[[], *PROFILES], metavar="PROFILE",
-                        help=f"profiles to run (default: all of {', '.join(PROFILES)})")
+    parser.add_argument(
+        "profiles",
+        nargs="*",
+        choices=[[], *PROFILES],
+        metavar="PROFILE",
+        help=f"profiles to run (default: all of {', '.join(PROFILES)})",
+    )
     parser.add_argument("--margins", type=Path, help="JSON-lines file for the margins (default: a temporary file)")
     parser.add_argument("--pytest-args", default="", help="extra arguments for pytest, e.g. '-k recipe'")
     args = parser.parse_args(argv)
     margins = args.margins or Path(tempfile.mkdtemp(prefix="parity-profiles-")) / "margins.jsonl"
-    failed = [name for name in args.profiles or list(PROFILES)
-              if run_profile(name, margins, args.pytest_args.split()) != 0]
+    failed = [
+        name for name in args.profiles or list(PROFILES) if run_profile(name, margins, args.pytest_args.split()) != 0
+    ]
     if margins.exists():
         print(f"\nmargins (worst cross-backend difference under its bound; > 1 agrees), from {margins}:\n")
         print(margin_table(margins))

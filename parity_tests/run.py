@@ -25,7 +25,8 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from loopspec.config import load_config
-from loopspec.metrics import read_metrics, write_json_atomic
+from loopspec.files import write_json_atomic
+from loopspec.metrics import read_metrics
 from parity_tests.compare import compare_runs
 from parity_tests.sensitivity import Verdict, dataset_files, judge_runs, write_perturbed_init
 
@@ -36,7 +37,9 @@ FLOAT32_HORIZON = 30
 METRICS = ("val_loss", "val_acc", "val_precision", "val_recall", "val_f1")
 
 
-def train_both(config: str | Path, out: Path, overrides: Sequence[str], dtype: str, init: Optional[Path] = None) -> None:
+def train_both(
+    config: str | Path, out: Path, overrides: Sequence[str], dtype: str, init: Optional[Path] = None
+) -> None:
     for backend, module in BACKENDS.items():
         command = [sys.executable, "-m", module, "--config", str(config), "--out", str(out / backend), "--dtype", dtype]
         command += [arg for item in overrides for arg in ("--set", item)]
@@ -52,8 +55,10 @@ def final_metrics_table(out: Path) -> str:
     keys = [k for k in METRICS if k in summaries["torch"]]
     lines = [f"  {'saved weights':<14}" + "".join(f"{k:>14}" for k in ["steps", "epoch", *keys])]
     for name, summary in summaries.items():
-        lines.append(f"  {name:<14}{summary['steps']:>14}{summary['final_epoch']:>14}"
-                     + "".join(f"{summary[k]:>14.4f}" for k in keys))
+        lines.append(
+            f"  {name:<14}{summary['steps']:>14}{summary['final_epoch']:>14}"
+            + "".join(f"{summary[k]:>14.4f}" for k in keys)
+        )
     return "\n".join(lines)
 
 
@@ -61,13 +66,18 @@ def summarize_float64(out: Path) -> bool:
     report = compare_runs(out / "torch", out / "jax", FLOAT64_RTOL)
     worst = max((row for row in report.rows if row.unit == "tensor"), key=lambda row: row.max_rel)
     print(f"float64 ({out}): whole run judged at {FLOAT64_RTOL:g} relative")
-    print(f"  max rel diff: step loss {report.max_rel('step loss'):.1e}, grad_norm {report.max_rel('step grad_norm'):.1e}, "
-          f"val_loss {report.max_rel('epoch val_loss'):.1e}, weights {worst.max_rel:.1e} ({worst.quantity})")
+    print(
+        f"  max rel diff: step loss {report.max_rel('step loss'):.1e}, "
+        f"grad_norm {report.max_rel('step grad_norm'):.1e}, "
+        f"val_loss {report.max_rel('epoch val_loss'):.1e}, weights {worst.max_rel:.1e} ({worst.quantity})"
+    )
     print(final_metrics_table(out))
     if not report.agree:
         print(report.render())
-    print(f"  {'PASS' if report.agree else 'FAIL'}: the two backends {'agree' if report.agree else 'DISAGREE'} "
-          f"to {FLOAT64_RTOL:g} over {report.rows[0].compared} steps")
+    print(
+        f"  {'PASS' if report.agree else 'FAIL'}: the two backends {'agree' if report.agree else 'DISAGREE'} "
+        f"to {FLOAT64_RTOL:g} over {report.rows[0].compared} steps"
+    )
     return report.agree
 
 
@@ -80,20 +90,30 @@ def float32_sensitivity(config: str, overrides: Sequence[str], out: Path) -> Ver
     train_both(out / "reference.json", out / "reference", [], "float32")
     moved_weights = write_perturbed_init(out / "reference" / "torch" / "init.safetensors", out / "one_ulp.safetensors")
     train_both(out / "perturbed.json", out / "perturbed", [], "float32", init=moved_weights)
-    return judge_runs((out / "reference" / "torch", out / "reference" / "jax"),
-                      [(out / "reference" / b, out / "perturbed" / b) for b in BACKENDS])
+    return judge_runs(
+        (out / "reference" / "torch", out / "reference" / "jax"),
+        [(out / "reference" / b, out / "perturbed" / b) for b in BACKENDS],
+    )
 
 
 def summarize_float32(out: Path, verdict: Verdict) -> bool:
     whole = compare_runs(out / "torch", out / "jax", 1.0)
-    print(f"float32 ({out}): the first {FLOAT32_HORIZON} steps judged against each backend's own one-ulp sensitivity; "
-          "the rest reported")
+    print(
+        f"float32 ({out}): the first {FLOAT32_HORIZON} steps judged against each backend's own one-ulp sensitivity; "
+        "the rest reported"
+    )
     print("\n".join("  " + line for line in verdict.render().splitlines()))
-    print(f"  whole run, max rel diff: step loss {whole.max_rel('step loss'):.1e}, val_loss {whole.max_rel('epoch val_loss'):.1e}")
+    print(
+        f"  whole run, max rel diff: step loss {whole.max_rel('step loss'):.1e}, "
+        f"val_loss {whole.max_rel('epoch val_loss'):.1e}"
+    )
     print(final_metrics_table(out))
-    print(f"  {'PASS' if verdict.agree else 'FAIL'}: the first {FLOAT32_HORIZON} steps {'stay' if verdict.agree else 'do NOT stay'} "
-          f"within {verdict.multiple:g} x the self-divergence envelope; later float32 steps part as training amplifies "
-          "rounding (README, 'What parity means')")
+    print(
+        f"  {'PASS' if verdict.agree else 'FAIL'}: the first {FLOAT32_HORIZON} steps "
+        f"{'stay' if verdict.agree else 'do NOT stay'} "
+        f"within {verdict.multiple:g} x the self-divergence envelope; later float32 steps part as training amplifies "
+        "rounding (README, 'What parity means')"
+    )
     return verdict.agree
 
 
@@ -107,10 +127,18 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     dtypes = [args.dtype] if args.dtype else ["float64", "float32"]
     for dtype in dtypes:
         train_both(args.config, Path(args.out) / dtype, args.set, dtype)
-    verdict = float32_sensitivity(args.config, args.set, Path(args.out) / "float32-sensitivity") if "float32" in dtypes else None
+    verdict = (
+        float32_sensitivity(args.config, args.set, Path(args.out) / "float32-sensitivity")
+        if "float32" in dtypes
+        else None
+    )
     print(f"\n=== parity summary: {args.config}, torch vs jax ===")
-    results = [summarize_float64(Path(args.out) / "float64") if dtype == "float64"
-               else summarize_float32(Path(args.out) / "float32", verdict) for dtype in dtypes]
+    results = [
+        summarize_float64(Path(args.out) / "float64")
+        if dtype == "float64"
+        else summarize_float32(Path(args.out) / "float32", verdict)
+        for dtype in dtypes
+    ]
     print(f"verdict: {'PASS' if all(results) else 'FAIL'}")
     return 0 if all(results) else 1
 

@@ -20,12 +20,23 @@ from loopspec.config import ScheduleConfig
 from loopspec.schedules import SchedulePlan
 from torchloop.schedules import current_momentum, make_scheduler
 
-OPTIMIZERS = {"sgd": torch.optim.SGD, "adam": torch.optim.Adam, "adamw": torch.optim.AdamW,
-              "rmsprop": torch.optim.RMSprop, "adagrad": torch.optim.Adagrad}
+OPTIMIZERS = {
+    "sgd": torch.optim.SGD,
+    "adam": torch.optim.Adam,
+    "adamw": torch.optim.AdamW,
+    "rmsprop": torch.optim.RMSprop,
+    "adagrad": torch.optim.Adagrad,
+}
 
 
-def torch_values(cfg: ScheduleConfig, optimizer: str, base_lr: float, plan: SchedulePlan, length: int,
-                 metrics: Optional[Sequence[float]] = None) -> tuple[np.ndarray, Optional[np.ndarray]]:
+def torch_values(
+    cfg: ScheduleConfig,
+    optimizer: str,
+    base_lr: float,
+    plan: SchedulePlan,
+    length: int,
+    metrics: Optional[Sequence[float]] = None,
+) -> tuple[np.ndarray, Optional[np.ndarray]]:
     """lr and momentum before each of plan.total_updates optimizer steps."""
     opt = OPTIMIZERS[optimizer]([torch.nn.Parameter(torch.zeros(1))], lr=base_lr)
     scheduler = make_scheduler(cfg, opt, length)
@@ -46,8 +57,9 @@ def torch_values(cfg: ScheduleConfig, optimizer: str, base_lr: float, plan: Sche
     return np.asarray(lrs, dtype=np.float64), np.asarray(momenta, dtype=np.float64) if cycled else None
 
 
-def jax_values(cfg: ScheduleConfig, base_lr: float, plan: SchedulePlan, length: int,
-               metrics: Optional[Sequence[float]] = None) -> tuple[np.ndarray, Optional[np.ndarray]]:
+def jax_values(
+    cfg: ScheduleConfig, base_lr: float, plan: SchedulePlan, length: int, metrics: Optional[Sequence[float]] = None
+) -> tuple[np.ndarray, Optional[np.ndarray]]:
     """The same, from flaxloop's schedules evaluated in float64 at int32 update counts."""
     if cfg.name == "plateau":
         plateau, lrs = ReduceLROnPlateau(cfg, base_lr), []
@@ -57,10 +69,14 @@ def jax_values(cfg: ScheduleConfig, base_lr: float, plan: SchedulePlan, length: 
         return np.asarray(lrs, dtype=np.float64), None
     with jax.enable_x64(True):
         if plan.interval == "epoch":  # the training loop sets each epoch's values after its validation
-            values = [epoch_values(cfg, length, base_lr, update // plan.updates_per_epoch)
-                      for update in range(plan.total_updates)]
+            values = [
+                epoch_values(cfg, length, base_lr, update // plan.updates_per_epoch)
+                for update in range(plan.total_updates)
+            ]
             lrs, momenta = zip(*values)
-            return np.asarray(lrs, dtype=np.float64), None if momenta[0] is None else np.asarray(momenta, dtype=np.float64)
+            return np.asarray(lrs, dtype=np.float64), None if momenta[0] is None else np.asarray(
+                momenta, dtype=np.float64
+            )
         lr, momentum = make_schedules(cfg, plan, length, base_lr)
         counts = jnp.arange(plan.total_updates, dtype=jnp.int32)  # optax's update counter
         lrs = np.broadcast_to(np.asarray(lr(counts) if callable(lr) else lr, dtype=np.float64), counts.shape)

@@ -66,8 +66,12 @@ def one_ulp(values: np.ndarray, rng: np.random.Generator, keep_zeros: bool = Fal
 def perturb_weights(tensors: dict[str, np.ndarray], seed: int = PERTURBATION_SEED) -> dict[str, np.ndarray]:
     """Every float parameter moved one float32 ulp; BatchNorm buffers unchanged."""
     rng = np.random.default_rng(seed)
-    return {name: value if name.endswith(BUFFER_SUFFIXES) or not np.issubdtype(value.dtype, np.floating)
-            else one_ulp(value, rng) for name, value in tensors.items()}
+    return {
+        name: value
+        if name.endswith(BUFFER_SUFFIXES) or not np.issubdtype(value.dtype, np.floating)
+        else one_ulp(value, rng)
+        for name, value in tensors.items()
+    }
 
 
 def write_perturbed_init(init_file: Path, out_file: Path, seed: int = PERTURBATION_SEED) -> Path:
@@ -75,7 +79,9 @@ def write_perturbed_init(init_file: Path, out_file: Path, seed: int = PERTURBATI
     return out_file
 
 
-def dataset_files(raw: dict[str, Any], out: Path, seed: int = PERTURBATION_SEED) -> tuple[dict[str, Any], dict[str, Any]]:
+def dataset_files(
+    raw: dict[str, Any], out: Path, seed: int = PERTURBATION_SEED
+) -> tuple[dict[str, Any], dict[str, Any]]:
     """The config twice, reading its dataset from .npz files: as loaded, and with every nonzero
     input moved one float32 ulp (zeros stay exact, as any pipeline computes them).
 
@@ -85,13 +91,19 @@ def dataset_files(raw: dict[str, Any], out: Path, seed: int = PERTURBATION_SEED)
     data = load_dataset(config_from_dict(copy.deepcopy(raw)).data)
     rng = np.random.default_rng(seed)
     configs = []
-    for name, x_train, x_val in (("data", data.x_train, data.x_val),
-                                 ("data_one_ulp", one_ulp(data.x_train, rng, keep_zeros=True),
-                                  one_ulp(data.x_val, rng, keep_zeros=True))):
+    for name, x_train, x_val in (
+        ("data", data.x_train, data.x_val),
+        ("data_one_ulp", one_ulp(data.x_train, rng, keep_zeros=True), one_ulp(data.x_val, rng, keep_zeros=True)),
+    ):
         path = Path(out) / f"{name}.npz"
         path.parent.mkdir(parents=True, exist_ok=True)
-        np.savez(path, x_train=x_train.astype(np.float64), y_train=data.y_train,
-                 x_val=x_val.astype(np.float64), y_val=data.y_val)
+        np.savez(
+            path,
+            x_train=x_train.astype(np.float64),
+            y_train=data.y_train,
+            x_val=x_val.astype(np.float64),
+            y_val=data.y_val,
+        )
         config = copy.deepcopy(raw)
         kept = {key: value for key, value in config.get("data", {}).items() if key in NPZ_DATA_KEYS}
         config["data"] = {**kept, "name": "npz", "path": str(path)}
@@ -113,8 +125,9 @@ class Trajectory:
         records = read_metrics(Path(run) / "metrics.jsonl")
         steps = {key: [r[key] for r in records["step"] if key in r] for key in STEP_QUANTITIES}
         epochs = {key: [r[key] for r in records["epoch"] if key in r] for key in EPOCH_QUANTITIES}
-        return cls(steps, epochs, load_weights(Path(run) / "init.safetensors"),
-                   load_weights(Path(run) / "final.safetensors"))
+        return cls(
+            steps, epochs, load_weights(Path(run) / "init.safetensors"), load_weights(Path(run) / "final.safetensors")
+        )
 
 
 def divergence(a: Trajectory, b: Trajectory) -> dict[tuple[str, str], np.ndarray]:
@@ -126,8 +139,9 @@ def divergence(a: Trajectory, b: Trajectory) -> dict[tuple[str, str], np.ndarray
             if pairs:
                 out[unit, key] = np.array([relative_difference(x, y) for x, y in pairs])
     for name in sorted(set(a.final) & set(b.final)):
-        out["tensor", name] = np.array([tensor_relative_difference(a.final[name], b.final[name],
-                                                                   a.init[name], b.init[name])])
+        out["tensor", name] = np.array(
+            [tensor_relative_difference(a.final[name], b.final[name], a.init[name], b.init[name])]
+        )
     return out
 
 
@@ -179,16 +193,24 @@ class Verdict:
         lines = [f"{'quantity':<40} {'worst cross':>12} {'envelope':>10} {'ratio to bound':>15}  at"]
         for check in sorted(self.checks, key=lambda c: -c.worst_ratio)[:12]:
             where = "-" if check.at is None else f"{check.unit} {check.at}"
-            lines.append(f"{check.unit + ' ' + check.quantity:<40} {check.cross:>12.2e} {check.envelope:>10.2e} "
-                         f"{check.worst_ratio:>15.3f}  {where}")
+            lines.append(
+                f"{check.unit + ' ' + check.quantity:<40} {check.cross:>12.2e} {check.envelope:>10.2e} "
+                f"{check.worst_ratio:>15.3f}  {where}"
+            )
         lines += [f"problem: {problem}" for problem in self.problems]
-        lines.append(f"{'AGREE' if self.agree else 'DISAGREE'} within {self.multiple:g} x the self-divergence "
-                     f"envelope (margin {self.margin:.3g})")
+        lines.append(
+            f"{'AGREE' if self.agree else 'DISAGREE'} within {self.multiple:g} x the self-divergence "
+            f"envelope (margin {self.margin:.3g})"
+        )
         return "\n".join(lines)
 
 
-def judge(cross: dict[tuple[str, str], np.ndarray], bounds: dict[tuple[str, str], np.ndarray],
-          multiple: float = MULTIPLE, floor: float = FLOOR) -> Verdict:
+def judge(
+    cross: dict[tuple[str, str], np.ndarray],
+    bounds: dict[tuple[str, str], np.ndarray],
+    multiple: float = MULTIPLE,
+    floor: float = FLOOR,
+) -> Verdict:
     verdict = Verdict(multiple)
     for key in sorted(cross):
         unit, quantity = key
@@ -203,13 +225,22 @@ def judge(cross: dict[tuple[str, str], np.ndarray], bounds: dict[tuple[str, str]
             continue
         ratios = np.nan_to_num(values, nan=np.inf) / (multiple * env)
         worst = int(np.argmax(ratios))
-        verdict.checks.append(Check(unit, quantity, float(ratios[worst]), None if unit == "tensor" else worst + 1,
-                                    float(values[worst]), float(env[worst])))
+        verdict.checks.append(
+            Check(
+                unit,
+                quantity,
+                float(ratios[worst]),
+                None if unit == "tensor" else worst + 1,
+                float(values[worst]),
+                float(env[worst]),
+            )
+        )
     return verdict
 
 
-def judge_runs(cross_pair: tuple[Path, Path], self_pairs: Sequence[tuple[Path, Path]],
-               multiple: float = MULTIPLE) -> Verdict:
+def judge_runs(
+    cross_pair: tuple[Path, Path], self_pairs: Sequence[tuple[Path, Path]], multiple: float = MULTIPLE
+) -> Verdict:
     """Torch-vs-JAX runs against the envelope of each backend's reference-vs-perturbed runs."""
     read = Trajectory.read
     cross = divergence(read(cross_pair[0]), read(cross_pair[1]))
@@ -227,7 +258,14 @@ def record_margin(name: str, verdict: Verdict, **extra: Any) -> None:
     if not target:
         return
     worst = verdict.worst
-    record = {"test": name, "profile": os.environ.get("PARITY_PROFILE", "default"), "margin": verdict.margin,
-              "worst": f"{worst.unit} {worst.quantity}", "at": worst.at, "agree": verdict.agree, **extra}
+    record = {
+        "test": name,
+        "profile": os.environ.get("PARITY_PROFILE", "default"),
+        "margin": verdict.margin,
+        "worst": f"{worst.unit} {worst.quantity}",
+        "at": worst.at,
+        "agree": verdict.agree,
+        **extra,
+    }
     with open(target, "a") as handle:
         handle.write(json.dumps(record) + "\n")

@@ -41,14 +41,21 @@ class Comparison:
         mean, ref = np.mean(self.sample), np.mean(self.reference)
         claim = "lower" if self.alternative == "less" else "different"
         verdict = "ok" if self.passed else f"FAIL: significantly {claim}"
-        return (f"{self.what}: mean {mean:.4f} (sd {np.std(self.sample, ddof=1):.4f}) vs {ref:.4f} "
-                f"(sd {np.std(self.reference, ddof=1):.4f}), n={len(self.sample)}/{len(self.reference)}, "
-                f"p={self.p_value:.3g} against alpha {self.alpha:.2g}: {verdict}")
+        return (
+            f"{self.what}: mean {mean:.4f} (sd {np.std(self.sample, ddof=1):.4f}) vs {ref:.4f} "
+            f"(sd {np.std(self.reference, ddof=1):.4f}), n={len(self.sample)}/{len(self.reference)}, "
+            f"p={self.p_value:.3g} against alpha {self.alpha:.2g}: {verdict}"
+        )
 
 
-def compare(what: str, sample: Sequence[float], reference: Sequence[float],
-            alternative: Literal["less", "two-sided"], comparisons: int = 1,
-            confidence: float = CONFIDENCE) -> Comparison:
+def compare(
+    what: str,
+    sample: Sequence[float],
+    reference: Sequence[float],
+    alternative: Literal["less", "two-sided"],
+    comparisons: int = 1,
+    confidence: float = CONFIDENCE,
+) -> Comparison:
     """Welch's t-test of `sample` against `reference`; alpha is Bonferroni-corrected for `comparisons`."""
     a, b = np.asarray(sample, float), np.asarray(reference, float)
     if np.var(a) == 0 and np.var(b) == 0:  # no spread: the means decide exactly

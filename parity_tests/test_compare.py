@@ -19,8 +19,9 @@ from parity_tests.matrix import parity_config
 
 @pytest.fixture(scope="module")
 def torch_run(tmp_path_factory) -> Path:
-    return run_backends(parity_config("cnn", "adam", "cross_entropy", steps=60),
-                        tmp_path_factory.mktemp("compare"), backends=("torch",))["torch"]
+    return run_backends(
+        parity_config("cnn", "adam", "cross_entropy", steps=60), tmp_path_factory.mktemp("compare"), backends=("torch",)
+    )["torch"]
 
 
 def copy_run(run: Path, to: Path) -> Path:
@@ -76,7 +77,9 @@ def test_a_changed_buffer_count_is_found(torch_run: Path, tmp_path: Path) -> Non
 def test_missing_steps_are_a_disagreement(torch_run: Path, tmp_path: Path) -> None:
     other = copy_run(torch_run, tmp_path / "b")
     lines = (other / "metrics.jsonl").read_text().splitlines()
-    (other / "metrics.jsonl").write_text("\n".join(l for l in lines if '"step": 60,' not in l or '"kind": "step"' not in l) + "\n")
+    (other / "metrics.jsonl").write_text(
+        "\n".join(line for line in lines if '"step": 60,' not in line or '"kind": "step"' not in line) + "\n"
+    )
     report = compare_runs(torch_run, other)
     assert not report.agree and any("step counts differ" in p for p in report.problems)
 

@@ -35,10 +35,20 @@ RECIPES = {
     "intrusion_mlp_focal": ("configs/intrusion_mlp_focal.yaml",),
     "cnn_bn": ("configs/cnn_bn.yaml",),
     "digits_cnn": ("configs/digits_cnn.yaml",),
-    "fashion_mlp_sgd": ("configs/fashion_mlp_sgd.yaml", "data.name=synthetic_images", "data.channels=1",
-                        "data.image_size=28", "data.num_samples=2000"),
-    "cifar10_cnn_adam": ("configs/cifar10_cnn_adam.yaml", "data.name=synthetic_images", "data.channels=3",
-                         "data.image_size=32", "data.num_samples=2000"),
+    "fashion_mlp_sgd": (
+        "configs/fashion_mlp_sgd.yaml",
+        "data.name=synthetic_images",
+        "data.channels=1",
+        "data.image_size=28",
+        "data.num_samples=2000",
+    ),
+    "cifar10_cnn_adam": (
+        "configs/cifar10_cnn_adam.yaml",
+        "data.name=synthetic_images",
+        "data.channels=3",
+        "data.image_size=32",
+        "data.num_samples=2000",
+    ),
 }
 
 
@@ -62,13 +72,15 @@ PLANT_HORIZON = 10
 
 def batchnorm_eps_1e3(monkeypatch: pytest.MonkeyPatch) -> None:
     build = flaxloop.train.build_model
-    monkeypatch.setattr(flaxloop.train, "build_model", lambda cfg, *args: build(
-        dataclasses.replace(cfg, batchnorm_eps=1e-3), *args))
+    monkeypatch.setattr(
+        flaxloop.train, "build_model", lambda cfg, *args: build(dataclasses.replace(cfg, batchnorm_eps=1e-3), *args)
+    )
 
 
 def adam_eps_inside_sqrt(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(flaxloop.optim, "adam_denominator",
-                        lambda nu, bias2_sqrt, eps: jnp.sqrt(nu / bias2_sqrt ** 2 + eps))
+    monkeypatch.setattr(
+        flaxloop.optim, "adam_denominator", lambda nu, bias2_sqrt, eps: jnp.sqrt(nu / bias2_sqrt**2 + eps)
+    )
 
 
 def biased_running_variance(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -77,8 +89,13 @@ def biased_running_variance(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def label_smoothing_twice(monkeypatch: pytest.MonkeyPatch) -> None:
     cross_entropy = flaxloop.losses.cross_entropy
-    monkeypatch.setattr(flaxloop.losses, "cross_entropy", lambda logits, labels, smoothing=0.0, weight=None:
-                        cross_entropy(logits, labels, 1 - (1 - smoothing) ** 2, weight))
+    monkeypatch.setattr(
+        flaxloop.losses,
+        "cross_entropy",
+        lambda logits, labels, smoothing=0.0, weight=None: cross_entropy(
+            logits, labels, 1 - (1 - smoothing) ** 2, weight
+        ),
+    )
 
 
 PLANTED: dict[str, tuple[Callable[[pytest.MonkeyPatch], None], tuple[str, ...]]] = {
@@ -105,8 +122,12 @@ def test_one_ulp_perturbation_is_not_caught(tmp_path: Path) -> None:
     reference, perturbed = dataset_files(raw, tmp_path)
     _, moved = dataset_files(raw, tmp_path / "other_draw", seed=7)
     runs = run_backends(reference, tmp_path / "reference")
-    other = run_backends(moved, tmp_path / "moved", backends=("jax",),
-                         init=write_perturbed_init(runs["torch"] / "init.safetensors", tmp_path / "w7.safetensors", seed=7))
+    other = run_backends(
+        moved,
+        tmp_path / "moved",
+        backends=("jax",),
+        init=write_perturbed_init(runs["torch"] / "init.safetensors", tmp_path / "w7.safetensors", seed=7),
+    )
     envelope_init = write_perturbed_init(runs["torch"] / "init.safetensors", tmp_path / "one_ulp.safetensors")
     envelope_runs = run_backends(perturbed, tmp_path / "perturbed", init=envelope_init)
     verdict = judge_runs((runs["torch"], other["jax"]), [(runs[b], envelope_runs[b]) for b in runs])
@@ -124,13 +145,21 @@ def test_default_recipe_accuracy_agrees_over_seeds(tmp_path: Path) -> None:
     val_acc and val_f1 as two samples of one distribution (two-sided: neither backend may drift)."""
     finals: dict[str, list[dict]] = {"torch": [], "jax": []}
     for seed in SEEDS:
-        raw = recipe(RECIPES["intrusion_mlp_focal"][0], f"seed={seed}", f"train.epochs={DEFAULT_EPOCHS}",
-                     "train.log_every=0")
+        raw = recipe(
+            RECIPES["intrusion_mlp_focal"][0], f"seed={seed}", f"train.epochs={DEFAULT_EPOCHS}", "train.log_every=0"
+        )
         for backend, run in run_backends(raw, tmp_path / f"seed{seed}").items():
             finals[backend].append(summary(run))
-    results = [compare(f"default recipe {metric} jax vs torch", [s[metric] for s in finals["jax"]],
-                       [s[metric] for s in finals["torch"]], "two-sided", comparisons=2)
-               for metric in ("val_acc", "val_f1")]
+    results = [
+        compare(
+            f"default recipe {metric} jax vs torch",
+            [s[metric] for s in finals["jax"]],
+            [s[metric] for s in finals["torch"]],
+            "two-sided",
+            comparisons=2,
+        )
+        for metric in ("val_acc", "val_f1")
+    ]
     report = "\n".join(result.render() for result in results)
     print(report)
     assert all(result.passed for result in results), report

@@ -9,12 +9,12 @@ import torch
 from loopspec.config import config_from_dict
 from loopspec.data import load_dataset
 from loopspec.weights import load_weights
-from torchloop.losses import make_loss
-from torchloop.train import evaluate
+from parity_tests.compare import compare_runs
 from parity_tests.harness import run_backends, run_both, summary
 from parity_tests.matrix import parity_config
-from parity_tests.compare import compare_runs
+from torchloop.losses import make_loss
 from torchloop.models import build_model
+from torchloop.train import evaluate
 
 
 def test_jax_reproduces_torch_framework_init_through_init_file(tmp_path) -> None:
@@ -44,7 +44,9 @@ def test_early_stopping_stops_and_restores_the_same_epoch(tmp_path) -> None:
     config = config_from_dict(raw)
     data = load_dataset(config.data)
     model = build_model(config.model, data.input_shape, 1).double()
-    model.load_state_dict({k: torch.from_numpy(v) for k, v in load_weights(tmp_path / "torch" / "final.safetensors").items()})
+    model.load_state_dict(
+        {k: torch.from_numpy(v) for k, v in load_weights(tmp_path / "torch" / "final.safetensors").items()}
+    )
     loss_fn = make_loss(config.loss, 2, 1).double()
     val = evaluate(model, loss_fn, data.x_val, data.y_val, 4096, 2, torch.device("cpu"), torch.float64)
     np.testing.assert_allclose(val["val_loss"], torch_summary["best_value"], rtol=1e-12)

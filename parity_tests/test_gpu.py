@@ -21,8 +21,10 @@ def jax_has_gpu() -> bool:
         return False
 
 
-pytestmark = [pytest.mark.gpu,
-              pytest.mark.skipif(not (torch.cuda.is_available() and jax_has_gpu()), reason="needs CUDA for torch and JAX")]
+pytestmark = [
+    pytest.mark.gpu,
+    pytest.mark.skipif(not (torch.cuda.is_available() and jax_has_gpu()), reason="needs CUDA for torch and JAX"),
+]
 
 
 def on_cuda(raw: dict, **train: object) -> dict:

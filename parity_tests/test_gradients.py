@@ -35,16 +35,24 @@ def clipped_share(run: Path) -> float:
     return float(np.mean([s["clipped"] for s in steps]))
 
 
-@pytest.mark.parametrize("model,optimizer,loss,clip", [
-    ("mlp", "adamw", "focal", {"clip_grad_norm": 0.05}),
-    ("cnn", "sgd", "cross_entropy", {"clip_grad_norm": 1.5}),
-    ("fashion_mlp", "rmsprop", "cross_entropy", {"clip_grad_value": 0.01}),
-])
-def test_clipping_runs_agree_with_clipping_active(model: str, optimizer: str, loss: str, clip: dict, tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    "model,optimizer,loss,clip",
+    [
+        ("mlp", "adamw", "focal", {"clip_grad_norm": 0.05}),
+        ("cnn", "sgd", "cross_entropy", {"clip_grad_norm": 1.5}),
+        ("fashion_mlp", "rmsprop", "cross_entropy", {"clip_grad_value": 0.01}),
+    ],
+)
+def test_clipping_runs_agree_with_clipping_active(
+    model: str, optimizer: str, loss: str, clip: dict, tmp_path: Path
+) -> None:
     runs = run_backends(with_train(parity_config(model, optimizer, loss), **clip), tmp_path)
     agree(runs["torch"], runs["jax"])
     share = clipped_share(runs["torch"])
-    print(f"{model}/{optimizer}/{loss} {clip}: clipping acted on {share:.0%} of {len(read_metrics(runs['torch'] / 'metrics.jsonl')['step'])} steps")
+    print(
+        f"{model}/{optimizer}/{loss} {clip}: clipping acted on {share:.0%} of "
+        f"{len(read_metrics(runs['torch'] / 'metrics.jsonl')['step'])} steps"
+    )
     assert 0.2 <= share <= 0.95, f"clipping should act on a meaningful share of steps, got {share:.0%}"
 
 
@@ -59,8 +67,9 @@ def test_accumulation_matches_the_large_batch_without_batchnorm(tmp_path: Path) 
     small["data"]["batch_size"] = 16
     big_runs = run_backends(large, tmp_path / "large")
     for implementation in JAX_IMPLEMENTATIONS:
-        runs = run_backends(with_train(small, accumulation_steps=4, accumulation=implementation),
-                            tmp_path / implementation)
+        runs = run_backends(
+            with_train(small, accumulation_steps=4, accumulation=implementation), tmp_path / implementation
+        )
         assert len(read_metrics(runs["jax"] / "metrics.jsonl")["step"]) == 300
         for backend in ("torch", "jax"):
             agree(big_runs[backend], runs[backend])
@@ -71,8 +80,9 @@ def test_accumulation_matches_the_large_batch_without_batchnorm(tmp_path: Path) 
 def test_accumulation_with_batchnorm_agrees(accumulation_steps: int, tmp_path: Path) -> None:
     """BatchNorm statistics per micro-batch; 44 micro-batches per epoch leave a trailing
     partial window for k=3 (2 micro-batches) and none for k=4."""
-    raw = with_train(parity_config("cnn", "adamw", "cross_entropy", steps=10_000), epochs=8,
-                     accumulation_steps=accumulation_steps)
+    raw = with_train(
+        parity_config("cnn", "adamw", "cross_entropy", steps=10_000), epochs=8, accumulation_steps=accumulation_steps
+    )
     runs = {impl: run_backends(with_train(raw, accumulation=impl), tmp_path / impl) for impl in JAX_IMPLEMENTATIONS}
     agree(runs["manual"]["torch"], runs["manual"]["jax"])
     agree(runs["manual"]["torch"], runs["multisteps"]["jax"])
@@ -84,8 +94,9 @@ def test_accumulation_with_batchnorm_agrees(accumulation_steps: int, tmp_path: P
 
 
 def test_clipping_accumulation_and_onecycle_together(tmp_path: Path) -> None:
-    raw = with_train(parity_config("mlp", "sgd", "focal", steps=10_000), epochs=32, accumulation_steps=2,
-                     clip_grad_norm=0.05)
+    raw = with_train(
+        parity_config("mlp", "sgd", "focal", steps=10_000), epochs=32, accumulation_steps=2, clip_grad_norm=0.05
+    )
     raw["schedule"] = {"name": "onecycle", "max_lr": 0.05}
     for implementation in JAX_IMPLEMENTATIONS:
         runs = run_backends(with_train(raw, accumulation=implementation), tmp_path / implementation)
@@ -113,7 +124,9 @@ def test_nan_batch_is_skipped_the_same_way(nan_in_training_row, accumulation: st
 
 
 @pytest.mark.parametrize("accumulation", ["none", "multisteps"])
-def test_nan_batch_stops_both_backends_at_the_same_update(nan_in_training_row, accumulation: str, tmp_path: Path) -> None:
+def test_nan_batch_stops_both_backends_at_the_same_update(
+    nan_in_training_row, accumulation: str, tmp_path: Path
+) -> None:
     raw = with_train(parity_config("cnn", "sgd", "cross_entropy", steps=10_000), epochs=3)
     if accumulation != "none":
         raw["train"].update(accumulation_steps=2, accumulation=accumulation)
@@ -136,8 +149,15 @@ def test_nan_batch_stops_both_backends_at_the_same_update(nan_in_training_row, a
 def test_accumulate_clip_recipe_agrees(implementation: str, tmp_path: Path) -> None:
     from parity_tests.harness import recipe
 
-    raw = recipe("configs/intrusion_accumulate_clip.yaml", "data.num_samples=2000", "train.epochs=2",
-                 "train.precision=fp64", "train.log_every=0", f"train.accumulation={implementation}",
-                 "model.hidden=[32,16]", "schedule.warmup=5")
+    raw = recipe(
+        "configs/intrusion_accumulate_clip.yaml",
+        "data.num_samples=2000",
+        "train.epochs=2",
+        "train.precision=fp64",
+        "train.log_every=0",
+        f"train.accumulation={implementation}",
+        "model.hidden=[32,16]",
+        "schedule.warmup=5",
+    )
     runs = run_backends(raw, tmp_path)
     agree(runs["torch"], runs["jax"])

@@ -8,9 +8,22 @@ import sys
 
 def test_main_job_trains_both_backends_in_both_dtypes_and_passes(tmp_path) -> None:
     done = subprocess.run(
-        [sys.executable, "-m", "parity_tests.run", "--out", str(tmp_path),
-         "--set", "data.num_samples=1500", "--set", "train.epochs=3", "--set", "train.log_every=0"],
-        capture_output=True, text=True, timeout=600,
+        [
+            sys.executable,
+            "-m",
+            "parity_tests.run",
+            "--out",
+            str(tmp_path),
+            "--set",
+            "data.num_samples=1500",
+            "--set",
+            "train.epochs=3",
+            "--set",
+            "train.log_every=0",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     out = done.stdout

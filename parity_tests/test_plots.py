@@ -15,8 +15,12 @@ PNG = b"\x89PNG\r\n\x1a\n"
 
 
 def write_epoch_metrics(path: Path, values: list[float]) -> None:
-    path.write_text("".join(json.dumps({"kind": "epoch", "epoch": e + 1, "train_loss": 1.0, "val_loss": 1.0,
-                                        "val_acc": v}) + "\n" for e, v in enumerate(values)))
+    path.write_text(
+        "".join(
+            json.dumps({"kind": "epoch", "epoch": e + 1, "train_loss": 1.0, "val_loss": 1.0, "val_acc": v}) + "\n"
+            for e, v in enumerate(values)
+        )
+    )
 
 
 def test_four_scheduler_comparison(tmp_path: Path) -> None:

@@ -30,8 +30,13 @@ OVERFLOW = {
     "model": {"name": "mlp", "hidden": [64, 32], "dropout": 0.0},
     "loss": {"name": "bce"},
     "optimizer": {"name": "sgd", "lr": 1e-9, "momentum": 0.9},
-    "train": {"epochs": 1000, "max_steps": 3000, "precision": "fp16", "log_every": 0,
-              "loss_scale": {"init_scale": 2.0 ** 30, "growth_interval": 50}},
+    "train": {
+        "epochs": 1000,
+        "max_steps": 3000,
+        "precision": "fp16",
+        "log_every": 0,
+        "loss_scale": {"init_scale": 2.0**30, "growth_interval": 50},
+    },
 }
 
 
@@ -48,8 +53,10 @@ def test_loss_scale_trajectory_is_identical(variant: str, tmp_path: Path) -> Non
     runs = run_backends(raw, tmp_path)
     torch_steps, jax_steps = step_records(runs["torch"]), step_records(runs["jax"])
     scales = [s["loss_scale"] for s in torch_steps]
-    print(f"{variant}: {len(torch_steps)} attempts, {sum(s['skipped'] for s in torch_steps)} skipped, "
-          f"scales {min(scales):g}..{max(scales):g}, {sum(b > a for a, b in zip(scales, scales[1:]))} growths")
+    print(
+        f"{variant}: {len(torch_steps)} attempts, {sum(s['skipped'] for s in torch_steps)} skipped, "
+        f"scales {min(scales):g}..{max(scales):g}, {sum(b > a for a, b in zip(scales, scales[1:]))} growths"
+    )
     assert len(torch_steps) == len(jax_steps) >= 3000
     assert [s["loss_scale"] for s in jax_steps] == scales
     assert [s["skipped"] for s in jax_steps] == [s["skipped"] for s in torch_steps]
@@ -70,8 +77,9 @@ def run_once(model: str, precision: str, seed: int, backend: str, root: Path) ->
     """Each run once per test session: several tests read the same runs."""
     key = (model, precision, seed, backend)
     if key not in _RUNS:
-        _RUNS[key] = run_backends(precision_case(model, precision, seed), root / f"{model}-{precision}-{seed}",
-                                  backends=(backend,))[backend]
+        _RUNS[key] = run_backends(
+            precision_case(model, precision, seed), root / f"{model}-{precision}-{seed}", backends=(backend,)
+        )[backend]
     return _RUNS[key]
 
 
@@ -95,8 +103,16 @@ def test_mixed_precision_accuracy_not_below_fp32(model: str, backend: str, root:
     better is not a failure. One family of comparisons: every model, backend and precision."""
     family = len(PRECISION_CASES) * 2 * len(MIXED)
     fp32 = final(model, "fp32", backend, "val_acc", root)
-    results = [compare(f"{model} {backend} {precision} val_acc", final(model, precision, backend, "val_acc", root),
-                       fp32, "less", comparisons=family) for precision in MIXED]
+    results = [
+        compare(
+            f"{model} {backend} {precision} val_acc",
+            final(model, precision, backend, "val_acc", root),
+            fp32,
+            "less",
+            comparisons=family,
+        )
+        for precision in MIXED
+    ]
     report = "\n".join(result.render() for result in results)
     print(report)
     assert all(result.passed for result in results), report
@@ -108,9 +124,16 @@ def test_backends_agree_in_mixed_precision(model: str, precision: str, root: Pat
     """The two backends' mixed-precision runs over seeds 0-4 as samples of one distribution:
     final val_loss and val_acc, two-sided (neither backend may drift)."""
     family = len(PRECISION_CASES) * len(MIXED) * 2
-    results = [compare(f"{model} {precision} {metric} jax vs torch", final(model, precision, "jax", metric, root),
-                       final(model, precision, "torch", metric, root), "two-sided", comparisons=family)
-               for metric in ("val_loss", "val_acc")]
+    results = [
+        compare(
+            f"{model} {precision} {metric} jax vs torch",
+            final(model, precision, "jax", metric, root),
+            final(model, precision, "torch", metric, root),
+            "two-sided",
+            comparisons=family,
+        )
+        for metric in ("val_loss", "val_acc")
+    ]
     report = "\n".join(result.render() for result in results)
     print(report)
     assert all(result.passed for result in results), report
@@ -125,7 +148,9 @@ def test_unsupported_precision_fails_at_start_up(monkeypatch: pytest.MonkeyPatch
 
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: False)
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "Old GPU")
-    with pytest.raises(UserError, match="train.precision bf16 needs a GPU with bfloat16 support; Old GPU has none: use fp32, fp16"):
+    with pytest.raises(
+        UserError, match="train.precision bf16 needs a GPU with bfloat16 support; Old GPU has none: use fp32, fp16"
+    ):
         torchloop.precision.check_precision("bf16", torch.device("cuda"))
 
     def no_half(*args, **kwargs):
@@ -133,10 +158,14 @@ def test_unsupported_precision_fails_at_start_up(monkeypatch: pytest.MonkeyPatch
 
     monkeypatch.setattr(torch, "autocast", no_half)
     raw = precision_case("mlp", "fp16")
-    with pytest.raises(UserError, match=r"train.precision fp16 is not available for torch on cpu \(no fp16 kernels\); use fp32, bf16"):
+    with pytest.raises(
+        UserError, match=r"train.precision fp16 is not available for torch on cpu \(no fp16 kernels\); use fp32, bf16"
+    ):
         run_backends(raw, tmp_path, backends=("torch",))
     assert not (tmp_path / "torch" / "metrics.jsonl").exists()
     monkeypatch.setattr(flaxloop.precision.jax, "jit", lambda fn: no_half)
-    with pytest.raises(UserError, match=r"train.precision fp16 is not available for JAX on cpu \(RuntimeError\); use fp32, bf16"):
+    with pytest.raises(
+        UserError, match=r"train.precision fp16 is not available for JAX on cpu \(RuntimeError\); use fp32, bf16"
+    ):
         run_backends(raw, tmp_path, backends=("jax",))
     assert config_from_dict(raw).train.precision == "fp16"

@@ -9,8 +9,8 @@ import warnings
 import pytest
 
 from loopspec.metrics import read_metrics
-from parity_tests.harness import run_backends
 from parity_tests.compare import compare_runs
+from parity_tests.harness import run_backends
 from parity_tests.matrix import parity_config
 
 SCHEDULES = {
@@ -44,7 +44,12 @@ def test_schedule_run_agrees_in_float64(name: str, tmp_path) -> None:
     if schedule["name"] == "onecycle":
         assert "momentum" in steps[0] and min(s["momentum"] for s in steps) < max(s["momentum"] for s in steps)
         assert next(row for row in report.rows if row.quantity == "step momentum").max_rel <= 1e-10
-    if schedule.get("interval", "epoch" if schedule["name"] in ("step", "multistep", "exponential", "plateau") else "step") == "epoch":
+    if (
+        schedule.get(
+            "interval", "epoch" if schedule["name"] in ("step", "multistep", "exponential", "plateau") else "step"
+        )
+        == "epoch"
+    ):
         per_epoch = {}
         for s in steps:
             per_epoch.setdefault(s["epoch"], set()).add(s["lr"])
@@ -60,7 +65,14 @@ def test_schedule_recipes_run_and_agree_in_float64(path: str, tmp_path) -> None:
     from parity_tests.harness import recipe, run_both
 
     shorter = ["schedule.warmup=5"] if "warmup" in path else []  # the recipe's 50-step warm-up outlasts 15 steps
-    raw = recipe(path, "data.num_samples=400", "train.epochs=3", "train.precision=fp64", "train.log_every=0",
-                 "model.channels=[8,8,8]", *shorter)
+    raw = recipe(
+        path,
+        "data.num_samples=400",
+        "train.epochs=3",
+        "train.precision=fp64",
+        "train.log_every=0",
+        "model.channels=[8,8,8]",
+        *shorter,
+    )
     report = run_both(raw, tmp_path)
     assert report.agree, "\n" + report.render()

@@ -29,7 +29,7 @@ EPOCH_SCHEDULES = {
     "plateau": {"name": "plateau", "patience": 0, "factor": 0.5, "threshold": 0.5},
 }
 EPOCHS = 5
-FLOAT32_ROUNDING = 2.0 ** -24  # fp16 runs store the lr in float32 on the JAX side: one rounding
+FLOAT32_ROUNDING = 2.0**-24  # fp16 runs store the lr in float32 on the JAX side: one rounding
 
 
 def skipped_steps(run: Path) -> list[int]:
@@ -38,8 +38,9 @@ def skipped_steps(run: Path) -> list[int]:
 
 @pytest.mark.parametrize("accumulation", ["manual", "multisteps"])
 @pytest.mark.parametrize("schedule", list(EPOCH_SCHEDULES))
-def test_epoch_schedule_after_nonfinite_skips(nan_in_training_row, schedule: str, accumulation: str,
-                                              tmp_path: Path) -> None:
+def test_epoch_schedule_after_nonfinite_skips(
+    nan_in_training_row, schedule: str, accumulation: str, tmp_path: Path
+) -> None:
     raw = parity_config("mlp", "sgd", "bce_pos_weight", steps=10_000)
     raw["schedule"] = copy.deepcopy(EPOCH_SCHEDULES[schedule])
     raw["train"].update(epochs=EPOCHS, on_nonfinite="skip", accumulation_steps=2, accumulation=accumulation)

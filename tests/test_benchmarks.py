@@ -12,7 +12,9 @@ def test_precision_times_writes_a_table(tmp_path: Path) -> None:
     assert main(["--models", "mlp", "--steps", "2", "--repeats", "1", "--out", str(tmp_path)]) == 0
     (table,) = tmp_path.glob("precision_step_times_cpu_*.md")
     data = json.loads(table.with_suffix(".json").read_text())
-    assert {(r["precision"], r["backend"]) for r in data["rows"]} == {(p, b) for p in ("fp32", "bf16", "fp16") for b in ("torch", "jax")}
+    assert {(r["precision"], r["backend"]) for r in data["rows"]} == {
+        (p, b) for p in ("fp32", "bf16", "fp16") for b in ("torch", "jax")
+    }
     assert all(r["us_per_step_median"] > 0 for r in data["rows"])
     assert "| mlp | 256 | fp16 |" in table.read_text()
 
@@ -20,8 +22,25 @@ def test_precision_times_writes_a_table(tmp_path: Path) -> None:
 def test_throughput_report_has_rows_ratios_and_chart(tmp_path: Path) -> None:
     from benchmarks.throughput import main as throughput
 
-    assert throughput(["--models", "mlp", "--modes", "bare_eager,eager,bare_jit,jit,bare_fused,fused",
-                       "--steps", "2", "--warmup", "1", "--repeats", "1", "--out", str(tmp_path)]) == 0
+    assert (
+        throughput(
+            [
+                "--models",
+                "mlp",
+                "--modes",
+                "bare_eager,eager,bare_jit,jit,bare_fused,fused",
+                "--steps",
+                "2",
+                "--warmup",
+                "1",
+                "--repeats",
+                "1",
+                "--out",
+                str(tmp_path),
+            ]
+        )
+        == 0
+    )
     (report_path,) = tmp_path.glob("throughput_cpu_fp32_*.json")
     report = json.loads(report_path.read_text())
     assert {r["mode"] for r in report["rows"]} == {"bare_eager", "eager", "bare_jit", "jit", "bare_fused", "fused"}
@@ -36,8 +55,16 @@ def test_regression_check_flags_a_moved_ratio(tmp_path: Path, monkeypatch, capsy
 
     def report(ratio: float) -> dict:
         rows = [{"backend": "jax", "model": "mlp", "mode": m, "spread": 0.02} for m in ("jit", "bare_jit")]
-        return {"device": "test", "date": "today", "precision": "fp32", "steps": 2, "warmup": 1, "repeats": 1,
-                "rows": rows, "ratios": [{"key": "overhead/jax/mlp/jit", "what": "jax mlp overhead", "ratio": ratio}]}
+        return {
+            "device": "test",
+            "date": "today",
+            "precision": "fp32",
+            "steps": 2,
+            "warmup": 1,
+            "repeats": 1,
+            "rows": rows,
+            "ratios": [{"key": "overhead/jax/mlp/jit", "what": "jax mlp overhead", "ratio": ratio}],
+        }
 
     baseline = tmp_path / "base.json"
     baseline.write_text(json.dumps(report(1.10)))

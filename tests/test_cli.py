@@ -16,8 +16,18 @@ from loopspec.weights import load_weights, save_weights
 from torchloop.models import TabularMLP
 
 MODULES = {"torch": "torchloop.train", "jax": "flaxloop.train"}
-TINY = ["--set", "data.num_samples=400", "--set", "model.hidden=[16,8]", "--set", "train.epochs=2",
-        "--set", "train.log_every=3", "--set", "data.batch_size=64"]
+TINY = [
+    "--set",
+    "data.num_samples=400",
+    "--set",
+    "model.hidden=[16,8]",
+    "--set",
+    "train.epochs=2",
+    "--set",
+    "train.log_every=3",
+    "--set",
+    "data.batch_size=64",
+]
 
 
 def train(backend: str, *args: str) -> subprocess.CompletedProcess:
@@ -30,8 +40,9 @@ def runs(tmp_path_factory) -> dict[str, Path]:
     result = {}
     for backend in MODULES:
         run = out / backend
-        done = train(backend, "--config", "configs/intrusion_mlp_focal.yaml", "--out", str(run), *TINY,
-                     "--dtype", "float64")
+        done = train(
+            backend, "--config", "configs/intrusion_mlp_focal.yaml", "--out", str(run), *TINY, "--dtype", "float64"
+        )
         assert done.returncode == 0, done.stderr
         result[backend] = run
     return result
@@ -62,38 +73,63 @@ def test_log_line_every_n_steps(tmp_path: Path, backend: str) -> None:
 @pytest.mark.parametrize("backend", list(MODULES))
 def test_final_weights_are_a_torch_state_dict(runs: dict[str, Path], backend: str) -> None:
     model = TabularMLP(41, [16, 8], 1, dropout=0.3).double()
-    model.load_state_dict({k: torch.from_numpy(v) for k, v in load_weights(runs[backend] / "final.safetensors").items()})
+    model.load_state_dict(
+        {k: torch.from_numpy(v) for k, v in load_weights(runs[backend] / "final.safetensors").items()}
+    )
     assert int(model.blocks[0].norm.num_batches_tracked) == 10
 
 
 def test_init_takes_the_other_backends_weights(runs: dict[str, Path], tmp_path: Path) -> None:
-    done = train("jax", "--config", "configs/intrusion_mlp_focal.yaml", "--out", str(tmp_path), *TINY,
-                 "--init", str(runs["torch"] / "final.safetensors"), "--dtype", "float64")
+    done = train(
+        "jax",
+        "--config",
+        "configs/intrusion_mlp_focal.yaml",
+        "--out",
+        str(tmp_path),
+        *TINY,
+        "--init",
+        str(runs["torch"] / "final.safetensors"),
+        "--dtype",
+        "float64",
+    )
     assert done.returncode == 0, done.stderr
     given, started = load_weights(runs["torch"] / "final.safetensors"), load_weights(tmp_path / "init.safetensors")
     for name in given:
         np.testing.assert_array_equal(started[name], given[name])
 
 
-@pytest.mark.parametrize("args,message", [
-    (["--set", "optimizer.lrr=1"], "unknown key optimizer.lrr; allowed keys in optimizer: name, lr"),
-    (["--set", "model.name=resnet"], "unknown model (model.name) 'resnet'; allowed: mlp, fashion_mlp, cnn"),
-    (["--set", "optimizer.lr=fast"], "optimizer.lr must be a number, got 'fast'"),
-    (["--set", "data.name=npz", "--set", "data.path=/no/such.npz"], "npz file not found: /no/such.npz"),
-    (["--set", "model.name=cnn"], "model cnn needs images (N, C, H, W); this dataset gives samples of shape (41,)"),
-    (["--set", "train.device=cuda"], "train.device is cuda but"),
-    (["--init", "configs/digits_cnn.yaml"], "cannot read configs/digits_cnn.yaml as safetensors"),
-    # Loss options the task cannot use (focal on a binary task has one logit; on digits, ten).
-    (["--set", "loss.class_weights=[1,3]"], "loss.class_weights does not apply: dataset intrusion has 2 classes, "
-     "so the focal loss uses one logit; the one-logit (sigmoid) focal loss weights class 1 with loss.alpha"),
-    (["--set", "data.name=digits", "--set", "model.name=cnn", "--set", "loss.alpha=0.5"],
-     "loss.alpha does not apply: dataset digits has 10 classes, so the focal loss uses one logit per class"),
-])
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["--set", "optimizer.lrr=1"], "unknown key optimizer.lrr; allowed keys in optimizer: name, lr"),
+        (["--set", "model.name=resnet"], "unknown model (model.name) 'resnet'; allowed: mlp, fashion_mlp, cnn"),
+        (["--set", "optimizer.lr=fast"], "optimizer.lr must be a number, got 'fast'"),
+        (["--set", "data.name=npz", "--set", "data.path=/no/such.npz"], "npz file not found: /no/such.npz"),
+        (
+            ["--set", "model.name=cnn", "--set", "model.dropout_mode=framework"],
+            "model cnn needs images (N, C, H, W); this dataset gives samples of shape (41,)",
+        ),
+        (["--set", "model.name=cnn"], "model.dropout_mode does not apply to model 'cnn'; it applies to: mlp"),
+        (["--set", "train.device=cuda"], "train.device is cuda but"),
+        (["--init", "configs/digits_cnn.yaml"], "cannot read configs/digits_cnn.yaml as safetensors"),
+        # Loss options the task cannot use (focal on a binary task has one logit; on digits, ten).
+        (
+            ["--set", "loss.class_weights=[1,3]"],
+            "loss.class_weights does not apply: dataset intrusion has 2 classes, "
+            "so the focal loss uses one logit; the one-logit (sigmoid) focal loss weights class 1 with loss.alpha",
+        ),
+        (
+            ["--config", "configs/digits_cnn.yaml", "--set", "loss.name=focal", "--set", "loss.alpha=0.5"],
+            "loss.alpha does not apply: dataset digits has 10 classes, so the focal loss uses one logit per class",
+        ),
+    ],
+)
 @pytest.mark.parametrize("backend", list(MODULES))
 def test_user_errors_are_one_line_with_exit_code_2(tmp_path: Path, backend: str, args: list, message: str) -> None:
     if "train.device=cuda" in args and torch.cuda.is_available():
         pytest.skip("this machine has CUDA")
-    done = train(backend, "--config", "configs/intrusion_mlp_focal.yaml", "--out", str(tmp_path / "run"), *args)
+    config = [] if "--config" in args else ["--config", "configs/intrusion_mlp_focal.yaml"]
+    done = train(backend, *config, "--out", str(tmp_path / "run"), *args)
     assert done.returncode == 2
     assert "Traceback" not in done.stderr
     lines = done.stderr.strip().splitlines()
@@ -104,8 +140,15 @@ def test_user_errors_are_one_line_with_exit_code_2(tmp_path: Path, backend: str,
 @pytest.mark.parametrize("backend", list(MODULES))
 def test_init_with_the_wrong_model_is_refused(tmp_path: Path, backend: str) -> None:
     save_weights(tmp_path / "w.safetensors", {"head.weight": np.zeros((1, 3))})
-    done = train(backend, "--config", "configs/intrusion_mlp_focal.yaml", "--out", str(tmp_path / "run"),
-                 "--init", str(tmp_path / "w.safetensors"))
+    done = train(
+        backend,
+        "--config",
+        "configs/intrusion_mlp_focal.yaml",
+        "--out",
+        str(tmp_path / "run"),
+        "--init",
+        str(tmp_path / "w.safetensors"),
+    )
     assert done.returncode == 2 and "does not fit this model: missing blocks.0.linear.weight" in done.stderr
 
 
@@ -113,7 +156,8 @@ def test_usage_errors_are_one_line() -> None:
     done = train("torch", "--config", "configs/digits_cnn.yaml")
     assert done.returncode == 2
     assert done.stderr.strip().splitlines() == [
-        "python -m torchloop.train: error: the following arguments are required: --out (see --help)"]
+        "python -m torchloop.train: error: the following arguments are required: --out (see --help)"
+    ]
 
 
 def test_weights_are_written_atomically(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -31,10 +31,16 @@ def test_yaml_and_toml_give_the_same_config(tmp_path: Path) -> None:
 
 
 def test_overrides_reach_nested_keys_and_parse_values(tmp_path: Path) -> None:
-    config = load_config("configs/intrusion_mlp_focal.yaml", [
-        "optimizer.lr=3e-4", "model.hidden=[64, 32]", "train.early_stopping.patience=9",
-        "data.shuffle=false", "loss.alpha=null",
-    ])
+    config = load_config(
+        "configs/intrusion_mlp_focal.yaml",
+        [
+            "optimizer.lr=3e-4",
+            "model.hidden=[64, 32]",
+            "train.early_stopping.patience=9",
+            "data.shuffle=false",
+            "loss.alpha=null",
+        ],
+    )
     assert config.optimizer.lr == 3e-4
     assert config.model.hidden == [64, 32]
     assert config.train.early_stopping.patience == 9
@@ -58,27 +64,45 @@ def test_torch_defaults_fill_unset_optimizer_options() -> None:
     assert resolved_eps(adam) == 1e-8 and resolved_eps(adagrad) == 1e-10
 
 
-@pytest.mark.parametrize("raw,message", [
-    ({"optimizer": {"lrr": 0.1}}, "unknown key optimizer.lrr; allowed keys in optimizer: name, lr,"),
-    ({"trian": {}}, "unknown key trian; allowed keys: seed, data, model, loss, optimizer, schedule, train"),
-    ({"optimizer": {"name": "adamx"}}, "unknown optimizer (optimizer.name) 'adamx'; allowed: sgd, adam, adamw, rmsprop, adagrad"),
-    ({"model": {"name": "resnet"}}, "unknown model (model.name) 'resnet'; allowed: mlp, fashion_mlp, cnn"),
-    ({"loss": {"name": "hinge"}}, "unknown loss (loss.name) 'hinge'; allowed: cross_entropy, bce, focal, mse, l1"),
-    ({"data": {"name": "imagenet"}}, "unknown dataset (data.name) 'imagenet'; allowed: intrusion,"),
-    ({"optimizer": {"lr": "fast"}}, "optimizer.lr must be a number, got 'fast'"),
-    ({"data": {"batch_size": 1.5}}, "data.batch_size must be an integer, got 1.5"),
-    ({"data": {"shuffle": "yes"}}, "data.shuffle must be true or false, got 'yes'"),
-    ({"model": {"hidden": 64}}, "model.hidden must be a list of int, got 64"),
-    ({"optimizer": {"lr": -1}}, "optimizer.lr must be > 0, got -1.0"),
-    ({"model": {"dropout": 1.0}}, "model.dropout must be in [0, 1), got 1.0"),
-    ({"optimizer": {"name": "adam", "momentum": 0.9}}, "optimizer.momentum does not apply to optimizer 'adam'; it applies to: sgd, rmsprop"),
-    ({"loss": {"name": "bce", "label_smoothing": 0.1}}, "loss.label_smoothing does not apply to loss 'bce'; it applies to: cross_entropy"),
-    ({"optimizer": {"name": "sgd", "nesterov": True}}, "optimizer.nesterov needs momentum > 0 and dampening 0"),
-    ({"data": {"name": "csv"}}, "data.path is required for dataset 'csv'"),
-    ({"train": {"precision": "float16"}}, "unknown train.precision 'float16'; allowed: fp32, bf16, fp16, fp64"),
-    ({"train": {"precision": "fp16", "accumulation_steps": 2, "accumulation": "multisteps"}}, "fp16 with accumulation needs train.accumulation: manual"),
-    ({"train": {"early_stopping": {"monitor": "val_auc"}}}, "unknown train.early_stopping.monitor 'val_auc'; allowed: val_loss,"),
-])
+@pytest.mark.parametrize(
+    "raw,message",
+    [
+        ({"optimizer": {"lrr": 0.1}}, "unknown key optimizer.lrr; allowed keys in optimizer: name, lr,"),
+        ({"trian": {}}, "unknown key trian; allowed keys: seed, data, model, loss, optimizer, schedule, train"),
+        (
+            {"optimizer": {"name": "adamx"}},
+            "unknown optimizer (optimizer.name) 'adamx'; allowed: sgd, adam, adamw, rmsprop, adagrad",
+        ),
+        ({"model": {"name": "resnet"}}, "unknown model (model.name) 'resnet'; allowed: mlp, fashion_mlp, cnn"),
+        ({"loss": {"name": "hinge"}}, "unknown loss (loss.name) 'hinge'; allowed: cross_entropy, bce, focal, mse, l1"),
+        ({"data": {"name": "imagenet"}}, "unknown dataset (data.name) 'imagenet'; allowed: intrusion,"),
+        ({"optimizer": {"lr": "fast"}}, "optimizer.lr must be a number, got 'fast'"),
+        ({"data": {"batch_size": 1.5}}, "data.batch_size must be an integer, got 1.5"),
+        ({"data": {"shuffle": "yes"}}, "data.shuffle must be true or false, got 'yes'"),
+        ({"model": {"hidden": 64}}, "model.hidden must be a list of int, got 64"),
+        ({"optimizer": {"lr": -1}}, "optimizer.lr must be > 0, got -1.0"),
+        ({"model": {"dropout": 1.0}}, "model.dropout must be in [0, 1), got 1.0"),
+        (
+            {"optimizer": {"name": "adam", "momentum": 0.9}},
+            "optimizer.momentum does not apply to optimizer 'adam'; it applies to: sgd, rmsprop",
+        ),
+        (
+            {"loss": {"name": "bce", "label_smoothing": 0.1}},
+            "loss.label_smoothing does not apply to loss 'bce'; it applies to: cross_entropy",
+        ),
+        ({"optimizer": {"name": "sgd", "nesterov": True}}, "optimizer.nesterov needs momentum > 0 and dampening 0"),
+        ({"data": {"name": "csv"}}, "data.path is required for dataset 'csv'"),
+        ({"train": {"precision": "float16"}}, "unknown train.precision 'float16'; allowed: fp32, bf16, fp16, fp64"),
+        (
+            {"train": {"precision": "fp16", "accumulation_steps": 2, "accumulation": "multisteps"}},
+            "fp16 with accumulation needs train.accumulation: manual",
+        ),
+        (
+            {"train": {"early_stopping": {"monitor": "val_auc"}}},
+            "unknown train.early_stopping.monitor 'val_auc'; allowed: val_loss,",
+        ),
+    ],
+)
 def test_bad_config_gives_one_line_naming_the_problem(raw: dict, message: str) -> None:
     with pytest.raises(ConfigError) as info:
         config_from_dict(raw)

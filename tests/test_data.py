@@ -120,7 +120,10 @@ def test_cifar10_batches(tmp_path: Path) -> None:
     rng = np.random.default_rng(0)
     for i in (1, 2):
         with open(tmp_path / f"data_batch_{i}", "wb") as out:
-            pickle.dump({b"data": rng.integers(0, 256, (20, 3072), dtype=np.uint8), b"labels": list(rng.integers(0, 10, 20))}, out)
+            pickle.dump(
+                {b"data": rng.integers(0, 256, (20, 3072), dtype=np.uint8), b"labels": list(rng.integers(0, 10, 20))},
+                out,
+            )
     data = load_dataset(DataConfig(name="cifar10", path=str(tmp_path), val_fraction=0.25))
     assert data.x_train.shape == (30, 3, 32, 32) and data.num_classes == 10
     with open(tmp_path / "data_batch_3", "wb") as out:
@@ -149,8 +152,13 @@ def test_csv(tmp_path: Path) -> None:
 def test_npz(tmp_path: Path) -> None:
     rng = np.random.default_rng(0)
     path = tmp_path / "d.npz"
-    np.savez(path, x_train=rng.normal(size=(20, 8, 8)), y_train=rng.integers(0, 3, 20),
-             x_val=rng.normal(size=(5, 8, 8)), y_val=rng.integers(0, 3, 5))
+    np.savez(
+        path,
+        x_train=rng.normal(size=(20, 8, 8)),
+        y_train=rng.integers(0, 3, 20),
+        x_val=rng.normal(size=(5, 8, 8)),
+        y_val=rng.integers(0, 3, 5),
+    )
     data = load_dataset(DataConfig(name="npz", path=str(path)))
     assert data.x_train.shape == (20, 1, 8, 8) and data.x_val.shape == (5, 1, 8, 8)
     x = rng.normal(size=(20, 4))
@@ -158,12 +166,16 @@ def test_npz(tmp_path: Path) -> None:
     np.savez(path, x_train=x, y_train=np.zeros(20), x_val=rng.normal(size=(5, 4)), y_val=np.ones(5))
     with pytest.raises(DataError, match=r"1 NaN/inf values, first at index \(3, 2\)"):
         load_dataset(DataConfig(name="npz", path=str(path)))
-    np.savez(path, x_train=rng.normal(size=(20, 4)), y_train=np.zeros(19), x_val=rng.normal(size=(5, 4)), y_val=np.ones(5))
+    np.savez(
+        path, x_train=rng.normal(size=(20, 4)), y_train=np.zeros(19), x_val=rng.normal(size=(5, 4)), y_val=np.ones(5)
+    )
     with pytest.raises(DataError, match="20 samples but 19 labels"):
         load_dataset(DataConfig(name="npz", path=str(path)))
     np.savez(path, x_train=rng.normal(size=(20, 4)), y_train=np.zeros(20))
     with pytest.raises(DataError, match="lacks x_val, y_val"):
         load_dataset(DataConfig(name="npz", path=str(path)))
-    np.savez(path, x_train=rng.normal(size=(20, 4)), y_train=np.zeros(20), x_val=rng.normal(size=(5, 3)), y_val=np.ones(5))
+    np.savez(
+        path, x_train=rng.normal(size=(20, 4)), y_train=np.zeros(20), x_val=rng.normal(size=(5, 3)), y_val=np.ones(5)
+    )
     with pytest.raises(DataError, match="train samples are"):
         load_dataset(DataConfig(name="npz", path=str(path)))

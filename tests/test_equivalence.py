@@ -14,7 +14,8 @@ from flaxloop import losses as flax_losses
 from flaxloop import models as flax_models
 from flaxloop.optim import make_optimizer as make_flax_optimizer
 from loopspec.config import LossConfig, ModelConfig, OptimizerConfig
-from loopspec.weights import canonical_init, state_dict_shapes
+from loopspec.models import state_dict_shapes
+from loopspec.weights import canonical_init
 from torchloop import losses as torch_losses
 from torchloop import models as torch_models
 from torchloop.optim import make_optimizer as make_torch_optimizer
@@ -35,11 +36,20 @@ OPTIMIZER_VARIANTS = [
     {"name": "rmsprop", "lr": 1e-2, "centered": True, "momentum": 0.9, "weight_decay": 1e-2},
     {"name": "rmsprop", "lr": 1e-2, "alpha": 0.9, "eps": 1e-6, "momentum": 0.5},
     {"name": "adagrad", "lr": 0.1},
-    {"name": "adagrad", "lr": 0.1, "lr_decay": 0.01, "initial_accumulator_value": 0.5, "weight_decay": 1e-2, "eps": 1e-8},
+    {
+        "name": "adagrad",
+        "lr": 0.1,
+        "lr_decay": 0.01,
+        "initial_accumulator_value": 0.5,
+        "weight_decay": 1e-2,
+        "eps": 1e-8,
+    },
 ]
 
 
-@pytest.mark.parametrize("options", OPTIMIZER_VARIANTS, ids=lambda o: "-".join(f"{k}={v}" for k, v in o.items() if k != "name") or "defaults")
+@pytest.mark.parametrize(
+    "options", OPTIMIZER_VARIANTS, ids=lambda o: "-".join(f"{k}={v}" for k, v in o.items() if k != "name") or "defaults"
+)
 def test_optimizer_update_matches_torch(options: dict) -> None:
     """40 updates from a fixed gradient stream; parameters compared after every step."""
     cfg = OptimizerConfig(**options)
@@ -62,17 +72,28 @@ def test_optimizer_update_matches_torch(options: dict) -> None:
             params = optax.apply_updates(params, updates)
             for k in init:
                 expected = torch_params[k].detach().numpy()
-                np.testing.assert_allclose(np.asarray(params[k]), expected, rtol=RTOL, atol=1e-14,
-                                           err_msg=f"{cfg.name} {k} after step {t + 1}")
+                np.testing.assert_allclose(
+                    np.asarray(params[k]), expected, rtol=RTOL, atol=1e-14, err_msg=f"{cfg.name} {k} after step {t + 1}"
+                )
 
 
-BINARY = {"bce": {"name": "bce"}, "bce_pos_weight": {"name": "bce", "pos_weight": 2.5},
-          "focal": {"name": "focal"}, "focal_no_alpha": {"name": "focal", "alpha": None, "gamma": 1.5},
-          "mse": {"name": "mse"}, "l1": {"name": "l1"}}
-MULTICLASS = {"ce": {"name": "cross_entropy"}, "ce_smoothing": {"name": "cross_entropy", "label_smoothing": 0.2},
-              "ce_weighted_smoothing": {"name": "cross_entropy", "label_smoothing": 0.1, "class_weights": [0.2, 1.0, 3.0, 0.5]},
-              "focal": {"name": "focal", "gamma": 2.0}, "focal_weighted": {"name": "focal", "class_weights": [1.0, 2.0, 0.5, 1.0]},
-              "mse": {"name": "mse"}, "l1": {"name": "l1"}}
+BINARY = {
+    "bce": {"name": "bce"},
+    "bce_pos_weight": {"name": "bce", "pos_weight": 2.5},
+    "focal": {"name": "focal"},
+    "focal_no_alpha": {"name": "focal", "alpha": None, "gamma": 1.5},
+    "mse": {"name": "mse"},
+    "l1": {"name": "l1"},
+}
+MULTICLASS = {
+    "ce": {"name": "cross_entropy"},
+    "ce_smoothing": {"name": "cross_entropy", "label_smoothing": 0.2},
+    "ce_weighted_smoothing": {"name": "cross_entropy", "label_smoothing": 0.1, "class_weights": [0.2, 1.0, 3.0, 0.5]},
+    "focal": {"name": "focal", "gamma": 2.0},
+    "focal_weighted": {"name": "focal", "class_weights": [1.0, 2.0, 0.5, 1.0]},
+    "mse": {"name": "mse"},
+    "l1": {"name": "l1"},
+}
 
 
 @pytest.mark.parametrize("name", list(BINARY) + [f"multi-{k}" for k in MULTICLASS])
@@ -123,7 +144,11 @@ MODEL_CASES = {
     "fashion_mlp": (ModelConfig(name="fashion_mlp"), (1, 28, 28), 10),
     "cnn": (ModelConfig(name="cnn", channels=[4, 8, 8]), (3, 16, 16), 10),
     "cnn_with_bias_before_norm": (ModelConfig(name="cnn", channels=[4, 8, 8], bias_before_norm=True), (3, 16, 16), 10),
-    "mlp_with_bias_before_norm": (ModelConfig(name="mlp", hidden=[16, 8], dropout=0.25, bias_before_norm=True), (41,), 1),
+    "mlp_with_bias_before_norm": (
+        ModelConfig(name="mlp", hidden=[16, 8], dropout=0.25, bias_before_norm=True),
+        (41,),
+        1,
+    ),
 }
 
 
@@ -150,8 +175,9 @@ def test_models_share_layout_and_forward(name: str) -> None:
         exported = flax_checkpoint.export_weights(template)
         assert {k: v.shape for k, v in exported.items()} == shapes
         variables = flax_checkpoint.import_weights(dict(template), weights)
-        got_train, updates = flax_model.apply(variables, jnp.asarray(x), train=True, dropout_masks=masks,
-                                              mutable=["batch_stats"])
+        got_train, updates = flax_model.apply(
+            variables, jnp.asarray(x), train=True, dropout_masks=masks, mutable=["batch_stats"]
+        )
         # torch's train-mode forward updated its running statistics; eval with the same.
         got_eval = flax_model.apply({"params": variables["params"], **updates}, jnp.asarray(x), train=False)
         np.testing.assert_allclose(np.asarray(got_train), train_out.detach().numpy(), rtol=1e-11, atol=1e-12)

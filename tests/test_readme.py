@@ -26,7 +26,11 @@ def test_ci_runs_the_readme_test_command() -> None:
 def _keys(cls: type, prefix: str = "") -> list[str]:
     keys = []
     for field in dataclasses.fields(cls):
-        if dataclasses.is_dataclass(field.type) or isinstance(field.default_factory, type) and dataclasses.is_dataclass(field.default_factory):
+        if (
+            dataclasses.is_dataclass(field.type)
+            or isinstance(field.default_factory, type)
+            and dataclasses.is_dataclass(field.default_factory)
+        ):
             keys += _keys(field.default_factory, f"{prefix}{field.name}.")
         else:
             keys.append(f"{prefix}{field.name}")
@@ -34,7 +38,8 @@ def _keys(cls: type, prefix: str = "") -> list[str]:
 
 
 def test_every_config_key_is_in_the_reference() -> None:
-    reference = README[README.index("## Config reference"):README.index("## What parity means")]
+    reference = README[README.index("## Config reference") : README.index("## What parity means")]
+
     def documented(key: str) -> bool:
         parts = key.split(".")
         return any(f"`{'.'.join(parts[i:])}`" in reference for i in range(len(parts)))

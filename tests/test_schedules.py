@@ -29,7 +29,11 @@ CASES = {
     "cosine-T_max-1": ({"name": "cosine", "T_max": 1}, "sgd", 5),
     "warmup_cosine-no-warmup": ({"name": "warmup_cosine", "warmup": 0}, "adamw", 50),
     "warmup_cosine": ({"name": "warmup_cosine", "warmup": 10, "start_factor": 0.0}, "adamw", 100),
-    "warmup_cosine-start-and-floor": ({"name": "warmup_cosine", "warmup": 7, "start_factor": 0.1, "eta_min": 1e-3}, "adamw", 63),
+    "warmup_cosine-start-and-floor": (
+        {"name": "warmup_cosine", "warmup": 7, "start_factor": 0.1, "eta_min": 1e-3},
+        "adamw",
+        63,
+    ),
     "warmup_cosine-longer-total": ({"name": "warmup_cosine", "warmup": 3, "total_steps": 40}, "adamw", 30),
     "onecycle-sgd": ({"name": "onecycle"}, "sgd", 100),
     "onecycle-adam-beta1": ({"name": "onecycle", "max_lr": 0.01}, "adam", 250),
@@ -37,8 +41,16 @@ CASES = {
     "onecycle-pct-0.99": ({"name": "onecycle", "pct_start": 0.99}, "sgd", 50),
     "onecycle-pct-tiny": ({"name": "onecycle", "pct_start": 0.01}, "adamw", 50),
     "onecycle-three-phase": ({"name": "onecycle", "three_phase": True}, "sgd", 101),
-    "onecycle-three-phase-linear": ({"name": "onecycle", "three_phase": True, "anneal_strategy": "linear", "pct_start": 0.4}, "rmsprop", 77),
-    "onecycle-linear": ({"name": "onecycle", "anneal_strategy": "linear", "div_factor": 10, "final_div_factor": 100}, "adamw", 64),
+    "onecycle-three-phase-linear": (
+        {"name": "onecycle", "three_phase": True, "anneal_strategy": "linear", "pct_start": 0.4},
+        "rmsprop",
+        77,
+    ),
+    "onecycle-linear": (
+        {"name": "onecycle", "anneal_strategy": "linear", "div_factor": 10, "final_div_factor": 100},
+        "adamw",
+        64,
+    ),
     "onecycle-momentum-bounds": ({"name": "onecycle", "base_momentum": 0.8, "max_momentum": 0.99}, "sgd", 40),
     "onecycle-no-momentum-cycling": ({"name": "onecycle", "cycle_momentum": False}, "adagrad", 30),
     "onecycle-longer-total": ({"name": "onecycle", "total_steps": 60}, "sgd", 45),
@@ -56,7 +68,8 @@ def assert_sequences_equal(got: np.ndarray, expected: np.ndarray, what: str) -> 
     worst = int(np.argmax(np.abs(got - expected) / scale))
     assert np.all(np.abs(got - expected) <= RTOL * scale), (
         f"{what} differs first at step {int(np.argmax(np.abs(got - expected) > RTOL * scale))}; "
-        f"worst step {worst}: jax {got[worst]!r} torch {expected[worst]!r}")
+        f"worst step {worst}: jax {got[worst]!r} torch {expected[worst]!r}"
+    )
 
 
 @pytest.mark.parametrize("case", list(CASES))
@@ -66,7 +79,7 @@ def test_per_step_sequence_matches_torch(case: str) -> None:
     run_steps = length  # interval step, one update per interval
     explicit = options.get("T_max", options.get("total_steps"))
     plan = SchedulePlan(cfg.name, "step", 1, run_steps, run_steps)
-    sched_length = explicit if explicit is not None else plan.length
+    sched_length = explicit if explicit is not None else plan.run_length
     lrs, momenta = torch_values(cfg, optimizer_name, BASE_LR, plan, sched_length)
     got_lrs, got_momenta = jax_values(cfg, BASE_LR, plan, sched_length)
     assert_sequences_equal(got_lrs, lrs, "learning rate")
@@ -81,15 +94,19 @@ def test_per_step_sequence_matches_torch(case: str) -> None:
 
 @pytest.mark.parametrize("name", ["step", "cosine", "onecycle", "warmup_cosine"])
 def test_epoch_interval_holds_the_rate_for_a_whole_epoch(name: str) -> None:
-    options = {"name": name, "interval": "epoch", **({"warmup": 2} if name == "warmup_cosine" else {}),
-               **({"step_size": 2} if name == "step" else {})}
+    options = {
+        "name": name,
+        "interval": "epoch",
+        **({"warmup": 2} if name == "warmup_cosine" else {}),
+        **({"step_size": 2} if name == "step" else {}),
+    }
     cfg = ScheduleConfig(**options)
     epochs, per_epoch = 9, 5
     plan = SchedulePlan(cfg.name, "epoch", per_epoch, epochs * per_epoch, epochs)
-    expected, _ = torch_values(cfg, "sgd", BASE_LR, plan, plan.length)
-    got, _ = jax_values(cfg, BASE_LR, plan, plan.length)
+    expected, _ = torch_values(cfg, "sgd", BASE_LR, plan, plan.run_length)
+    got, _ = jax_values(cfg, BASE_LR, plan, plan.run_length)
     assert_sequences_equal(got, expected, "learning rate")
-    assert all(len(set(expected[e * per_epoch:(e + 1) * per_epoch])) == 1 for e in range(epochs))
+    assert all(len(set(expected[e * per_epoch : (e + 1) * per_epoch])) == 1 for e in range(epochs))
     assert len(set(expected)) == epochs or name == "step"
 
 
@@ -126,33 +143,46 @@ def test_plateau_matches_torch(stream: str, options: str) -> None:
 
 
 def test_plan_derives_lengths_and_rejects_running_past_the_end() -> None:
-    base = {"data": {"name": "intrusion", "num_samples": 1000, "batch_size": 100, "val_fraction": 0.2},
-            "train": {"epochs": 3}}
+    base = {
+        "data": {"name": "intrusion", "num_samples": 1000, "batch_size": 100, "val_fraction": 0.2},
+        "train": {"epochs": 3},
+    }
     plan = plan_schedule(config_from_dict({**base, "schedule": {"name": "onecycle"}}), 800)
-    assert (plan.interval, plan.updates_per_epoch, plan.total_updates, plan.length) == ("step", 8, 24, 24)
+    assert (plan.interval, plan.updates_per_epoch, plan.total_updates, plan.run_length) == ("step", 8, 24, 24)
     epoch_plan = plan_schedule(config_from_dict({**base, "schedule": {"name": "cosine"}}), 800)
-    assert (epoch_plan.interval, epoch_plan.length) == ("epoch", 3)
-    capped = plan_schedule(config_from_dict({**base, "train": {"epochs": 3, "max_steps": 10},
-                                             "schedule": {"name": "onecycle"}}), 800)
-    assert capped.length == 10
+    assert (epoch_plan.interval, epoch_plan.run_length) == ("epoch", 3)
+    capped = plan_schedule(
+        config_from_dict({**base, "train": {"epochs": 3, "max_steps": 10}, "schedule": {"name": "onecycle"}}), 800
+    )
+    assert capped.run_length == 10
     with pytest.raises(ConfigError) as info:
         plan_schedule(config_from_dict({**base, "schedule": {"name": "onecycle", "total_steps": 20}}), 800)
     assert str(info.value).startswith(
-        "schedule.total_steps is 20 but the run takes 24 optimizer steps (3 epochs x 8 steps per epoch)")
+        "schedule.total_steps is 20 but the run takes 24 optimizer steps (3 epochs x 8 steps per epoch)"
+    )
     with pytest.raises(ConfigError, match="schedule.warmup is 24 steps but the schedule lasts 24 steps"):
         plan_schedule(config_from_dict({**base, "schedule": {"name": "warmup_cosine", "warmup": 24}}), 800)
 
 
-@pytest.mark.parametrize("options,message", [
-    ({"name": "onecycle", "pct_start": 0.5}, "puts step 0 in phase 1 of length zero"),  # 0.5 * 2 steps - 1 == 0
-    ({"name": "onecycle", "pct_start": 1.0}, "schedule.pct_start must be in [0, 1)"),
-    ({"name": "plateau", "interval": "step"}, "schedule.interval must be epoch"),
-    ({"name": "cosine", "pct_start": 0.2}, "schedule.pct_start does not apply to schedule 'cosine'; it applies to: onecycle"),
-    ({"name": "cyclic"}, "unknown schedule (schedule.name) 'cyclic'; allowed: none, step, multistep"),
-])
+@pytest.mark.parametrize(
+    "options,message",
+    [
+        ({"name": "onecycle", "pct_start": 0.5}, "puts step 0 in phase 1 of length zero"),  # 0.5 * 2 steps - 1 == 0
+        ({"name": "onecycle", "pct_start": 1.0}, "schedule.pct_start must be in [0, 1)"),
+        ({"name": "plateau", "interval": "step"}, "schedule.interval must be epoch"),
+        (
+            {"name": "cosine", "pct_start": 0.2},
+            "schedule.pct_start does not apply to schedule 'cosine'; it applies to: onecycle",
+        ),
+        ({"name": "cyclic"}, "unknown schedule (schedule.name) 'cyclic'; allowed: none, step, multistep"),
+    ],
+)
 def test_schedule_config_errors(options: dict, message: str) -> None:
-    raw = {"data": {"name": "intrusion", "num_samples": 100, "batch_size": 40, "val_fraction": 0.2},
-           "train": {"epochs": 1}, "schedule": options}
+    raw = {
+        "data": {"name": "intrusion", "num_samples": 100, "batch_size": 40, "val_fraction": 0.2},
+        "train": {"epochs": 1},
+        "schedule": options,
+    }
     with pytest.raises(ConfigError) as info:
         plan_schedule(config_from_dict(raw), 80)
     assert message in str(info.value)

@@ -34,8 +34,16 @@ class MLPBlock(nn.Module):
 class TabularMLP(nn.Module):
     """Linear -> BatchNorm1d -> ReLU -> Dropout blocks and a linear head (the intrusion lab)."""
 
-    def __init__(self, in_features: int, hidden: Sequence[int], out_dim: int, dropout: float,
-                 bn_momentum: float = 0.1, bn_eps: float = 1e-5, bias_before_norm: bool = False):
+    def __init__(
+        self,
+        in_features: int,
+        hidden: Sequence[int],
+        out_dim: int,
+        dropout: float,
+        bn_momentum: float = 0.1,
+        bn_eps: float = 1e-5,
+        bias_before_norm: bool = False,
+    ):
         super().__init__()
         widths = [in_features, *hidden]
         self.blocks = nn.ModuleList(
@@ -58,8 +66,10 @@ class FashionMLP(nn.Module):
         super().__init__()
         self.flatten = nn.Flatten()
         self.linear_relu_stack = nn.Sequential(
-            nn.Linear(in_features, 512), nn.ReLU(),
-            nn.Linear(512, 512), nn.ReLU(),
+            nn.Linear(in_features, 512),
+            nn.ReLU(),
+            nn.Linear(512, 512),
+            nn.ReLU(),
             nn.Linear(512, out_dim),
         )
 
@@ -82,8 +92,15 @@ class ConvBlock(nn.Module):
 class BatchNormCNN(nn.Module):
     """Three Conv-BatchNorm2d-ReLU-MaxPool blocks and a linear head (the training-loop lab's CNN)."""
 
-    def __init__(self, input_shape: Sequence[int], channels: Sequence[int], out_dim: int,
-                 bn_momentum: float = 0.1, bn_eps: float = 1e-5, bias_before_norm: bool = False):
+    def __init__(
+        self,
+        input_shape: Sequence[int],
+        channels: Sequence[int],
+        out_dim: int,
+        bn_momentum: float = 0.1,
+        bn_eps: float = 1e-5,
+        bias_before_norm: bool = False,
+    ):
         super().__init__()
         in_channels, height, width = input_shape
         blocks = []
@@ -104,11 +121,19 @@ def build_model(cfg: ModelConfig, input_shape: Sequence[int], out_dim: int) -> n
     for size in input_shape:
         in_features *= size
     if cfg.name == "mlp":
-        return TabularMLP(in_features, cfg.hidden, out_dim, cfg.dropout, cfg.batchnorm_momentum, cfg.batchnorm_eps,
-                          cfg.bias_before_norm)
+        return TabularMLP(
+            in_features,
+            cfg.hidden,
+            out_dim,
+            cfg.dropout,
+            cfg.batchnorm_momentum,
+            cfg.batchnorm_eps,
+            cfg.bias_before_norm,
+        )
     if cfg.name == "fashion_mlp":
         return FashionMLP(in_features, out_dim)
     if cfg.name == "cnn":
-        return BatchNormCNN(input_shape, cfg.channels, out_dim, cfg.batchnorm_momentum, cfg.batchnorm_eps,
-                            cfg.bias_before_norm)
+        return BatchNormCNN(
+            input_shape, cfg.channels, out_dim, cfg.batchnorm_momentum, cfg.batchnorm_eps, cfg.bias_before_norm
+        )
     raise ValueError(f"unknown model {cfg.name}")

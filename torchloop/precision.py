@@ -35,8 +35,10 @@ def check_precision(precision: str, device: torch.device) -> None:
         return
     alternatives = "use " + ", ".join(p for p in ("fp32", *MIXED) if p != precision)
     if device.type == "cuda" and precision == "bf16" and not torch.cuda.is_bf16_supported():
-        raise UserError(f"train.precision bf16 needs a GPU with bfloat16 support; {torch.cuda.get_device_name(device)} "
-                        f"has none: {alternatives}")
+        raise UserError(
+            f"train.precision bf16 needs a GPU with bfloat16 support; {torch.cuda.get_device_name(device)} "
+            f"has none: {alternatives}"
+        )
     try:
         with torch.autocast(device.type, dtype=compute_dtype(precision)):
             probe = torch.nn.functional.linear(torch.ones(2, 2, device=device), torch.ones(2, 2, device=device))
@@ -45,8 +47,9 @@ def check_precision(precision: str, device: torch.device) -> None:
         if precision == "fp16":
             torch.amp.GradScaler(device.type)
     except (RuntimeError, ValueError) as err:
-        raise UserError(f"train.precision {precision} is not available for torch on {device.type} ({err}); "
-                        f"{alternatives}") from None
+        raise UserError(
+            f"train.precision {precision} is not available for torch on {device.type} ({err}); {alternatives}"
+        ) from None
 
 
 def set_matmul_precision(tf32: bool) -> None:
@@ -57,6 +60,11 @@ def set_matmul_precision(tf32: bool) -> None:
 
 def make_grad_scaler(precision: str, cfg: LossScaleConfig, device: torch.device) -> torch.amp.GradScaler:
     """torch.amp.GradScaler for fp16; disabled (a pass-through) for every other precision."""
-    return torch.amp.GradScaler(device.type, init_scale=cfg.init_scale, growth_factor=cfg.growth_factor,
-                                backoff_factor=cfg.backoff_factor, growth_interval=cfg.growth_interval,
-                                enabled=precision == "fp16")
+    return torch.amp.GradScaler(
+        device.type,
+        init_scale=cfg.init_scale,
+        growth_factor=cfg.growth_factor,
+        backoff_factor=cfg.backoff_factor,
+        growth_interval=cfg.growth_interval,
+        enabled=precision == "fp16",
+    )

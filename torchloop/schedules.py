@@ -8,7 +8,7 @@ from typing import Optional
 import torch
 from torch.optim import lr_scheduler
 
-from loopspec.config import ScheduleConfig, plateau_mode
+from loopspec.config import ScheduleConfig, monitor_mode
 
 
 def warmup_cosine_factor(t: int, warmup: int, total: int, start_factor: float, floor: float) -> float:
@@ -20,8 +20,9 @@ def warmup_cosine_factor(t: int, warmup: int, total: int, start_factor: float, f
     return (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * progress)) + floor
 
 
-def make_scheduler(cfg: ScheduleConfig, optimizer: torch.optim.Optimizer,
-                   length: int) -> Optional[lr_scheduler.LRScheduler | lr_scheduler.ReduceLROnPlateau]:
+def make_scheduler(
+    cfg: ScheduleConfig, optimizer: torch.optim.Optimizer, length: int
+) -> Optional[lr_scheduler.LRScheduler | lr_scheduler.ReduceLROnPlateau]:
     """The torch scheduler for cfg.name (None for `none`); `length` is T_max or total_steps."""
     base_lr = optimizer.param_groups[0]["lr"]
     if cfg.name == "none":
@@ -36,18 +37,33 @@ def make_scheduler(cfg: ScheduleConfig, optimizer: torch.optim.Optimizer,
         return lr_scheduler.CosineAnnealingLR(optimizer, T_max=length, eta_min=cfg.eta_min)
     if cfg.name == "warmup_cosine":
         floor = cfg.eta_min / base_lr
-        return lr_scheduler.LambdaLR(optimizer, lambda t: warmup_cosine_factor(t, cfg.warmup, length, cfg.start_factor, floor))
+        return lr_scheduler.LambdaLR(
+            optimizer, lambda t: warmup_cosine_factor(t, cfg.warmup, length, cfg.start_factor, floor)
+        )
     if cfg.name == "onecycle":
         return lr_scheduler.OneCycleLR(
-            optimizer, max_lr=cfg.max_lr if cfg.max_lr is not None else base_lr, total_steps=length,
-            pct_start=cfg.pct_start, anneal_strategy=cfg.anneal_strategy, cycle_momentum=cfg.cycle_momentum,
-            base_momentum=cfg.base_momentum, max_momentum=cfg.max_momentum, div_factor=cfg.div_factor,
-            final_div_factor=cfg.final_div_factor, three_phase=cfg.three_phase,
+            optimizer,
+            max_lr=cfg.max_lr if cfg.max_lr is not None else base_lr,
+            total_steps=length,
+            pct_start=cfg.pct_start,
+            anneal_strategy=cfg.anneal_strategy,
+            cycle_momentum=cfg.cycle_momentum,
+            base_momentum=cfg.base_momentum,
+            max_momentum=cfg.max_momentum,
+            div_factor=cfg.div_factor,
+            final_div_factor=cfg.final_div_factor,
+            three_phase=cfg.three_phase,
         )
     if cfg.name == "plateau":
         return lr_scheduler.ReduceLROnPlateau(
-            optimizer, mode=plateau_mode(cfg), factor=cfg.factor, patience=cfg.patience, threshold=cfg.threshold,
-            threshold_mode=cfg.threshold_mode, cooldown=cfg.cooldown, min_lr=cfg.min_lr,
+            optimizer,
+            mode=monitor_mode(cfg.mode, cfg.monitor),
+            factor=cfg.factor,
+            patience=cfg.patience,
+            threshold=cfg.threshold,
+            threshold_mode=cfg.threshold_mode,
+            cooldown=cfg.cooldown,
+            min_lr=cfg.min_lr,
         )
     raise ValueError(f"unknown schedule {cfg.name}")
 

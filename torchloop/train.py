@@ -1,22 +1,26 @@
-"""The PyTorch training loop: `python -m torchloop.train --config FILE --out DIR`.
+"""The PyTorch backend: `python -m torchloop.train --config FILE --out DIR`.
 
-Reads top to bottom like the textbook loop: zero_grad, forward, loss / k, backward (k
-micro-batches when accumulating), clip and measure the gradient norm, step, schedule. Everything framework-neutral (data, batch order, records, early
-stopping, weight files) comes from loopspec, shared with the JAX backend.
+The textbook update: zero_grad; per micro-batch autocast forward, loss / k, scaled backward;
+unscale, clip and measure the gradient norm, step, scheduler.step(). The loop around it (epochs,
+batches, records, early stopping) is loopspec/loop.py, shared with the JAX backend; this module
+holds only what torch does. flaxloop/train.py has the same functions in the same order.
 """
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, Iterator, Optional, Sequence
 
 import numpy as np
 import torch
 from torch import nn
 
-from loopspec.batching import eval_batches, train_batches, update_windows
+from loopspec.cli import run_cli
 from loopspec.config import Config
-from loopspec.run import RunRecorder, monitored_value, prepare_run, validation_metrics
+from loopspec.loop import MicroBatch, StepResult
+from loopspec.loop import fit as run_loop
+from loopspec.run import RunSetup
 from torchloop.checkpoint import export_weights, import_weights
 from torchloop.losses import make_loss
 from torchloop.models import build_model
@@ -31,19 +35,23 @@ from torchloop.precision import (
 )
 from torchloop.schedules import current_momentum, make_scheduler
 
+TorchMicroBatch = tuple[torch.Tensor, torch.Tensor, Optional[Sequence[torch.Tensor]]]
 
-MicroBatch = tuple[torch.Tensor, torch.Tensor, Optional[Sequence[torch.Tensor]]]
 
-
-def train_step(model: nn.Module, loss_fn: nn.Module, optimizer: torch.optim.Optimizer,
-               scaler: torch.amp.GradScaler, micro_batches: Sequence[MicroBatch], compute_dtype: torch.dtype,
-               clip_grad_norm: Optional[float] = None, clip_grad_value: Optional[float] = None) -> dict[str, Any]:
+def train_step(
+    model: nn.Module,
+    loss_fn: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scaler: torch.amp.GradScaler,
+    micro_batches: Sequence[TorchMicroBatch],
+    compute_dtype: torch.dtype,
+    clip_grad_norm: Optional[float] = None,
+    clip_grad_value: Optional[float] = None,
+) -> StepResult:
     """One optimizer update from the mean gradient of the micro-batches (one, without accumulation).
 
-    zero_grad; per micro-batch: autocast forward, float32 loss / k, scaled backward; then
-    unscale, clip, step, update. The step is applied only when the loss is finite and the
-    gradients are (with fp16 the GradScaler skips an overflowing step itself); the caller
-    decides what a non-finite loss means.
+    The step is applied only when the loss and the gradients are finite; with fp16 the
+    GradScaler skips an overflowing step itself and backs off.
     """
     device_type = next(model.parameters()).device.type
     mixed = compute_dtype in (torch.bfloat16, torch.float16)
@@ -66,120 +74,116 @@ def train_step(model: nn.Module, loss_fn: nn.Module, optimizer: torch.optim.Opti
         if clip_grad_value is not None:
             clipped = bool(max(p.grad.abs().max() for p in params) > clip_grad_value)
             torch.nn.utils.clip_grad_value_(params, clip_grad_value)
-    used = {"lr": optimizer.param_groups[0]["lr"], "momentum": current_momentum(optimizer),
-            "loss_scale": scaler.get_scale() if scaler.is_enabled() else None}
-    loss_finite = bool(torch.isfinite(loss))  # one host sync per update
-    grads_finite = bool(torch.isfinite(grad_norm))
-    if loss_finite and (grads_finite or scaler.is_enabled()):
+    lr, momentum = optimizer.param_groups[0]["lr"], current_momentum(optimizer)
+    loss_scale = scaler.get_scale() if scaler.is_enabled() else None
+    loss_finite, grads_finite = bool(torch.isfinite(loss)), bool(torch.isfinite(grad_norm))  # one host sync
+    if not loss_finite or not (grads_finite or scaler.is_enabled()):
+        outcome = "nonfinite"
+    else:
         scaler.step(optimizer)  # with fp16: skipped when the gradients overflowed
+        outcome = "applied" if grads_finite else "overflow"
     scaler.update()
-    return {"loss": loss.item(), "grad_norm": grad_norm.item(), "clipped": clipped, **used,
-            "finite": loss_finite and (grads_finite or scaler.is_enabled()),
-            "overflow": scaler.is_enabled() and not grads_finite}
-
-
-def batchnorm_buffers(model: nn.Module) -> list[torch.Tensor]:
-    """Copies of the running statistics, to undo a skipped update's forward passes."""
-    return [buffer.clone() for buffer in model.buffers()]
-
-
-def restore_buffers(model: nn.Module, saved: list[torch.Tensor]) -> None:
-    with torch.no_grad():
-        for buffer, copy in zip(model.buffers(), saved):
-            buffer.copy_(copy)
+    return StepResult(outcome, loss.item(), lr, grad_norm.item(), momentum, clipped, loss_scale)
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, loss_fn: nn.Module, x: np.ndarray, y: np.ndarray, batch_size: int,
-             num_classes: int, device: torch.device, dtype: torch.dtype,
-             compute: Optional[torch.dtype] = None) -> dict[str, float]:
-    model.eval()
+def eval_step(
+    model: nn.Module, loss_fn: nn.Module, x: torch.Tensor, y: torch.Tensor, compute: torch.dtype
+) -> tuple[float, np.ndarray]:
+    """Mean loss and float64 logits of one validation batch."""
     mixed = compute in (torch.bfloat16, torch.float16)
-    loss_sum, outputs = 0.0, []
-    for rows in eval_batches(len(y), batch_size):
-        xb = torch.as_tensor(x[rows], dtype=dtype, device=device)
-        yb = torch.as_tensor(y[rows], device=device)
-        with torch.autocast(device.type, dtype=compute or dtype, enabled=mixed):
-            logits = model(xb)
-        logits = logits.float() if mixed else logits
-        loss_sum += loss_fn(logits, yb).item() * len(yb)
-        outputs.append(logits.double().cpu().numpy())
-    return validation_metrics(loss_sum, np.concatenate(outputs), y, num_classes)
+    with torch.autocast(x.device.type, dtype=compute, enabled=mixed):
+        logits = model(x)
+    logits = logits.float() if mixed else logits
+    return loss_fn(logits, y).item(), logits.double().cpu().numpy()
+
+
+class TorchBackend:
+    """The model, optimizer, scheduler and GradScaler of one run (loopspec.loop.Backend)."""
+
+    name = "torch"
+    readback_lag = 0  # train_step reads its result back at once
+
+    @staticmethod
+    @contextlib.contextmanager
+    def scope(config: Config) -> Iterator[None]:
+        """Refuse an unusable device or precision before anything is written; set the matmul precision."""
+        check_precision(config.train.precision, resolve_device(config.train.device))
+        set_matmul_precision(config.train.tf32)
+        yield
+
+    def __init__(self, setup: RunSetup):
+        config, data = setup.config, setup.dataset
+        self.setup, self.train_cfg = setup, config.train
+        self.device, precision = resolve_device(config.train.device), config.train.precision
+        self.dtype, self.compute = param_dtype(precision), compute_dtype(precision)
+        torch.manual_seed(config.seed)  # framework init and framework-mode dropout
+        self.model = build_model(config.model, data.input_shape, setup.out_dim).to(device=self.device, dtype=self.dtype)
+        if setup.initial_weights is not None:  # after the cast, so float64 runs get float64 weights
+            import_weights(self.model, setup.initial_weights)
+        self.loss_fn = make_loss(config.loss, data.num_classes, setup.out_dim).to(device=self.device, dtype=self.dtype)
+        self.optimizer = make_optimizer(config.optimizer, self.model.parameters())
+        self.scheduler = make_scheduler(config.schedule, self.optimizer, setup.schedule_horizon)
+        self.scaler = make_grad_scaler(precision, config.train.loss_scale, self.device)
+        # On the host in the run's dtype; each batch moves to the device when it is used.
+        self.x_train, self.y_train = torch.as_tensor(data.x_train, dtype=self.dtype), torch.as_tensor(data.y_train)
+        self.x_val, self.y_val = torch.as_tensor(data.x_val, dtype=self.dtype), torch.as_tensor(data.y_val)
+
+    def on_device(self, *tensors: torch.Tensor) -> list[torch.Tensor]:
+        return [t.to(self.device, non_blocking=True) for t in tensors]
+
+    def dispatch(self, window: Sequence[MicroBatch]) -> StepResult:
+        self.model.train()
+        micro_batches = [
+            (
+                *self.on_device(self.x_train[rows], self.y_train[rows]),
+                None if masks is None else [torch.as_tensor(m, dtype=self.dtype, device=self.device) for m in masks],
+            )
+            for rows, masks in window
+        ]
+        buffers = [buffer.clone() for buffer in self.model.buffers()]
+        result = train_step(
+            self.model,
+            self.loss_fn,
+            self.optimizer,
+            self.scaler,
+            micro_batches,
+            self.compute,
+            self.train_cfg.clip_grad_norm,
+            self.train_cfg.clip_grad_value,
+        )
+        if result.outcome == "nonfinite":  # the window's BatchNorm statistics saw the bad values: undo them
+            with torch.no_grad():
+                for buffer, saved in zip(self.model.buffers(), buffers):
+                    buffer.copy_(saved)
+        elif result.outcome == "applied" and self.scheduler is not None and self.setup.plan.interval == "step":
+            self.scheduler.step()
+        return result
+
+    def read(self, handle: StepResult) -> StepResult:
+        return handle
+
+    def rewind(self, handle: StepResult) -> None:
+        pass  # nothing is dispatched ahead of a read-back
+
+    def evaluate(self, rows: slice) -> tuple[float, np.ndarray]:
+        self.model.eval()
+        return eval_step(self.model, self.loss_fn, *self.on_device(self.x_val[rows], self.y_val[rows]), self.compute)
+
+    def end_epoch(self, epochs_done: int, monitored: float) -> None:
+        if self.setup.config.schedule.name == "plateau":
+            self.scheduler.step(monitored)
+        elif self.scheduler is not None and self.setup.plan.interval == "epoch":
+            self.scheduler.step()
+
+    def export_weights(self) -> dict[str, np.ndarray]:
+        return export_weights(self.model)
 
 
 def fit(config: Config, out_dir: str | Path, init_path: Optional[str | Path] = None) -> dict[str, Any]:
     """Train as configured; writes config.json, metrics.jsonl, init/final.safetensors to out_dir."""
-    setup = prepare_run(config, out_dir, init_path, backend="torch")
-    device, precision = resolve_device(config.train.device), config.train.precision
-    check_precision(precision, device)
-    set_matmul_precision(config.train.tf32)
-    dtype, low_precision = param_dtype(precision), compute_dtype(precision)
-    data, train_cfg = setup.dataset, config.train
-
-    torch.manual_seed(config.seed)  # framework init and framework-mode dropout
-    model = build_model(config.model, data.input_shape, setup.out_dim).to(device=device, dtype=dtype)
-    if setup.initial_weights is not None:  # after the cast, so float64 runs get float64 weights
-        import_weights(model, setup.initial_weights)
-    loss_fn = make_loss(config.loss, data.num_classes, setup.out_dim).to(device=device, dtype=dtype)
-    optimizer = make_optimizer(config.optimizer, model.parameters())
-    scheduler = make_scheduler(config.schedule, optimizer, setup.schedule_length)
-    scaler = make_grad_scaler(precision, train_cfg.loss_scale, device)
-    step_interval, plateau = setup.plan.interval == "step", config.schedule.name == "plateau"
-
-    recorder = RunRecorder(setup)
-    recorder.save_initial_weights(export_weights(model))
-    step, forward_pass, best_weights = 0, 0, None
-    try:
-        for epoch in range(1, train_cfg.epochs + 1):
-            model.train()
-            batches = train_batches(len(data.y_train), config.data.batch_size, config.seed, epoch,
-                                    config.data.shuffle, config.data.drop_last)
-            for window in update_windows(batches, train_cfg.accumulation_steps):
-                micro_batches = []
-                for rows in window:
-                    masks = setup.dropout_masks(forward_pass, len(rows))
-                    forward_pass += 1
-                    micro_batches.append((
-                        torch.as_tensor(data.x_train[rows], dtype=dtype, device=device),
-                        torch.as_tensor(data.y_train[rows], device=device),
-                        None if masks is None else [torch.as_tensor(m, dtype=dtype, device=device) for m in masks],
-                    ))
-                saved_buffers = batchnorm_buffers(model)
-                out = train_step(model, loss_fn, optimizer, scaler, micro_batches, low_precision,
-                                 train_cfg.clip_grad_norm, train_cfg.clip_grad_value)
-                if out["finite"] and out["overflow"]:  # fp16: the GradScaler skipped the step and backed off
-                    recorder.overflow_skip(epoch, step, out["lr"], out["loss_scale"])
-                    continue
-                if not out["finite"]:
-                    restore_buffers(model, saved_buffers)
-                    bad_inputs = any(not np.isfinite(data.x_train[rows]).all() for rows in window)
-                    recorder.nonfinite_update(epoch, step, out["lr"], out["loss"], out["grad_norm"], bad_inputs,
-                                              lambda: export_weights(model))
-                    continue
-                if scheduler is not None and step_interval:
-                    scheduler.step()
-                step += 1
-                recorder.record_update(epoch, step, setup.step_values(out))
-                if recorder.reached_max_steps(step):
-                    break
-            val = evaluate(model, loss_fn, data.x_val, data.y_val, config.data.eval_batch_size,
-                           data.num_classes, device, dtype, low_precision)
-            improved = recorder.record_epoch(epoch, step, val)
-            if plateau:
-                scheduler.step(monitored_value(config.schedule.monitor, recorder.train_loss, val))
-            elif scheduler is not None and not step_interval:
-                scheduler.step()
-            if improved and recorder.keep_best_weights:
-                best_weights = export_weights(model)
-            if recorder.should_stop or recorder.reached_max_steps(step):
-                break
-        restored = best_weights is not None
-        return recorder.finish(best_weights if restored else export_weights(model), step, restored)
-    finally:
-        recorder.close()
+    return run_loop(config, out_dir, init_path, TorchBackend)
 
 
 if __name__ == "__main__":
-    from torchloop.cli import main
-
-    raise SystemExit(main())
+    raise SystemExit(run_cli("python -m torchloop.train", "torch", fit))

@@ -1,0 +1,59 @@
+"""The run configuration shared by both backends: schema, loading and validation rules.
+
+schema.py  the sections as frozen dataclasses (Literal choices, ranges in field metadata)
+load.py    files, --set overrides and raw dicts -> Config
+rules.py   field checks and the rules between fields; values derived from the config
+"""
+
+from loopspec.config.load import apply_override, config_from_dict, load_config, read_config_file
+from loopspec.config.rules import (
+    RULES,
+    Rule,
+    monitor_mode,
+    resolved_eps,
+    resolved_weight_decay,
+    schedule_interval,
+)
+from loopspec.config.schema import (
+    FILE_DATASETS,
+    Config,
+    DataConfig,
+    EarlyStoppingConfig,
+    LossConfig,
+    LossScaleConfig,
+    ModelConfig,
+    OptimizerConfig,
+    Precision,
+    ScheduleConfig,
+    TrainConfig,
+)
+from loopspec.errors import ConfigError
+
+PRECISIONS = Precision.__args__
+DTYPES = {"float32": "fp32", "float64": "fp64"}  # the CLI's --dtype shorthand
+
+__all__ = [
+    "Config",
+    "DataConfig",
+    "ModelConfig",
+    "LossConfig",
+    "OptimizerConfig",
+    "ScheduleConfig",
+    "TrainConfig",
+    "EarlyStoppingConfig",
+    "LossScaleConfig",
+    "ConfigError",
+    "FILE_DATASETS",
+    "PRECISIONS",
+    "DTYPES",
+    "RULES",
+    "Rule",
+    "load_config",
+    "config_from_dict",
+    "read_config_file",
+    "apply_override",
+    "schedule_interval",
+    "monitor_mode",
+    "resolved_eps",
+    "resolved_weight_decay",
+]

@@ -1,0 +1,108 @@
+"""Reading a config: files (YAML, TOML, JSON), `--set key=value` overrides, raw dicts.
+
+A file names only what it changes; every other key keeps its default. The sections are built
+through their constructors, so validation is the schema's own (loopspec.config.rules), the
+same as for a config built in Python.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import typing
+from pathlib import Path
+from typing import Any, Sequence
+
+import tomllib
+import yaml
+
+from loopspec.config.rules import field_types
+from loopspec.config.schema import Config
+from loopspec.errors import ConfigError
+
+_NUMBER = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")
+
+
+def load_config(path: str | Path | None, overrides: Sequence[str] = ()) -> Config:
+    """Read a YAML/TOML/JSON config, apply `key=value` overrides and validate everything."""
+    raw = read_config_file(path) if path is not None else {}
+    for item in overrides:
+        apply_override(raw, item)
+    return config_from_dict(raw)
+
+
+def read_config_file(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    text = path.read_text()
+    try:
+        if path.suffix == ".toml":
+            raw = tomllib.loads(text)
+        elif path.suffix in (".yaml", ".yml", ".json"):  # JSON is YAML: a run's config.json reloads
+            raw = yaml.safe_load(text) or {}
+        else:
+            raise ConfigError(f"config file {path} must end in .yaml, .yml, .toml or .json")
+    except (yaml.YAMLError, tomllib.TOMLDecodeError) as err:
+        first_line = str(err).strip().splitlines()[0]
+        raise ConfigError(f"cannot parse {path}: {first_line}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"config file {path} must hold a mapping of sections, not {type(raw).__name__}")
+    return raw
+
+
+def apply_override(raw: dict[str, Any], item: str) -> None:
+    """Apply one `dotted.key=value` override; the value is parsed as YAML (so lists work)."""
+    key, sep, text = item.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"--set expects key=value, got {item!r}")
+    try:
+        value = yaml.safe_load(text) if text.strip() else None
+    except yaml.YAMLError:
+        value = text
+    parts = key.strip().split(".")
+    node = raw
+    for depth, part in enumerate(parts[:-1]):
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"--set {key}: {'.'.join(parts[: depth + 1])} is a value, not a section")
+        node = child
+    node[parts[-1]] = value
+
+
+def config_from_dict(raw: dict[str, Any]) -> Config:
+    return _build(Config, raw, prefix="")
+
+
+def _build(cls: type, raw: Any, prefix: str) -> Any:
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{prefix.rstrip('.') or 'config'} must be a section (mapping), got {raw!r}")
+    hints = field_types(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    unknown = [key for key in raw if key not in names]
+    if unknown:
+        raise ConfigError(
+            f"unknown key {prefix}{unknown[0]!s}; allowed keys{' in ' + prefix.rstrip('.') if prefix else ''}: "
+            + ", ".join(names)
+        )
+    values = {}
+    for name, value in raw.items():
+        hint = hints[name]
+        if dataclasses.is_dataclass(hint):
+            values[name] = _build(hint, value, prefix=f"{prefix}{name}.")
+        else:
+            values[name] = _yaml_number(value, hint)
+    return cls(**values)
+
+
+def _yaml_number(value: Any, hint: Any) -> Any:
+    """YAML 1.1 reads `1e-3` as a string: numeric strings become numbers where a number is expected."""
+    args = [a for a in typing.get_args(hint) if a is not type(None)]
+    numeric = hint is float or float in args or (typing.get_origin(hint) is list and typing.get_args(hint) == (float,))
+    if not numeric:
+        return value
+    if isinstance(value, str) and _NUMBER.match(value.strip()):
+        return float(value)
+    if isinstance(value, list):
+        return [float(v) if isinstance(v, str) and _NUMBER.match(v.strip()) else v for v in value]
+    return value
