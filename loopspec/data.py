@@ -11,6 +11,7 @@ import gzip
 import pickle
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -281,6 +282,22 @@ def _idx(cfg: DataConfig) -> Dataset:
     return _split("idx", x, y, int(y.max()) + 1, cfg, tabular=False)
 
 
+class CifarUnpickler(pickle.Unpickler):
+    """Unpickles only what a CIFAR-10 python batch holds (dicts, lists, bytes, ints, NumPy
+    arrays), so a crafted file in the data folder cannot run code: any other global is refused."""
+
+    ALLOWED = {
+        (module, name)
+        for module in ("numpy.core.multiarray", "numpy._core.multiarray")
+        for name in ("_reconstruct", "scalar")
+    } | {("numpy", "ndarray"), ("numpy", "dtype")}
+
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) not in self.ALLOWED:
+            raise pickle.UnpicklingError(f"{module}.{name} is not part of a CIFAR-10 batch")
+        return super().find_class(module, name)
+
+
 def _cifar10(cfg: DataConfig) -> Dataset:
     root = _require(Path(cfg.path), "data.path")
     batches = sorted(root.glob("data_batch_*")) if root.is_dir() else [root]
@@ -290,10 +307,10 @@ def _cifar10(cfg: DataConfig) -> Dataset:
     for path in batches:
         try:
             with open(path, "rb") as handle:
-                entry = pickle.load(handle, encoding="bytes")
+                entry = CifarUnpickler(handle, encoding="bytes").load()
             data, labels = np.asarray(entry[b"data"]), np.asarray(entry[b"labels"])
-        except (pickle.UnpicklingError, KeyError, EOFError, TypeError) as err:
-            raise DataError(f"{path} is not a CIFAR-10 python batch ({type(err).__name__})") from None
+        except (pickle.UnpicklingError, KeyError, EOFError, TypeError, ValueError, AttributeError, IndexError) as err:
+            raise DataError(f"{path} is not a CIFAR-10 python batch ({err})") from None
         if data.ndim != 2 or data.shape[1] != 3072 or len(labels) != len(data):
             raise DataError(f"{path}: expected data (N, 3072) and N labels, got {data.shape} and {labels.shape}")
         xs.append(data.reshape(-1, 3, 32, 32))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import os
 import pickle
 from pathlib import Path
 
@@ -130,6 +131,25 @@ def test_cifar10_batches(tmp_path: Path) -> None:
         pickle.dump({b"data": np.zeros((5, 100), dtype=np.uint8), b"labels": [0] * 5}, out)
     with pytest.raises(DataError, match=r"expected data \(N, 3072\)"):
         load_dataset(DataConfig(name="cifar10", path=str(tmp_path)))
+
+
+class RunsACommand:
+    """What a crafted pickle does: unpickling calls os.system."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self) -> tuple:
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_a_crafted_cifar10_batch_runs_no_code(tmp_path: Path) -> None:
+    marker = tmp_path / "the command ran"
+    with open(tmp_path / "data_batch_1", "wb") as out:
+        pickle.dump({b"data": RunsACommand(marker), b"labels": [0]}, out)
+    with pytest.raises(DataError, match=r"data_batch_1 is not a CIFAR-10 python batch \(posix.system is not part of"):
+        load_dataset(DataConfig(name="cifar10", path=str(tmp_path)))
+    assert not marker.exists()
 
 
 def test_csv(tmp_path: Path) -> None:
