@@ -36,7 +36,10 @@ def build_parser(prog: str, backend: str) -> argparse.ArgumentParser:
 
 def run_cli(prog: str, backend: str, fit: Callable[..., Any], argv: Optional[Sequence[str]] = None) -> int:
     """Parse arguments, load the config and train; user errors become one stderr line and exit 2."""
-    args = build_parser(prog, backend).parse_args(argv)
+    parser = build_parser(prog, backend)
+    args = parser.parse_args(argv)
+    if not args.out.strip():
+        parser.error("--out must name a run directory, got an empty string")
     try:
         precision = args.precision or DTYPES.get(args.dtype)
         overrides = list(args.set) + ([f"train.precision={precision}"] if precision else [])
@@ -44,6 +47,13 @@ def run_cli(prog: str, backend: str, fit: Callable[..., Any], argv: Optional[Seq
         fit(config, args.out, init_path=args.init)
     except UserError as err:
         print(f"{prog}: error: {err}", file=sys.stderr)
+        return 2
+    except OSError as err:  # the environment: permissions, a full disk, a file where a directory belongs
+        where = f"{err.filename}: " if err.filename else ""
+        print(
+            f"{prog}: error: {where}{err.strerror or err}; check the path and its permissions or free space",
+            file=sys.stderr,
+        )
         return 2
     except TrainingDiverged as err:
         print(f"{prog}: training stopped: {err}", file=sys.stderr)

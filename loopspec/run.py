@@ -12,8 +12,9 @@ import numpy as np
 from loopspec.config import Config, LossConfig
 from loopspec.data import Dataset, load_dataset
 from loopspec.dropout import parity_dropout_masks
-from loopspec.errors import ConfigError
+from loopspec.errors import ConfigError, UserError
 from loopspec.files import write_json_atomic
+from loopspec.memory import check_generated_data, check_model
 from loopspec.models import check_model_input, output_dim, state_dict_shapes
 from loopspec.schedules import SchedulePlan, plan_schedule, schedule_horizon
 from loopspec.weights import canonical_init, load_weights
@@ -54,13 +55,16 @@ class RunSetup:
 
 def prepare_run(config: Config, out_dir: str | Path, init_path: str | Path | None, backend: str) -> RunSetup:
     """Load data, check it fits the model, resolve initial weights, write config.json."""
+    check_generated_data(config)
     dataset = load_dataset(config.data)
     check_model_input(config.model, dataset.input_shape, config.loss.name, dataset.num_classes)
     check_loss_options(config, dataset)
+    check_monitors(config, dataset)
     check_batch_sizes(config, len(dataset.y_train))
     plan = plan_schedule(config, len(dataset.y_train))
     out_dim = output_dim(config.loss.name, dataset.num_classes)
     shapes = state_dict_shapes(config.model, dataset.input_shape, out_dim)
+    check_model(config, shapes, dataset.input_shape, len(dataset.y_train))
     if init_path is not None:
         initial = load_weights(init_path, shapes)
     elif config.model.init == "canonical":
@@ -68,9 +72,19 @@ def prepare_run(config: Config, out_dir: str | Path, init_path: str | Path | Non
     else:
         initial = None
     out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise UserError(f"--out {out_dir} is a file, not a directory; choose another run directory")
     out_dir.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(out_dir / "config.json", config.to_dict())
+    write_json_atomic(out_dir / "config.json", resolved_config(config))
     return RunSetup(config, dataset, out_dir, backend, out_dim, shapes, initial, plan, schedule_horizon(config, plan))
+
+
+def resolved_config(config: Config) -> dict:
+    """config.json: every key, with the data path absolute so the file reloads from any directory."""
+    values = config.to_dict()
+    if values["data"]["path"] is not None:
+        values["data"]["path"] = str(Path(values["data"]["path"]).resolve())
+    return values
 
 
 # Focal loss options that fit one output layout only: (option, one logit?) -> what to use instead.
@@ -96,6 +110,22 @@ def check_loss_options(config: Config, dataset: Dataset) -> None:
             f"loss.class_weights has {len(loss.class_weights)} entries; "
             f"dataset {dataset.name} has {dataset.num_classes} classes"
         )
+
+
+BINARY_METRICS = ("val_precision", "val_recall", "val_f1")  # of class 1: defined for binary tasks only
+
+
+def check_monitors(config: Config, dataset: Dataset) -> None:
+    """A monitored metric must be one the task records (precision, recall and F1 are of class 1)."""
+    monitors = {"train.early_stopping.monitor": config.train.early_stopping.monitor}
+    if config.schedule.name == "plateau":
+        monitors["schedule.monitor"] = config.schedule.monitor
+    for key, monitor in monitors.items():
+        if monitor in BINARY_METRICS and dataset.num_classes != 2:
+            raise ConfigError(
+                f"{key} {monitor} needs a binary task ({monitor[4:]} is of class 1); dataset "
+                f"{dataset.name} has {dataset.num_classes} classes: use val_loss, val_acc or train_loss"
+            )
 
 
 def check_batch_sizes(config: Config, num_train: int) -> None:

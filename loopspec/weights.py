@@ -8,6 +8,7 @@ and shapes each model has are in loopspec/models.py.
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
@@ -49,12 +50,14 @@ def save_weights(path: str | Path, tensors: dict[str, np.ndarray], metadata: dic
 
 
 def load_weights(path: str | Path, expected: dict[str, tuple[int, ...]] | None = None) -> dict[str, np.ndarray]:
-    """Read a safetensors file; with `expected`, check names and shapes first."""
+    """Read a safetensors file; with `expected`, check names, shapes, dtypes and values first."""
     path = Path(path)
     if not path.is_file():
-        raise DataError(f"weights file not found: {path}")
+        raise DataError(f"weights file not found: {path}" + (" (it is a directory)" if path.is_dir() else ""))
     try:
         tensors = load_file(path)
+    except TypeError:  # a dtype NumPy lacks: bfloat16
+        tensors = read_with_bfloat16(path)
     except (SafetensorError, OSError) as err:
         raise DataError(f"cannot read {path} as safetensors: {err}") from None
     if expected is not None:
@@ -62,7 +65,43 @@ def load_weights(path: str | Path, expected: dict[str, tuple[int, ...]] | None =
     return tensors
 
 
+SAFETENSORS_DTYPES = {
+    "F64": np.float64,
+    "F32": np.float32,
+    "F16": np.float16,
+    "I64": np.int64,
+    "I32": np.int32,
+    "I16": np.int16,
+    "I8": np.int8,
+    "U8": np.uint8,
+    "BOOL": np.bool_,
+}
+
+
+def read_with_bfloat16(path: Path) -> dict[str, np.ndarray]:
+    """A safetensors file with bfloat16 tensors, read as float32 (exact: bf16 is float32's upper half)."""
+    try:
+        with open(path, "rb") as handle:
+            header = json.loads(handle.read(int.from_bytes(handle.read(8), "little")))
+            data = handle.read()
+        tensors = {}
+        for name, info in header.items():
+            if name == "__metadata__":
+                continue
+            raw = data[info["data_offsets"][0] : info["data_offsets"][1]]
+            if info["dtype"] == "BF16":
+                array = (np.frombuffer(raw, np.uint16).astype(np.uint32) << 16).view(np.float32)
+            else:
+                array = np.frombuffer(raw, SAFETENSORS_DTYPES[info["dtype"]])
+            tensors[name] = array.reshape(info["shape"]).copy()
+        return tensors
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise DataError(f"cannot read {path} as safetensors: {err}") from None
+
+
 def check_weights(tensors: dict[str, np.ndarray], expected: dict[str, tuple[int, ...]], where: str) -> None:
+    """Names and shapes as the model has them; floating-point weights (any float dtype is cast),
+    integer counters, finite values and a non-negative BatchNorm running variance."""
     missing = [name for name in expected if name not in tensors]
     unexpected = [name for name in tensors if name not in expected]
     if missing or unexpected:
@@ -73,5 +112,18 @@ def check_weights(tensors: dict[str, np.ndarray], expected: dict[str, tuple[int,
             parts.append(f"unexpected {', '.join(unexpected[:4])}{' ...' if len(unexpected) > 4 else ''}")
         raise DataError(f"{where} does not fit this model: {'; '.join(parts)}")
     for name, shape in expected.items():
-        if tuple(tensors[name].shape) != tuple(shape):
-            raise DataError(f"{where}: {name} has shape {tuple(tensors[name].shape)}, the model needs {tuple(shape)}")
+        tensor = tensors[name]
+        if tuple(tensor.shape) != tuple(shape):
+            raise DataError(f"{where}: {name} has shape {tuple(tensor.shape)}, the model needs {tuple(shape)}")
+        counter = name.endswith("num_batches_tracked")
+        if counter != np.issubdtype(tensor.dtype, np.integer):
+            kind = "an integer count" if counter else "floating-point values (any float dtype is cast)"
+            raise DataError(f"{where}: {name} holds {tensor.dtype} values; it must hold {kind}")
+        if counter:
+            if tensor.min(initial=0) < 0:
+                raise DataError(f"{where}: {name} is negative")
+            continue
+        if not np.isfinite(tensor).all():
+            raise DataError(f"{where}: {name} holds {int((~np.isfinite(tensor)).sum())} NaN/inf values")
+        if name.endswith("running_var") and tensor.min(initial=0) < 0:
+            raise DataError(f"{where}: {name} holds negative variances (min {tensor.min():.3g})")

@@ -31,23 +31,42 @@ def load_config(path: str | Path | None, overrides: Sequence[str] = ()) -> Confi
     return config_from_dict(raw)
 
 
+class UniqueKeyLoader(yaml.SafeLoader):
+    """YAML's safe loader, except that a key given twice in one mapping is an error, not the last one."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise ConfigError(f"key {key!r} appears twice in one section (line {key_node.start_mark.line + 1})")
+            seen.add(key)
+        return super().construct_mapping(node, deep)
+
+
 def read_config_file(path: str | Path) -> dict[str, Any]:
+    """A config file's mapping of sections; an empty file is an empty mapping (all defaults)."""
     path = Path(path)
     if not path.is_file():
-        raise ConfigError(f"config file not found: {path}")
-    text = path.read_text()
+        raise ConfigError(f"config file not found: {path}" + (" (it is a directory)" if path.is_dir() else ""))
+    if path.suffix not in (".toml", ".yaml", ".yml", ".json"):
+        raise ConfigError(f"config file {path} must end in .yaml, .yml, .toml or .json")
     try:
-        if path.suffix == ".toml":
-            raw = tomllib.loads(text)
-        elif path.suffix in (".yaml", ".yml", ".json"):  # JSON is YAML: a run's config.json reloads
-            raw = yaml.safe_load(text) or {}
-        else:
-            raise ConfigError(f"config file {path} must end in .yaml, .yml, .toml or .json")
+        text = path.read_text(encoding="utf-8")
+        raw = tomllib.loads(text) if path.suffix == ".toml" else yaml.load(text, UniqueKeyLoader)  # JSON is YAML
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"config file {path} is not UTF-8 text (byte {err.start}); save it as UTF-8") from None
+    except OSError as err:
+        raise ConfigError(f"cannot read config file {path}: {err.strerror}") from None
+    except ConfigError as err:
+        raise ConfigError(f"{path}: {err}") from None
     except (yaml.YAMLError, tomllib.TOMLDecodeError) as err:
         first_line = str(err).strip().splitlines()[0]
         raise ConfigError(f"cannot parse {path}: {first_line}") from None
+    if raw is None:
+        return {}
     if not isinstance(raw, dict):
-        raise ConfigError(f"config file {path} must hold a mapping of sections, not {type(raw).__name__}")
+        raise ConfigError(f"config file {path} must hold a mapping of sections, not {type(raw).__name__} ({raw!r:.40})")
     return raw
 
 

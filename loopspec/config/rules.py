@@ -84,14 +84,17 @@ def coerce(value: Any, hint: Any, key: str) -> Any:
 
 
 def describe_range(checks: dict[str, Any]) -> Optional[str]:
+    def number(value: float) -> str:
+        return str(value) if isinstance(value, int) else f"{value:g}"
+
     low = ("(", checks["gt"]) if "gt" in checks else ("[", checks["ge"]) if "ge" in checks else None
     high = (")", checks["lt"]) if "lt" in checks else ("]", checks["le"]) if "le" in checks else None
     if low and high:
-        return f"in {low[0]}{low[1]:g}, {high[1]:g}{high[0]}"
+        return f"in {low[0]}{number(low[1])}, {number(high[1])}{high[0]}"
     if low:
-        return f"{'>' if low[0] == '(' else '>='} {low[1]:g}"
+        return f"{'>' if low[0] == '(' else '>='} {number(low[1])}"
     if high:
-        return f"{'<' if high[0] == ')' else '<='} {high[1]:g}"
+        return f"{'<' if high[0] == ')' else '<='} {number(high[1])}"
     return None
 
 

@@ -195,7 +195,7 @@ class TrainConfig(Section):
 
 @dataclass(frozen=True)
 class Config:
-    seed: int = option(0, ge=0)  # weight init, dropout and batch order
+    seed: int = option(0, ge=0, le=2**32 - 1)  # weight init, dropout, batch order; JAX keys take 32 bits
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     loss: LossConfig = field(default_factory=LossConfig)
