@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import gzip
 import pickle
+import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -49,7 +51,12 @@ def load_dataset(cfg: DataConfig) -> Dataset:
         "csv": _csv,
         "npz": _npz,
     }
-    dataset = loaders[cfg.name](cfg)
+    try:
+        dataset = loaders[cfg.name](cfg)
+    except (OSError, ValueError, EOFError, zlib.error, zipfile.BadZipFile, pickle.UnpicklingError) as err:
+        # A file that exists but cannot be read or decoded: name it, the problem, and what was expected.
+        reason = err.strerror if isinstance(err, OSError) and err.strerror else str(err).splitlines()[0]
+        raise DataError(f"cannot read data.path {cfg.path} as {cfg.name} data: {reason}") from None
     check_dataset(dataset)
     return dataset
 
@@ -322,7 +329,7 @@ def _cifar10(cfg: DataConfig) -> Dataset:
 
 def _csv(cfg: DataConfig) -> Dataset:
     path = _require(Path(cfg.path), "CSV file")
-    with open(path) as handle:
+    with open(path, encoding="utf-8") as handle:
         header = handle.readline().strip().split(",")
     header = [name.strip() for name in header]
     if cfg.label_column not in header:
@@ -343,7 +350,10 @@ def _csv(cfg: DataConfig) -> Dataset:
 
 def _npz(cfg: DataConfig) -> Dataset:
     path = _require(Path(cfg.path), "npz file")
-    with np.load(path) as archive:
+    loaded = np.load(path)  # allow_pickle=False: an object array is refused, never unpickled
+    if not isinstance(loaded, np.lib.npyio.NpzFile):
+        raise DataError(f"{path} holds one array, not an .npz archive of x_train, y_train, x_val, y_val")
+    with loaded as archive:
         missing = [k for k in ("x_train", "y_train", "x_val", "y_val") if k not in archive]
         if missing:
             raise DataError(f"{path} lacks {', '.join(missing)}; it must hold x_train, y_train, x_val, y_val")
