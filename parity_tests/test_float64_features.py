@@ -14,7 +14,6 @@ from parity_tests.harness import run_backends, run_both, summary
 from parity_tests.matrix import parity_config
 from torchloop.losses import make_loss
 from torchloop.models import build_model
-from torchloop.train import evaluate
 
 
 def test_jax_reproduces_torch_framework_init_through_init_file(tmp_path) -> None:
@@ -48,9 +47,10 @@ def test_early_stopping_stops_and_restores_the_same_epoch(tmp_path) -> None:
         {k: torch.from_numpy(v) for k, v in load_weights(tmp_path / "torch" / "final.safetensors").items()}
     )
     loss_fn = make_loss(config.loss, 2, 1).double()
-    val = evaluate(model, loss_fn, data.x_val, data.y_val, 4096, 2, torch.device("cpu"), torch.float64)
-    np.testing.assert_allclose(val["val_loss"], torch_summary["best_value"], rtol=1e-12)
-    assert val["val_loss"] > 0 and torch_summary["val_loss"] == torch_summary["best_value"]
+    with torch.no_grad():  # the whole validation split is one eval batch (eval_batch_size 4096)
+        val_loss = loss_fn(model.eval()(torch.from_numpy(data.x_val)), torch.from_numpy(data.y_val)).item()
+    np.testing.assert_allclose(val_loss, torch_summary["best_value"], rtol=1e-12)
+    assert val_loss > 0 and torch_summary["val_loss"] == torch_summary["best_value"]
 
 
 def test_unshuffled_batches_with_short_last_batch_agree(tmp_path) -> None:
