@@ -38,6 +38,7 @@ RECIPES = {
     "fashion_mlp_sgd": (
         "configs/fashion_mlp_sgd.yaml",
         "data.name=synthetic_images",
+        "data.path=null",
         "data.channels=1",
         "data.image_size=28",
         "data.num_samples=2000",
@@ -45,6 +46,7 @@ RECIPES = {
     "cifar10_cnn_adam": (
         "configs/cifar10_cnn_adam.yaml",
         "data.name=synthetic_images",
+        "data.path=null",
         "data.channels=3",
         "data.image_size=32",
         "data.num_samples=2000",
