@@ -2,7 +2,7 @@
 
 The estimate is deliberately rough (within a small factor): float64 data as loaded, split and
 cast (three copies); weights, gradients and up to three optimizer buffers per weight; one
-batch's activations kept for the backward pass. Its job is to turn `num_samples: 1e12` or
+batch's activations kept for the backward pass, and their gradients. Its job is to turn `num_samples: 1e12` or
 `hidden: [1e9]` into one line instead of a MemoryError (or the kernel's OOM killer) minutes in.
 """
 
@@ -60,19 +60,28 @@ def check_generated_data(config: Config) -> None:
     )
 
 
+def activations_per_sample(config: Config, input_shape: tuple[int, ...]) -> int:
+    """Values one training sample keeps for the backward pass: its input and, per layer, the outputs
+    of the linear or conv, BatchNorm, ReLU and dropout or pooling (four per layer)."""
+    model, total = config.model, math.prod(input_shape)
+    if model.name == "cnn":
+        _, height, width = input_shape
+        for channels in model.channels:
+            total += 4 * channels * height * width
+            height, width = height // 2, width // 2
+        return total
+    return total + 4 * sum(model.hidden if model.name == "mlp" else (512, 512))
+
+
 def check_model(
     config: Config, shapes: dict[str, tuple[int, ...]], input_shape: tuple[int, ...], num_train: int
 ) -> None:
-    """Weights with their optimizer state, and one training batch's activations (the widest layer's
-    output for every layer, kept for the backward pass)."""
+    """Weights with their optimizer state, and one training batch's activations."""
     weights = sum(math.prod(shape) for shape in shapes.values())
-    widest = max([math.prod(input_shape), *(shape[0] for shape in shapes.values() if shape)])
-    layers = len([name for name in shapes if name.endswith("weight")])
-    images = len(input_shape) == 3
-    per_sample = widest * (math.prod(input_shape[1:]) if images else 1) * layers * 3
-    needed = (weights * PER_WEIGHT + config.data.batch_size * per_sample) * 8
+    batch = min(config.data.batch_size, num_train)
+    needed = (weights * PER_WEIGHT + batch * activations_per_sample(config, input_shape) * 2) * 8
     check_fits(
-        f"the model ({weights:,} weights) with batches of {config.data.batch_size}",
+        f"the model ({weights:,} weights) with batches of {batch}",
         needed,
         "use narrower layers (model.hidden, model.channels) or a smaller data.batch_size",
     )
