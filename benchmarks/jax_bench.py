@@ -92,7 +92,7 @@ def run(
     config = workload_config(model_name, batch_size, precision, device_name)
     rows = []
     with precision_scope(precision, device_name, config.train.tf32) as device:
-        setup = prepare_run(config, "runs/benchmarks/jax", None, backend="jax")
+        setup = prepare_run(config, "runs/benchmarks/jax", None, backend="jax", overwrite=True)
         dtype = param_dtype(precision)
         fused_k = min(steps, 16)
         x, y, out_dim, _ = workload_batches(config, fused_k)

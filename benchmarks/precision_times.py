@@ -64,7 +64,7 @@ def timed(step: Callable[[], None], sync: Callable[[], None], steps: int, repeat
 
 def torch_times(raw: dict, device_name: str, steps: int, repeats: int, out: Path) -> list[float]:
     config = config_from_dict(raw)
-    setup = prepare_run(config, out / "torch", None, backend="torch")
+    setup = prepare_run(config, out / "torch", None, backend="torch", overwrite=True)
     device, precision = resolve_device(device_name), config.train.precision
     set_matmul_precision(config.train.tf32)
     model = build_model(config.model, setup.dataset.input_shape, setup.out_dim).to(
@@ -96,7 +96,7 @@ def torch_times(raw: dict, device_name: str, steps: int, repeats: int, out: Path
 def jax_times(raw: dict, device_name: str, steps: int, repeats: int, out: Path) -> list[float]:
     config = config_from_dict(raw)
     with precision_scope(config.train.precision, device_name, config.train.tf32):
-        setup = prepare_run(config, out / "jax", None, backend="jax")
+        setup = prepare_run(config, out / "jax", None, backend="jax", overwrite=True)
         dtype = flax_param(config.train.precision)
         state = flax_train.create_train_state(setup, flax_train.make_tx(setup, dtype), dtype)
         loss_fn = make_flax_loss(config.loss, setup.dataset.num_classes, setup.out_dim)

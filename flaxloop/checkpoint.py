@@ -7,7 +7,10 @@ from typing import Any
 
 import jax
 import numpy as np
+import optax
 from flax import traverse_util
+
+from flaxloop.optim import AdagradState, AdamState, DampenedTraceState
 
 # (collection, flax leaf) -> torch leaf
 LEAF_NAMES = {
@@ -69,3 +72,49 @@ def import_weights(variables: dict[str, Any], tensors: dict[str, np.ndarray]) ->
             }
         )
     return loaded
+
+
+# ----------------------------------------------------------------------------- the training state
+# Optimizer slots under torch's names (optimizer.<parameter name>.<slot>, torch layouts), so a
+# checkpoint either backend writes resumes on the other.
+
+
+def slot_fields() -> dict[type, dict[str, str]]:
+    """optax state type -> {its field: torch's slot name}."""
+    return {
+        AdamState: {"mu": "exp_avg", "nu": "exp_avg_sq", "nu_max": "max_exp_avg_sq"},
+        AdagradState: {"sum_of_squares": "sum"},
+        DampenedTraceState: {"trace": "momentum_buffer"},
+        optax.TraceState: {"trace": "momentum_buffer"},
+        optax.ScaleByRmsState: {"nu": "square_avg"},
+        optax.ScaleByRStdDevState: {"mu": "grad_avg", "nu": "square_avg"},
+    }
+
+
+def export_optimizer(chain_state: tuple) -> dict[str, np.ndarray]:
+    """The buffers of an optax chain's state by parameter name and torch slot."""
+    fields, tensors = slot_fields(), {}
+    for state in chain_state:
+        for field, slot in fields.get(type(state), {}).items():
+            tree = getattr(state, field)
+            if tree is not None:
+                for name, value in export_weights({"params": tree}).items():
+                    tensors[f"{name}.{slot}"] = value
+    return tensors
+
+
+def import_optimizer(chain_state: tuple, tensors: dict[str, np.ndarray], steps: int) -> tuple:
+    """The chain's state with the buffers (where the checkpoint has them) and counts replaced."""
+    fields, states = slot_fields(), []
+    for state in chain_state:
+        replaced = {}
+        for field, slot in fields.get(type(state), {}).items():
+            tree = getattr(state, field)
+            names = {name for name in export_weights({"params": tree})} if tree is not None else set()
+            if names and all(f"{name}.{slot}" in tensors for name in names):
+                slots = {name: tensors[f"{name}.{slot}"] for name in names}
+                replaced[field] = import_weights({"params": tree}, slots)["params"]
+        if hasattr(state, "count") and type(state) in fields:
+            replaced["count"] = jax.numpy.asarray(steps, state.count.dtype)
+        states.append(state._replace(**replaced) if replaced else state)
+    return tuple(states)

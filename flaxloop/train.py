@@ -20,13 +20,14 @@ import numpy as np
 import optax
 from flax.training import train_state
 
-from flaxloop.checkpoint import export_weights, import_weights
+from flaxloop.checkpoint import export_optimizer, export_weights, import_optimizer, import_weights
 from flaxloop.losses import LossFn, make_loss
 from flaxloop.models import build_model
 from flaxloop.optim import accumulate, make_optimizer
 from flaxloop.precision import LossScale, compute_dtype, param_dtype, precision_scope
 from flaxloop.schedules import ReduceLROnPlateau, epoch_values, make_schedules
 from loopspec.batching import batches_per_epoch
+from loopspec.checkpoint import Checkpoint
 from loopspec.cli import run_cli
 from loopspec.config import Config
 from loopspec.loop import MicroBatch, StepResult
@@ -338,10 +339,93 @@ class JaxBackend:
     def export_weights(self) -> dict[str, np.ndarray]:
         return export_weights(variables_of(self.state))
 
+    def export_state(self, handle: Optional[Dispatched]) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+        """The state after `handle`'s update (a later update may already be dispatched)."""
+        state = jax.device_get(self.state if handle is None else handle.state)
+        inject = hyperparams_state(state.opt_state)
+        tensors = {f"model.{name}": value for name, value in export_weights(variables_of(state)).items()}
+        if int(state.step) > 0:  # before the first update the optimizer holds only its initial values
+            optimizer = export_optimizer(inject.inner_state)
+            tensors.update({f"optimizer.{name}": value for name, value in optimizer.items()})
+        tensors["rng.jax"] = np.asarray(state.dropout_key)
+        momentum = inject.hyperparams.get("momentum")
+        saved: dict[str, Any] = {
+            "hyperparameters": {
+                "lr": float(inject.hyperparams["learning_rate"]),
+                "momentum": None if momentum is None else float(momentum),
+            }
+        }
+        if self.plateau is not None:
+            plateau = self.plateau
+            saved["plateau"] = {
+                "best": plateau.best,
+                "num_bad_epochs": plateau.num_bad_epochs,
+                "cooldown_counter": plateau.cooldown_counter,
+            }
+        if state.loss_scale is not None:
+            saved["loss_scale"] = {
+                "scale": float(state.loss_scale.scale),
+                "growth_tracker": int(state.loss_scale.growth_tracker),
+            }
+        return tensors, saved
 
-def fit(config: Config, out_dir: str | Path, init_path: Optional[str | Path] = None) -> dict[str, Any]:
-    """Train as configured; writes config.json, metrics.jsonl, init/final.safetensors to out_dir."""
-    return run_loop(config, out_dir, init_path, JaxBackend)
+    def import_state(self, checkpoint: Checkpoint) -> None:
+        position, saved, state = checkpoint.state["position"], checkpoint.state, self.state
+        steps = position["step"]
+        variables = import_weights(variables_of(state), checkpoint.prefixed("model"))
+        inject = hyperparams_state(state.opt_state)
+        hyper = saved["hyperparameters"]
+        values = {
+            "learning_rate": hyper["lr"],
+            **({"momentum": hyper["momentum"]} if "momentum" in inject.hyperparams else {}),
+        }
+        inject = inject._replace(
+            count=jnp.asarray(steps, inject.count.dtype),
+            hyperparams={
+                k: jnp.asarray(v, inject.hyperparams[k].dtype) for k, v in {**inject.hyperparams, **values}.items()
+            },
+            inner_state=import_optimizer(inject.inner_state, checkpoint.prefixed("optimizer"), steps),
+        )
+        opt_state = inject
+        if isinstance(state.opt_state, optax.MultiStepsState):  # windows so far, applied or skipped
+            windows = (position["epoch"] - 1) * self.setup.plan.updates_per_epoch + position["window"]
+            opt_state = state.opt_state._replace(
+                inner_opt_state=inject, gradient_step=jnp.asarray(windows, state.opt_state.gradient_step.dtype)
+            )
+        loss_scale = state.loss_scale
+        if "loss_scale" in saved:
+            loss_scale = loss_scale.replace(
+                scale=jnp.asarray(saved["loss_scale"]["scale"], jnp.float32),
+                growth_tracker=jnp.asarray(saved["loss_scale"]["growth_tracker"], jnp.int32),
+            )
+        dropout_key = state.dropout_key
+        if "rng.jax" in checkpoint.tensors and saved["backend"] == "jax":  # framework-mode dropout
+            dropout_key = jnp.asarray(checkpoint.tensors["rng.jax"], dropout_key.dtype)
+        self.state = state.replace(
+            params=variables["params"],
+            batch_stats=variables.get("batch_stats", {}),
+            opt_state=opt_state,
+            step=jnp.asarray(steps, state.step.dtype),
+            forward_passes=jnp.asarray(position["forward_passes"], jnp.int32),
+            loss_scale=loss_scale,
+            dropout_key=dropout_key,
+        )
+        if self.plateau is not None:
+            for key, value in saved["plateau"].items():
+                setattr(self.plateau, key, value)
+            self.plateau.lr = hyper["lr"]
+
+
+def fit(
+    config: Config,
+    out_dir: str | Path,
+    init_path: Optional[str | Path] = None,
+    resume: Optional[str | Path] = None,
+    overwrite: bool = False,
+) -> dict[str, Any]:
+    """Train as configured (or continue from a checkpoint); writes config.json, metrics.jsonl,
+    checkpoints/ and init/final.safetensors to out_dir. See loopspec.loop.fit."""
+    return run_loop(config, out_dir, init_path, JaxBackend, resume, overwrite)
 
 
 if __name__ == "__main__":

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 from typing import Any, Callable, NoReturn, Optional, Sequence
 
-from loopspec.config import DTYPES, PRECISIONS, Config, load_config
-from loopspec.errors import TrainingDiverged, UserError
+from loopspec.checkpoint import resolve_resume
+from loopspec.config import DTYPES, PRECISIONS, Config, apply_override, config_from_dict, load_config
+from loopspec.errors import RunInterrupted, TrainingDiverged, UserError
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -19,7 +21,7 @@ class OneLineParser(argparse.ArgumentParser):
 
 def build_parser(prog: str, backend: str) -> argparse.ArgumentParser:
     parser = OneLineParser(prog=prog, description=f"Train a model with the {backend} backend.")
-    parser.add_argument("--config", required=True, help="YAML, TOML or JSON config file")
+    parser.add_argument("--config", help="YAML, TOML or JSON config file (with --resume: the checkpoint's by default)")
     parser.add_argument("--out", required=True, help="run directory for config.json, metrics.jsonl, *.safetensors")
     parser.add_argument(
         "--set",
@@ -31,7 +33,27 @@ def build_parser(prog: str, backend: str) -> argparse.ArgumentParser:
     parser.add_argument("--init", help="start from these weights (safetensors, torch state_dict names)")
     parser.add_argument("--dtype", choices=list(DTYPES), help="float32 or float64: shorthand for --precision fp32|fp64")
     parser.add_argument("--precision", choices=PRECISIONS, help="shorthand for --set train.precision=...")
+    parser.add_argument(
+        "--resume",
+        metavar="DIR|auto",
+        help="continue from a checkpoint: its directory, a run directory (its newest checkpoint), "
+        "or auto (--out's newest checkpoint if it has one, else start)",
+    )
+    parser.add_argument("--overwrite", action="store_true", help="replace the run already in --out")
     return parser
+
+
+def resolve_config(args: argparse.Namespace, overrides: list[str]) -> Config:
+    """--config with overrides; with --resume and no --config, the checkpoint's own config."""
+    if args.config is not None:
+        return load_config(args.config, overrides)
+    checkpoint = resolve_resume(args.resume, Path(args.out)) if args.resume else None
+    if checkpoint is None:
+        raise UserError("--config is required (or --resume with a checkpoint, whose config is used)")
+    raw = checkpoint.state["config"]
+    for item in overrides:
+        apply_override(raw, item)
+    return config_from_dict(raw)
 
 
 def run_cli(prog: str, backend: str, fit: Callable[..., Any], argv: Optional[Sequence[str]] = None) -> int:
@@ -43,8 +65,8 @@ def run_cli(prog: str, backend: str, fit: Callable[..., Any], argv: Optional[Seq
     try:
         precision = args.precision or DTYPES.get(args.dtype)
         overrides = list(args.set) + ([f"train.precision={precision}"] if precision else [])
-        config: Config = load_config(args.config, overrides)
-        fit(config, args.out, init_path=args.init)
+        config = resolve_config(args, overrides)
+        fit(config, args.out, init_path=args.init, resume=args.resume, overwrite=args.overwrite)
     except UserError as err:
         print(f"{prog}: error: {err}", file=sys.stderr)
         return 2
@@ -58,7 +80,10 @@ def run_cli(prog: str, backend: str, fit: Callable[..., Any], argv: Optional[Seq
     except TrainingDiverged as err:
         print(f"{prog}: training stopped: {err}", file=sys.stderr)
         return 3
-    except KeyboardInterrupt:
+    except RunInterrupted as stop:
+        print(f"{prog}: interrupted: {stop}", file=sys.stderr)
+        return 128 + stop.signum
+    except KeyboardInterrupt:  # before training started, or a second Ctrl-C
         print(f"{prog}: interrupted", file=sys.stderr)
         return 130
     return 0

@@ -18,3 +18,11 @@ class TrainingDiverged(Exception):
 
     Raised after the run directory holds the weights from before the failing update.
     """
+
+
+class RunInterrupted(Exception):
+    """SIGINT or SIGTERM: the update in flight was finished and a checkpoint saved (exit 128 + signal)."""
+
+    def __init__(self, signum: int, message: str):
+        super().__init__(message)
+        self.signum = signum

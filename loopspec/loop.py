@@ -19,19 +19,24 @@ schedule, export the weights. Everything else is decided here, the same way for 
 from __future__ import annotations
 
 import collections
+import contextlib
+import shutil
+import signal
+import threading
 import time
 from pathlib import Path
-from typing import Any, Literal, NamedTuple, Optional, Protocol, Sequence
+from typing import Any, Iterator, Literal, NamedTuple, Optional, Protocol, Sequence
 
 import numpy as np
 
 from loopspec.batching import eval_batches, train_batches, update_windows
+from loopspec.checkpoint import Checkpoint, check_resumable, checkpoint_root, resolve_resume, save_checkpoint
 from loopspec.early_stopping import EarlyStopping
-from loopspec.errors import TrainingDiverged
-from loopspec.metrics import classification_metrics, predictions
-from loopspec.run import RunSetup, prepare_run
+from loopspec.errors import RunInterrupted, TrainingDiverged, UserError
+from loopspec.metrics import classification_metrics, predictions, read_metrics
+from loopspec.run import RunSetup, prepare_run, resolved_config
 from loopspec.sinks import ConsoleSink, JsonlSink, Sink
-from loopspec.weights import save_weights
+from loopspec.weights import load_weights, save_weights
 
 Outcome = Literal["applied", "overflow", "nonfinite"]
 
@@ -77,6 +82,13 @@ class Backend(Protocol):
     def export_weights(self) -> dict[str, np.ndarray]:
         """Weights and BatchNorm buffers in the canonical layout (torch state_dict names)."""
 
+    def export_state(self, handle: Any) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+        """The training state after `handle`'s update: tensors (model.*, optimizer.*, rng.*) and
+        JSON values (hyperparameters, plateau, loss scale), in the layout both backends read."""
+
+    def import_state(self, checkpoint: Checkpoint) -> None:
+        """Continue from a checkpoint written by either backend."""
+
 
 def monitored_value(monitor: str, train_loss: float, val: dict[str, float]) -> float:
     """The epoch's value of a monitor name (early stopping, plateau schedule)."""
@@ -94,23 +106,41 @@ class Dispatched(NamedTuple):
     window: list[np.ndarray]
     handle: Any
     forward_passes: int  # training forward passes after this update's window
+    index: int  # the window's place in its epoch
 
 
-def train(setup: RunSetup, backend: Backend, sinks: Optional[Sequence[Sink]] = None) -> dict[str, Any]:
-    """Run the configured training; returns the summary record. Writes init.safetensors,
-    metrics.jsonl (through the sinks) and final.safetensors to setup.out_dir."""
+def train(
+    setup: RunSetup, backend: Backend, sinks: Optional[Sequence[Sink]] = None, resume: Optional[Checkpoint] = None
+) -> dict[str, Any]:
+    """Run the configured training, from the start or from a checkpoint; returns the summary record.
+    Writes init.safetensors, metrics.jsonl (through the sinks), checkpoints/ and final.safetensors."""
+    kept = resume.state["position"]["records"] if resume is not None else 0
+    if resume is not None:
+        carry_history(resume, setup.out_dir)
     if sinks is None:
         train_cfg = setup.config.train
         sinks = [
-            JsonlSink(setup.out_dir / "metrics.jsonl"),
+            JsonlSink(setup.out_dir / "metrics.jsonl", keep_lines=kept),
             ConsoleSink(backend.name, train_cfg.epochs, train_cfg.log_every, setup.out_dir / "final.safetensors"),
         ]
     loop = Loop(setup, backend, sinks)
     try:
-        return loop.run()
+        with loop.signals_saved():
+            return loop.run(resume)
     finally:
         for sink in sinks:
             sink.close()
+
+
+def carry_history(checkpoint: Checkpoint, out_dir: Path) -> None:
+    """Resuming into another run directory (another backend's, say): bring the source run's initial
+    weights and its metrics up to the checkpoint, so the new directory records the whole run."""
+    source = checkpoint.path.parent.parent
+    if source.resolve() == out_dir.resolve():
+        return
+    for name in ("init.safetensors", "metrics.jsonl", "best.safetensors"):
+        if (source / name).exists():
+            shutil.copyfile(source / name, out_dir / name)
 
 
 class Loop:
@@ -124,45 +154,149 @@ class Loop:
         self.epoch_losses: list[float] = []
         self.epoch_records: list[dict[str, Any]] = []
         self.best_weights: Optional[dict[str, np.ndarray]] = None
+        self.best_step: Optional[int] = None  # the checkpoint holding the best epoch's state, if one was saved
         self.stopped_by: Optional[str] = None
+        self.records = 0  # records emitted: the metrics.jsonl lines a checkpoint keeps
+        self.interrupted: Optional[int] = None  # the signal that asked the run to stop
         self.started = self.epoch_started = time.perf_counter()
 
     def emit(self, record: dict[str, Any]) -> None:
+        self.records += 1
         for sink in self.sinks:
             sink.write(record)
 
-    def run(self) -> dict[str, Any]:
-        save_weights(
-            self.setup.out_dir / "init.safetensors", self.backend.export_weights(), {"backend": self.backend.name}
-        )
-        for epoch in range(1, self.train_cfg.epochs + 1):
-            self.train_epoch(epoch)
+    def run(self, resume: Optional[Checkpoint] = None) -> dict[str, Any]:
+        first_epoch, first_window = self.restore(resume) if resume is not None else (1, 0)
+        if resume is None or not (self.setup.out_dir / "init.safetensors").exists():
+            weights = self.backend.export_weights() if resume is None else resume.prefixed("model")
+            save_weights(self.setup.out_dir / "init.safetensors", weights, {"backend": self.backend.name})
+        for epoch in range(first_epoch, self.train_cfg.epochs + 1):
+            self.train_epoch(epoch, first_window if epoch == first_epoch else 0)
             train_loss = float(np.mean(self.epoch_losses)) if self.epoch_losses else float("nan")
             val = self.validate()
             improved = self.record_epoch(epoch, train_loss, val)
             self.backend.end_epoch(epoch, monitored_value(self.config.schedule.monitor, train_loss, val))
             if improved and self.keep_best_weights:
                 self.best_weights = self.backend.export_weights()
-            if self.stopper.should_stop or self.reached_max_steps:
+                save_weights(self.setup.out_dir / "best.safetensors", self.best_weights, {"epoch": str(epoch)})
+            done = self.stopper.should_stop or self.reached_max_steps or epoch == self.train_cfg.epochs
+            if self.train_cfg.checkpoint.every_epoch or self.interrupted:
+                self.save_checkpoint(epoch + 1, 0, None, best=improved)
+            if done:
                 break
+            self.stop_if_interrupted()
         restored = self.best_weights is not None
         return self.finish(self.best_weights if restored else self.backend.export_weights(), restored)
 
+    # ------------------------------------------------------------------ checkpoints and signals
+
+    def save_checkpoint(self, epoch: int, window: int, handle: Any, best: bool = False) -> None:
+        """The state after `handle`'s update (None: the current state); the next window to run is
+        `window` of `epoch`."""
+        tensors, backend_state = self.backend.export_state(handle)
+        if best:
+            self.best_step = self.step
+        state = {
+            "backend": self.backend.name,
+            "config": resolved_config(self.config),
+            "position": {
+                "epoch": epoch,
+                "window": window,
+                "step": self.step,
+                "forward_passes": self.forward_passes,
+                "records": self.records,
+            },
+            "loop": {
+                "epoch_losses": self.epoch_losses,
+                "epoch_skipped": self.epoch_skipped,
+                "skipped": self.skipped,
+                "early_stopping": {
+                    "best": self.stopper.best,
+                    "best_epoch": self.stopper.best_epoch,
+                    "wait": self.stopper.wait,
+                },
+                "best_step": self.best_step,
+            },
+            **backend_state,
+        }
+        save_checkpoint(self.setup.out_dir, tensors, state, self.train_cfg.checkpoint.keep_last, self.best_step)
+
+    def restore(self, checkpoint: Checkpoint) -> tuple[int, int]:
+        """Take up a checkpoint's position and policies; returns (epoch, window) to continue from."""
+        position, loop = checkpoint.state["position"], checkpoint.state["loop"]
+        self.step, self.forward_passes = position["step"], position["forward_passes"]
+        self.records = position["records"]
+        self.epoch_losses, self.epoch_skipped = loop["epoch_losses"], loop["epoch_skipped"]
+        self.skipped = loop["skipped"]
+        stopping = loop["early_stopping"]
+        self.stopper.best, self.stopper.best_epoch, self.stopper.wait = (
+            stopping["best"],
+            stopping["best_epoch"],
+            stopping["wait"],
+        )
+        self.best_step = loop["best_step"]
+        best_file = self.setup.out_dir / "best.safetensors"
+        if self.keep_best_weights and self.stopper.best_epoch and best_file.exists():
+            self.best_weights = load_weights(best_file)
+        metrics = self.setup.out_dir / "metrics.jsonl"
+        self.epoch_records = read_metrics(metrics)["epoch"] if metrics.exists() else []
+        if self.reached_max_steps or self.stopper.should_stop or position["epoch"] > self.train_cfg.epochs:
+            raise UserError(
+                f"checkpoint {checkpoint.path} is at the end of its run (update {self.step}, epoch "
+                f"{position['epoch'] - 1}); raise train.epochs or train.max_steps to train further"
+            )
+        self.backend.import_state(checkpoint)
+        return position["epoch"], position["window"]
+
+    @contextlib.contextmanager
+    def signals_saved(self) -> Iterator[None]:
+        """SIGINT and SIGTERM finish the update in flight, save a checkpoint and stop the run; a
+        second signal acts at once (the default handlers are back)."""
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        previous = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)}
+
+        def ask_to_stop(signum: int, frame: Any) -> None:
+            self.interrupted = signum
+            for restored, handler in previous.items():
+                signal.signal(restored, handler)
+
+        for signum in previous:
+            signal.signal(signum, ask_to_stop)
+        try:
+            yield
+        finally:
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
+
+    def stop_if_interrupted(self) -> None:
+        if self.interrupted is not None:
+            name = signal.Signals(self.interrupted).name
+            raise RunInterrupted(
+                self.interrupted,
+                f"{name} after update {self.step}: checkpoint saved in "
+                f"{checkpoint_root(self.setup.out_dir)}; continue with --resume {self.setup.out_dir}",
+            )
+
     # ------------------------------------------------------------------ one epoch of updates
 
-    def train_epoch(self, epoch: int) -> None:
+    def train_epoch(self, epoch: int, first_window: int = 0) -> None:
         data = self.config.data
         batches = train_batches(
             len(self.setup.dataset.y_train), data.batch_size, self.config.seed, epoch, data.shuffle, data.drop_last
         )
         pending: collections.deque[Dispatched] = collections.deque()
-        for window in update_windows(batches, self.train_cfg.accumulation_steps):
+        windows = update_windows(batches, self.train_cfg.accumulation_steps)
+        for index, window in enumerate(windows):
+            if index < first_window:  # done before the checkpoint this run resumed from
+                continue
             micro = [
                 MicroBatch(rows, self.setup.dropout_masks(self.forward_passes + i, len(rows)))
                 for i, rows in enumerate(window)
             ]
             self.forward_passes += len(window)
-            pending.append(Dispatched(window, self.backend.dispatch(micro), self.forward_passes))
+            pending.append(Dispatched(window, self.backend.dispatch(micro), self.forward_passes, index))
             while len(pending) > self.backend.readback_lag:
                 if self.settle(epoch, pending.popleft(), later=bool(pending)):
                     return
@@ -187,6 +321,14 @@ class Loop:
         if self.reached_max_steps:
             self.rewind_to(done, later)  # drop what was dispatched past the end
             return True
+        every = self.train_cfg.checkpoint.every_steps
+        if self.interrupted is not None or (every and self.step % every == 0):
+            forward_passes, self.forward_passes = self.forward_passes, done.forward_passes
+            self.save_checkpoint(epoch, done.index + 1, done.handle)
+            self.forward_passes = forward_passes
+            if self.interrupted is not None:
+                self.rewind_to(done, later)
+                self.stop_if_interrupted()
         return False
 
     def rewind_to(self, done: Dispatched, later: bool) -> None:
@@ -309,8 +451,28 @@ class BackendClass(Protocol):
     def __call__(self, setup: RunSetup) -> Backend: ...
 
 
-def fit(config: Any, out_dir: str | Path, init_path: Optional[str | Path], backend: BackendClass) -> dict[str, Any]:
-    """Check the device and precision, prepare the run directory, build the backend's state, train."""
+def fit(
+    config: Any,
+    out_dir: str | Path,
+    init_path: Optional[str | Path],
+    backend: BackendClass,
+    resume: Optional[str | Path] = None,
+    overwrite: bool = False,
+) -> dict[str, Any]:
+    """Check the device and precision, prepare the run directory, build the backend's state, train.
+
+    resume: a checkpoint directory, a run directory (its newest checkpoint) or "auto" (this run
+    directory's newest checkpoint when it has one). overwrite: replace a run already in out_dir.
+    """
+    out_dir = Path(out_dir)
+    checkpoint = resolve_resume(resume, out_dir) if resume is not None else None
+    if checkpoint is not None:
+        check_resumable(checkpoint, config)
     with backend.scope(config):
-        setup = prepare_run(config, out_dir, init_path, backend.name)
-        return train(setup, backend(setup))
+        setup = prepare_run(
+            config, out_dir, init_path, backend.name, continuing=checkpoint is not None, overwrite=overwrite
+        )
+        try:
+            return train(setup, backend(setup), resume=checkpoint)
+        finally:
+            setup.release()

@@ -3,9 +3,11 @@ and loss, the initial weights, the schedule plan and the run directory with its 
 
 from __future__ import annotations
 
+import fcntl
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import Optional, TextIO
 
 import numpy as np
 
@@ -31,6 +33,11 @@ class RunSetup:
     initial_weights: Optional[dict[str, np.ndarray]]  # canonical layout; None: framework init
     plan: SchedulePlan
     schedule_horizon: int  # intervals the schedule's shape spans: T_max (cosine) or total_steps
+    lock: Optional[TextIO] = None  # held while the run writes its directory
+
+    def release(self) -> None:
+        if self.lock is not None:
+            self.lock.close()
 
     @property
     def cycles_momentum(self) -> bool:
@@ -53,8 +60,16 @@ class RunSetup:
         return parity_dropout_masks(self.config.seed, forward_pass, shapes, self.config.model.dropout)
 
 
-def prepare_run(config: Config, out_dir: str | Path, init_path: str | Path | None, backend: str) -> RunSetup:
-    """Load data, check it fits the model, resolve initial weights, write config.json."""
+def prepare_run(
+    config: Config,
+    out_dir: str | Path,
+    init_path: str | Path | None,
+    backend: str,
+    continuing: bool = False,
+    overwrite: bool = False,
+) -> RunSetup:
+    """Load data, check it fits the model, resolve initial weights, claim the run directory (refusing
+    another run's unless continuing it or told to overwrite it), write config.json."""
     check_generated_data(config)
     dataset = load_dataset(config.data)
     check_model_input(config.model, dataset.input_shape, config.loss.name, dataset.num_classes)
@@ -72,11 +87,41 @@ def prepare_run(config: Config, out_dir: str | Path, init_path: str | Path | Non
     else:
         initial = None
     out_dir = Path(out_dir)
+    lock = claim_run_directory(out_dir, continuing, overwrite)
+    write_json_atomic(out_dir / "config.json", resolved_config(config))
+    return RunSetup(
+        config, dataset, out_dir, backend, out_dim, shapes, initial, plan, schedule_horizon(config, plan), lock
+    )
+
+
+RUN_FILES = ("config.json", "metrics.jsonl", "init.safetensors", "final.safetensors", "best.safetensors")
+
+
+def claim_run_directory(out_dir: Path, continuing: bool, overwrite: bool) -> TextIO:
+    """Lock the run directory for this process; a directory holding another run is refused unless
+    the run continues it (--resume) or replaces it (--overwrite, which removes its files first)."""
     if out_dir.exists() and not out_dir.is_dir():
         raise UserError(f"--out {out_dir} is a file, not a directory; choose another run directory")
+    held = [name for name in (*RUN_FILES, "checkpoints") if (out_dir / name).exists()]
+    if held and not continuing and not overwrite:
+        raise UserError(
+            f"--out {out_dir} holds another run ({', '.join(held[:3])}); pass --resume to continue it, "
+            "--overwrite to replace it, or choose another directory"
+        )
     out_dir.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(out_dir / "config.json", resolved_config(config))
-    return RunSetup(config, dataset, out_dir, backend, out_dim, shapes, initial, plan, schedule_horizon(config, plan))
+    lock = open(out_dir / ".lock", "a")
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        lock.close()
+        raise UserError(
+            f"--out {out_dir} is in use by another training process; wait for it or choose another directory"
+        ) from None
+    if overwrite and not continuing:
+        for name in held:
+            target = out_dir / name
+            shutil.rmtree(target) if target.is_dir() else target.unlink()
+    return lock
 
 
 def resolved_config(config: Config) -> dict:

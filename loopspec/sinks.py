@@ -23,10 +23,14 @@ class Sink(Protocol):
 class JsonlSink:
     """Appends whole JSON lines and flushes each, so a crash never leaves a torn record."""
 
-    def __init__(self, path: str | Path):
+    def __init__(self, path: str | Path, keep_lines: int = 0):
+        """A new file, or (resuming) the first `keep_lines` lines of the existing one, continued."""
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        kept = self.path.read_text().splitlines(keepends=True)[:keep_lines] if keep_lines and self.path.exists() else []
         self._file: TextIO = open(self.path, "w")
+        self._file.writelines(kept)
+        self._file.flush()
 
     def write(self, record: dict[str, Any]) -> None:
         self._file.write(json.dumps(plain(record)) + "\n")

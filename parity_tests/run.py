@@ -41,7 +41,18 @@ def train_both(
     config: str | Path, out: Path, overrides: Sequence[str], dtype: str, init: Optional[Path] = None
 ) -> None:
     for backend, module in BACKENDS.items():
-        command = [sys.executable, "-m", module, "--config", str(config), "--out", str(out / backend), "--dtype", dtype]
+        command = [
+            sys.executable,
+            "-m",
+            module,
+            "--config",
+            str(config),
+            "--out",
+            str(out / backend),
+            "--dtype",
+            dtype,
+            "--overwrite",
+        ]
         command += [arg for item in overrides for arg in ("--set", item)]
         command += ["--init", str(init)] if init is not None else []
         print(f"$ {' '.join(command)}", flush=True)

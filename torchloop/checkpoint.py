@@ -15,3 +15,46 @@ def export_weights(model: nn.Module) -> dict[str, np.ndarray]:
 def import_weights(model: nn.Module, tensors: dict[str, np.ndarray]) -> None:
     """Load canonical-layout arrays; load_state_dict casts them to the model's dtype."""
     model.load_state_dict({name: torch.from_numpy(np.asarray(value)) for name, value in tensors.items()})
+
+
+# ----------------------------------------------------------------------------- the training state
+# Optimizer slots under torch's names: optimizer.<parameter name>.<slot>, in the parameter's layout.
+
+
+def export_optimizer(model: nn.Module, optimizer: torch.optim.Optimizer) -> tuple[dict[str, np.ndarray], int]:
+    """The optimizer's per-parameter buffers by parameter name, and its step count."""
+    names = [name for name, _ in model.named_parameters()]
+    tensors, steps = {}, 0
+    for index, slots in optimizer.state_dict()["state"].items():
+        for slot, value in slots.items():
+            if slot == "step":
+                steps = int(value)
+            else:
+                tensors[f"{names[index]}.{slot}"] = value.detach().cpu().numpy().copy()
+    return tensors, steps
+
+
+def import_optimizer(
+    model: nn.Module, optimizer: torch.optim.Optimizer, tensors: dict[str, np.ndarray], steps: int
+) -> None:
+    """Load buffers by parameter name (absent ones stay absent: torch's SGD has no momentum buffer
+    before its first step), with `step` for the optimizers that count."""
+    counts = not isinstance(optimizer, torch.optim.SGD)  # SGD keeps no step count
+    state: dict[int, dict[str, torch.Tensor]] = {}
+    for index, (name, param) in enumerate(model.named_parameters()):
+        slots = {key.rsplit(".", 1)[1]: value for key, value in tensors.items() if key.rsplit(".", 1)[0] == name}
+        entry = {slot: torch.as_tensor(value, dtype=param.dtype, device=param.device) for slot, value in slots.items()}
+        if entry:
+            state[index] = {**entry, "step": torch.tensor(float(steps))} if counts else entry
+    optimizer.load_state_dict({"state": state, "param_groups": optimizer.state_dict()["param_groups"]})
+
+
+def set_hyperparameters(optimizer: torch.optim.Optimizer, lr: float, momentum: float | None) -> None:
+    """The learning rate (and the momentum or beta1 OneCycle cycles) the next update uses."""
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+        if momentum is not None:
+            if "betas" in group:
+                group["betas"] = (momentum, group["betas"][1])
+            else:
+                group["momentum"] = momentum

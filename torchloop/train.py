@@ -16,12 +16,13 @@ import numpy as np
 import torch
 from torch import nn
 
+from loopspec.checkpoint import Checkpoint
 from loopspec.cli import run_cli
 from loopspec.config import Config
 from loopspec.loop import MicroBatch, StepResult
 from loopspec.loop import fit as run_loop
 from loopspec.run import RunSetup
-from torchloop.checkpoint import export_weights, import_weights
+from torchloop.checkpoint import export_optimizer, export_weights, import_optimizer, import_weights, set_hyperparameters
 from torchloop.losses import make_loss
 from torchloop.models import build_model
 from torchloop.optim import make_optimizer
@@ -179,10 +180,63 @@ class TorchBackend:
     def export_weights(self) -> dict[str, np.ndarray]:
         return export_weights(self.model)
 
+    def export_state(self, handle: Optional[StepResult]) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+        """Nothing is dispatched ahead of a read-back, so the current state is the one after `handle`."""
+        tensors = {f"model.{name}": value for name, value in self.export_weights().items()}
+        tensors.update(
+            {f"optimizer.{name}": value for name, value in export_optimizer(self.model, self.optimizer)[0].items()}
+        )
+        tensors["rng.torch"] = torch.get_rng_state().numpy()
+        state: dict[str, Any] = {
+            "hyperparameters": {
+                "lr": self.optimizer.param_groups[0]["lr"],
+                "momentum": current_momentum(self.optimizer),
+            }
+        }
+        if self.setup.config.schedule.name == "plateau":
+            state["plateau"] = {
+                "best": self.scheduler.best,
+                "num_bad_epochs": self.scheduler.num_bad_epochs,
+                "cooldown_counter": self.scheduler.cooldown_counter,
+            }
+        if self.scaler.is_enabled():
+            state["loss_scale"] = {
+                "scale": self.scaler.get_scale(),
+                "growth_tracker": self.scaler._get_growth_tracker(),
+            }
+        return tensors, state
 
-def fit(config: Config, out_dir: str | Path, init_path: Optional[str | Path] = None) -> dict[str, Any]:
-    """Train as configured; writes config.json, metrics.jsonl, init/final.safetensors to out_dir."""
-    return run_loop(config, out_dir, init_path, TorchBackend)
+    def import_state(self, checkpoint: Checkpoint) -> None:
+        position, state = checkpoint.state["position"], checkpoint.state
+        import_weights(self.model, checkpoint.prefixed("model"))
+        import_optimizer(self.model, self.optimizer, checkpoint.prefixed("optimizer"), position["step"])
+        hyper = state["hyperparameters"]
+        set_hyperparameters(self.optimizer, hyper["lr"], hyper["momentum"] if self.setup.cycles_momentum else None)
+        if self.scheduler is not None:  # torch steps it once per applied update or once per epoch
+            steps = position["step"] if self.setup.plan.interval == "step" else position["epoch"] - 1
+            lrs = [group["lr"] for group in self.optimizer.param_groups]
+            self.scheduler.load_state_dict(
+                {**self.scheduler.state_dict(), "last_epoch": steps, "_last_lr": lrs, **state.get("plateau", {})}
+            )
+        if "loss_scale" in state:
+            scale = state["loss_scale"]
+            self.scaler.load_state_dict(
+                {**self.scaler.state_dict(), "scale": scale["scale"], "_growth_tracker": scale["growth_tracker"]}
+            )
+        if "rng.torch" in checkpoint.tensors and state["backend"] == "torch":  # framework-mode dropout
+            torch.set_rng_state(torch.from_numpy(checkpoint.tensors["rng.torch"]))
+
+
+def fit(
+    config: Config,
+    out_dir: str | Path,
+    init_path: Optional[str | Path] = None,
+    resume: Optional[str | Path] = None,
+    overwrite: bool = False,
+) -> dict[str, Any]:
+    """Train as configured (or continue from a checkpoint); writes config.json, metrics.jsonl,
+    checkpoints/ and init/final.safetensors to out_dir. See loopspec.loop.fit."""
+    return run_loop(config, out_dir, init_path, TorchBackend, resume, overwrite)
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ from loopspec.config.rules import (
 )
 from loopspec.config.schema import (
     FILE_DATASETS,
+    CheckpointConfig,
     Config,
     DataConfig,
     EarlyStoppingConfig,
@@ -42,6 +43,7 @@ __all__ = [
     "TrainConfig",
     "EarlyStoppingConfig",
     "LossScaleConfig",
+    "CheckpointConfig",
     "ConfigError",
     "FILE_DATASETS",
     "PRECISIONS",

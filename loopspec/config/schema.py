@@ -174,6 +174,16 @@ class LossScaleConfig(Section):
 
 
 @dataclass(frozen=True)
+class CheckpointConfig(Section):
+    """When the complete training state is saved to out/checkpoints/ (loopspec/checkpoint.py)."""
+
+    key = "train.checkpoint"
+    every_steps: Optional[int] = option(None, ge=1)  # also every N applied updates
+    every_epoch: bool = True  # after every validation
+    keep_last: int = option(2, ge=1)  # the newest N are kept, and the best by the early-stopping monitor
+
+
+@dataclass(frozen=True)
 class TrainConfig(Section):
     key = "train"
     epochs: int = option(10, ge=1)
@@ -191,6 +201,7 @@ class TrainConfig(Section):
     clip_grad_value: Optional[float] = option(None, gt=0.0)  # clamp every gradient element to [-v, v]
     on_nonfinite: Literal["stop", "skip"] = "stop"  # a NaN/inf loss or gradient: stop (saving the weights) or skip
     early_stopping: EarlyStoppingConfig = field(default_factory=EarlyStoppingConfig)
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
 
 
 @dataclass(frozen=True)

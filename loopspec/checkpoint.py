@@ -1,0 +1,198 @@
+"""Checkpoints: the complete training state in one directory per optimizer step, the same layout
+for both backends, so a run resumes exactly on either one.
+
+    checkpoints/step-00000120/
+        tensors.safetensors   model.* weights and BatchNorm buffers (torch state_dict names and
+                              layouts), optimizer.<param>.<slot> (torch's slot names: exp_avg,
+                              exp_avg_sq, max_exp_avg_sq, momentum_buffer, square_avg, grad_avg,
+                              sum), rng.* (framework random state)
+        state.json            format, backend, the resolved config, the run's position (epoch,
+                              windows done in it, applied updates, forward passes, metrics lines),
+                              optimizer counters and hyperparameters, schedule, loss scale,
+                              early stopping and the run's counters
+        COMPLETE              written last: a directory without it is not a checkpoint
+    checkpoints/last, checkpoints/best   the newest and the best checkpoint's directory name
+
+No pickle is involved: tensors go through safetensors, the rest through JSON. A checkpoint is
+written to a temporary directory, every file synced, the marker written, then renamed into
+place, so a crash or kill during a save leaves the previous checkpoints as they were. (Orbax's
+CheckpointManager does the same for JAX pytrees; a layout that torch writes and reads too, with
+torch's names, is what cross-framework resume needs, so it is written here for both.)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+from safetensors import SafetensorError
+from safetensors.numpy import load_file, save_file
+
+from loopspec.errors import UserError
+
+FORMAT = 1
+MARKER = "COMPLETE"
+
+
+class CheckpointError(UserError):
+    pass
+
+
+@dataclass
+class Checkpoint:
+    path: Path
+    tensors: dict[str, np.ndarray]
+    state: dict[str, Any]
+
+    @property
+    def step(self) -> int:
+        return int(self.state["position"]["step"])
+
+    def prefixed(self, prefix: str) -> dict[str, np.ndarray]:
+        """The tensors under `prefix.` with the prefix removed (model., optimizer., rng.)."""
+        return {name[len(prefix) + 1 :]: value for name, value in self.tensors.items() if name.startswith(prefix + ".")}
+
+
+def checkpoint_root(run_dir: Path) -> Path:
+    return Path(run_dir) / "checkpoints"
+
+
+def step_name(step: int) -> str:
+    return f"step-{step:08d}"
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def save_checkpoint(
+    run_dir: Path, tensors: dict[str, np.ndarray], state: dict[str, Any], keep_last: int, best_step: Optional[int]
+) -> Path:
+    """Write one checkpoint atomically; point `last` at it; keep the newest `keep_last` and the best."""
+    root = checkpoint_root(run_dir)
+    root.mkdir(parents=True, exist_ok=True)
+    final = root / step_name(state["position"]["step"])
+    tmp = root / f".{final.name}.tmp-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    save_file(
+        {name: np.array(value, order="C") for name, value in tensors.items()}, str(tmp / "tensors.safetensors")
+    )  # keeps 0-d
+    (tmp / "state.json").write_text(json.dumps({"format": FORMAT, **state}, indent=1))
+    for name in ("tensors.safetensors", "state.json"):
+        _fsync(tmp / name)
+    (tmp / MARKER).write_text("")
+    _fsync(tmp / MARKER)
+    _fsync(tmp)
+    if final.exists():  # the same step saved again (a resumed run's first save): replace it
+        shutil.rmtree(final)
+    os.replace(tmp, final)
+    _fsync(root)
+    _point(root, "last", final.name)
+    if best_step is not None and (root / step_name(best_step)).exists():
+        _point(root, "best", step_name(best_step))
+    _prune(root, keep_last, best_step)
+    return final
+
+
+def _point(root: Path, name: str, target: str) -> None:
+    tmp = root / f".{name}.tmp"
+    tmp.write_text(target + "\n")
+    os.replace(tmp, root / name)
+
+
+def _prune(root: Path, keep_last: int, best_step: Optional[int]) -> None:
+    steps = sorted(p for p in root.glob("step-*") if (p / MARKER).exists())
+    keep = {p.name for p in steps[-keep_last:]} | ({step_name(best_step)} if best_step is not None else set())
+    for path in steps:
+        if path.name not in keep:
+            shutil.rmtree(path, ignore_errors=True)
+    for stale in root.glob(".step-*.tmp-*"):  # a save killed half-way, by this or an earlier process
+        if not stale.name.endswith(f"-{os.getpid()}"):
+            shutil.rmtree(stale, ignore_errors=True)
+
+
+def load_checkpoint(path: Path) -> Checkpoint:
+    """Read a checkpoint directory; a missing marker or an unreadable file is a CheckpointError."""
+    path = Path(path)
+    if not (path / MARKER).exists():
+        raise CheckpointError(f"{path} is not a complete checkpoint (no {MARKER} marker)")
+    try:
+        state = json.loads((path / "state.json").read_text())
+        tensors = load_file(str(path / "tensors.safetensors"))
+    except (OSError, ValueError, SafetensorError) as err:
+        raise CheckpointError(f"cannot read checkpoint {path}: {err}") from None
+    if state.get("format") != FORMAT:
+        raise CheckpointError(f"{path} has checkpoint format {state.get('format')}; this version reads {FORMAT}")
+    return Checkpoint(path, tensors, state)
+
+
+def newest_checkpoint(run_dir: Path, warn: Any = print) -> Optional[Checkpoint]:
+    """The newest checkpoint of a run that loads; a corrupt newer one is reported and skipped."""
+    for path in sorted(checkpoint_root(run_dir).glob("step-*"), reverse=True):
+        try:
+            return load_checkpoint(path)
+        except CheckpointError as err:
+            warn(f"skipping checkpoint {path.name}: {err}")
+    return None
+
+
+def resolve_resume(target: str | Path, run_dir: Path) -> Optional[Checkpoint]:
+    """`--resume`: a checkpoint directory, a run directory (its newest checkpoint), or `auto`
+    (the run directory's newest checkpoint if it has one, else a fresh start)."""
+    if str(target) == "auto":
+        return newest_checkpoint(run_dir)
+    target = Path(target)
+    if (target / MARKER).exists() or (target / "state.json").exists():
+        return load_checkpoint(target)
+    found = newest_checkpoint(target)
+    if found is None:
+        raise CheckpointError(
+            f"--resume {target}: no checkpoint there (a checkpoint directory or a run directory "
+            "with checkpoints/ is expected)"
+        )
+    return found
+
+
+# Keys a resumed run may change: how long it trains, how it logs and saves, where it runs.
+RESUME_MAY_CHANGE = ("train.epochs", "train.max_steps", "train.log_every", "train.checkpoint.", "train.device")
+
+
+def flat_config(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat = {}
+    for key, value in values.items():
+        if isinstance(value, dict):
+            flat.update(flat_config(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def check_resumable(checkpoint: Checkpoint, config: Any) -> None:
+    """A checkpoint continues the same run: the configs may differ only in RESUME_MAY_CHANGE."""
+    from loopspec.run import resolved_config
+
+    saved, given = flat_config(checkpoint.state["config"]), flat_config(resolved_config(config))
+    differing = [
+        key
+        for key in sorted(set(saved) | set(given))
+        if saved.get(key) != given.get(key) and not key.startswith(RESUME_MAY_CHANGE)
+    ]
+    if differing:
+        shown = ", ".join(
+            f"{key} {saved.get(key)!r} in the checkpoint, {given.get(key)!r} now" for key in differing[:3]
+        )
+        more = f" (and {len(differing) - 3} more)" if len(differing) > 3 else ""
+        raise CheckpointError(
+            f"checkpoint {checkpoint.path} is of another run: {shown}{more}; resume with the "
+            "checkpoint's config (omit --config) or start a new run"
+        )
