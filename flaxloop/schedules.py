@@ -103,13 +103,13 @@ def make_schedules(
 
     Per step: schedules of optax's update count, which advances only on applied updates, so a
     skipped update never moves them. Per epoch: the values for epoch 0, which the training loop
-    replaces after every validation (epoch_values), skips or not, as torch's scheduler.step().
+    replaces after every validation (schedule_value), skips or not, as torch's scheduler.step().
     optax counts in int32, and JAX divides int32 in float32 even with x64 on, so the count is
     made a float of the run's precision first (float64 in float64 runs).
     """
     lr, momentum = schedule_functions(cfg, length, base_lr)
     if plan.interval == "epoch" or cfg.name in ("none", "plateau"):
-        return epoch_values(cfg, length, base_lr, 0)
+        return schedule_value(cfg, length, base_lr, 0)
 
     def per_update(schedule: Schedule) -> Schedule:
         return lambda count: schedule(jnp.asarray(count, dtype=jnp.result_type(float)))
@@ -117,12 +117,13 @@ def make_schedules(
     return per_update(lr), None if momentum is None else per_update(momentum)
 
 
-def epoch_values(cfg: ScheduleConfig, length: int, base_lr: float, epochs_done: int) -> tuple[float, Optional[float]]:
-    """An epoch schedule's learning rate (and momentum) after `epochs_done` epochs, evaluated on
-    the host in float64 as torch does, so a float32 run rounds it once, when it is stored."""
+def schedule_value(cfg: ScheduleConfig, length: int, base_lr: float, index: int) -> tuple[float, Optional[float]]:
+    """A schedule's learning rate (and momentum) at `index` (epochs done, or applied updates for a
+    per-step schedule), evaluated on the host in float64 as torch does, so a float32 run rounds it
+    once, when it is stored."""
     with jax.enable_x64(True):
         lr, momentum = schedule_functions(cfg, length, base_lr)
-        index = jnp.asarray(epochs_done, dtype=jnp.float64)
+        index = jnp.asarray(index, dtype=jnp.float64)
         return float(lr(index)), None if momentum is None else float(momentum(index))
 
 

@@ -25,7 +25,7 @@ from flaxloop.losses import LossFn, make_loss
 from flaxloop.models import build_model
 from flaxloop.optim import accumulate, make_optimizer
 from flaxloop.precision import LossScale, compute_dtype, param_dtype, precision_scope
-from flaxloop.schedules import ReduceLROnPlateau, epoch_values, make_schedules
+from flaxloop.schedules import ReduceLROnPlateau, make_schedules, schedule_value
 from loopspec.batching import batches_per_epoch
 from loopspec.checkpoint import Checkpoint
 from loopspec.cli import run_cli
@@ -333,7 +333,7 @@ class JaxBackend:
         elif self.setup.plan.interval == "epoch" and config.schedule.name != "none":
             self.state = set_learning_rate(
                 self.state,
-                *epoch_values(config.schedule, self.setup.schedule_horizon, config.optimizer.lr, epochs_done),
+                *schedule_value(config.schedule, self.setup.schedule_horizon, config.optimizer.lr, epochs_done),
             )
 
     def export_weights(self) -> dict[str, np.ndarray]:
@@ -348,12 +348,14 @@ class JaxBackend:
             optimizer = export_optimizer(inject.inner_state)
             tensors.update({f"optimizer.{name}": value for name, value in optimizer.items()})
         tensors["rng.jax"] = np.asarray(state.dropout_key)
-        momentum = inject.hyperparams.get("momentum")
+        lr, momentum = inject.hyperparams["learning_rate"], inject.hyperparams.get("momentum")
+        if self.setup.plan.interval == "step":  # the state holds the last update's values; save the next one's
+            config = self.setup.config
+            lr, momentum = schedule_value(
+                config.schedule, self.setup.schedule_horizon, config.optimizer.lr, int(state.step)
+            )
         saved: dict[str, Any] = {
-            "hyperparameters": {
-                "lr": float(inject.hyperparams["learning_rate"]),
-                "momentum": None if momentum is None else float(momentum),
-            }
+            "hyperparameters": {"lr": float(lr), "momentum": None if momentum is None else float(momentum)}
         }
         if self.plateau is not None:
             plateau = self.plateau
@@ -384,6 +386,8 @@ class JaxBackend:
             hyperparams={
                 k: jnp.asarray(v, inject.hyperparams[k].dtype) for k, v in {**inject.hyperparams, **values}.items()
             },
+            # A per-step schedule counts its own updates (optax's WrappedScheduleState).
+            hyperparams_states=jax.tree.map(lambda count: jnp.asarray(steps, count.dtype), inject.hyperparams_states),
             inner_state=import_optimizer(inject.inner_state, checkpoint.prefixed("optimizer"), steps),
         )
         opt_state = inject

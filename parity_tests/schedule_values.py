@@ -15,7 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 import torch
 
-from flaxloop.schedules import ReduceLROnPlateau, epoch_values, make_schedules
+from flaxloop.schedules import ReduceLROnPlateau, make_schedules, schedule_value
 from loopspec.config import ScheduleConfig
 from loopspec.schedules import SchedulePlan
 from torchloop.schedules import current_momentum, make_scheduler
@@ -70,7 +70,7 @@ def jax_values(
     with jax.enable_x64(True):
         if plan.interval == "epoch":  # the training loop sets each epoch's values after its validation
             values = [
-                epoch_values(cfg, length, base_lr, update // plan.updates_per_epoch)
+                schedule_value(cfg, length, base_lr, update // plan.updates_per_epoch)
                 for update in range(plan.total_updates)
             ]
             lrs, momenta = zip(*values)

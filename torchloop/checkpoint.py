@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any, Optional
+
 import numpy as np
 import torch
 from torch import nn
+
+from loopspec.checkpoint import Checkpoint, resolve_resume
+from loopspec.config import config_from_dict, schedule_interval
 
 
 def export_weights(model: nn.Module) -> dict[str, np.ndarray]:
@@ -49,7 +55,7 @@ def import_optimizer(
     optimizer.load_state_dict({"state": state, "param_groups": optimizer.state_dict()["param_groups"]})
 
 
-def set_hyperparameters(optimizer: torch.optim.Optimizer, lr: float, momentum: float | None) -> None:
+def set_hyperparameters(optimizer: torch.optim.Optimizer, lr: float, momentum: Optional[float]) -> None:
     """The learning rate (and the momentum or beta1 OneCycle cycles) the next update uses."""
     for group in optimizer.param_groups:
         group["lr"] = lr
@@ -58,3 +64,41 @@ def set_hyperparameters(optimizer: torch.optim.Optimizer, lr: float, momentum: f
                 group["betas"] = (momentum, group["betas"][1])
             else:
                 group["momentum"] = momentum
+
+
+def load_training_state(
+    checkpoint: Checkpoint | str | Path,
+    model: nn.Module,
+    optimizer: Optional[torch.optim.Optimizer] = None,
+    scheduler: Optional[Any] = None,
+    scaler: Optional[torch.amp.GradScaler] = None,
+) -> dict[str, Any]:
+    """Load a checkpoint written by either backend into plain torch objects built as the checkpoint's
+    config describes (torchloop.models.build_model, torchloop.optim.make_optimizer, ...): the model's
+    state_dict, the optimizer's buffers, step and learning rate, the scheduler's position (and
+    plateau counters), the GradScaler's scale. `checkpoint` may be a checkpoint or a run directory
+    (its newest checkpoint). Returns the checkpoint's position (epoch, window, step, ...)."""
+    if not isinstance(checkpoint, Checkpoint):
+        checkpoint = resolve_resume(checkpoint, Path(checkpoint))
+    position, state = checkpoint.state["position"], checkpoint.state
+    import_weights(model, checkpoint.prefixed("model"))
+    if optimizer is not None:
+        import_optimizer(model, optimizer, checkpoint.prefixed("optimizer"), position["step"])
+        set_hyperparameters(optimizer, state["hyperparameters"]["lr"], state["hyperparameters"]["momentum"])
+    if scheduler is not None:  # torch steps a scheduler once per applied update or once per validation
+        per_step = schedule_interval(config_from_dict(state["config"]).schedule) == "step"
+        lrs = [group["lr"] for group in scheduler.optimizer.param_groups]
+        scheduler.load_state_dict(
+            {
+                **scheduler.state_dict(),
+                "last_epoch": position["step"] if per_step else position["epoch"] - 1,
+                "_last_lr": lrs,
+                **state.get("plateau", {}),
+            }
+        )
+    if scaler is not None and "loss_scale" in state:
+        scale = state["loss_scale"]
+        scaler.load_state_dict(
+            {**scaler.state_dict(), "scale": scale["scale"], "_growth_tracker": scale["growth_tracker"]}
+        )
+    return position

@@ -22,7 +22,7 @@ from loopspec.config import Config
 from loopspec.loop import MicroBatch, StepResult
 from loopspec.loop import fit as run_loop
 from loopspec.run import RunSetup
-from torchloop.checkpoint import export_optimizer, export_weights, import_optimizer, import_weights, set_hyperparameters
+from torchloop.checkpoint import export_optimizer, export_weights, import_weights, load_training_state
 from torchloop.losses import make_loss
 from torchloop.models import build_model
 from torchloop.optim import make_optimizer
@@ -207,23 +207,10 @@ class TorchBackend:
         return tensors, state
 
     def import_state(self, checkpoint: Checkpoint) -> None:
-        position, state = checkpoint.state["position"], checkpoint.state
-        import_weights(self.model, checkpoint.prefixed("model"))
-        import_optimizer(self.model, self.optimizer, checkpoint.prefixed("optimizer"), position["step"])
-        hyper = state["hyperparameters"]
-        set_hyperparameters(self.optimizer, hyper["lr"], hyper["momentum"] if self.setup.cycles_momentum else None)
-        if self.scheduler is not None:  # torch steps it once per applied update or once per epoch
-            steps = position["step"] if self.setup.plan.interval == "step" else position["epoch"] - 1
-            lrs = [group["lr"] for group in self.optimizer.param_groups]
-            self.scheduler.load_state_dict(
-                {**self.scheduler.state_dict(), "last_epoch": steps, "_last_lr": lrs, **state.get("plateau", {})}
-            )
-        if "loss_scale" in state:
-            scale = state["loss_scale"]
-            self.scaler.load_state_dict(
-                {**self.scaler.state_dict(), "scale": scale["scale"], "_growth_tracker": scale["growth_tracker"]}
-            )
-        if "rng.torch" in checkpoint.tensors and state["backend"] == "torch":  # framework-mode dropout
+        load_training_state(
+            checkpoint, self.model, self.optimizer, self.scheduler, self.scaler if self.scaler.is_enabled() else None
+        )
+        if "rng.torch" in checkpoint.tensors and checkpoint.state["backend"] == "torch":  # framework-mode dropout
             torch.set_rng_state(torch.from_numpy(checkpoint.tensors["rng.torch"]))
 
 
