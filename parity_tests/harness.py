@@ -11,7 +11,14 @@ import torchloop.train
 from loopspec.config import apply_override, config_from_dict, load_config
 from loopspec.metrics import read_metrics
 from parity_tests.compare import Report, compare_runs
-from parity_tests.sensitivity import MULTIPLE, Verdict, dataset_files, judge_runs, write_perturbed_init
+from parity_tests.sensitivity import (
+    MULTIPLE,
+    Verdict,
+    dataset_files,
+    judge_runs,
+    other_torch_kernels,
+    write_perturbed_init,
+)
 
 
 def run_backends(
@@ -50,5 +57,7 @@ def sensitivity_verdict(raw: dict[str, Any], out: Path, multiple: float = MULTIP
     reference, moved_inputs = dataset_files(raw, out)
     runs = run_backends(reference, out / "reference")
     moved_weights = write_perturbed_init(runs["torch"] / "init.safetensors", out / "one_ulp.safetensors")
-    perturbed = run_backends(moved_inputs, out / "perturbed", init=moved_weights)
+    with other_torch_kernels():
+        perturbed = run_backends(moved_inputs, out / "perturbed", ("torch",), init=moved_weights)
+    perturbed.update(run_backends(moved_inputs, out / "perturbed", ("jax",), init=moved_weights))
     return judge_runs((runs["torch"], runs["jax"]), [(runs[b], perturbed[b]) for b in runs], multiple)

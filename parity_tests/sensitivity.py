@@ -30,13 +30,15 @@ each one).
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import math
 import os
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, Iterator, Optional, Sequence
 
 import numpy as np
 
@@ -72,6 +74,18 @@ def perturb_weights(tensors: dict[str, np.ndarray], seed: int = PERTURBATION_SEE
         else one_ulp(value, rng)
         for name, value in tensors.items()
     }
+
+
+@contextlib.contextmanager
+def other_torch_kernels() -> Iterator[None]:
+    """torch's other family of CPU kernels (oneDNN off when it is on, on when it is off): a second
+    correct implementation, whose convolutions round each output position differently."""
+    import torch
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # oneDNN's note about TF32 on Intel GPUs
+        with torch.backends.mkldnn.flags(enabled=not torch.backends.mkldnn.enabled):
+            yield
 
 
 def write_perturbed_init(init_file: Path, out_file: Path, seed: int = PERTURBATION_SEED) -> Path:
