@@ -9,9 +9,9 @@ Each backend runs in its own process through its CLI, as a user would run it. Wi
   validation metrics, weights) is judged at 1e-10 relative;
 - float32, how one trains: the first FLOAT32_HORIZON steps are judged against what rounding
   alone does to this config on this machine (each backend again from weights and inputs
-  moved by one ulp; parity_tests/sensitivity.py); the whole run and the final metrics are
-  reported. Float32 rounding differs between XLA and ATen from the first operation and grows
-  with training (README, "What parity means").
+  moved by one ulp, torch also with its other CPU kernels; parity_tests/sensitivity.py); the
+  whole run and the final metrics are reported. Float32 rounding differs between XLA and ATen
+  from the first operation and grows with training (README, "What parity means").
 
 The exit code is 0 when every judged check holds.
 """
@@ -19,16 +19,16 @@ The exit code is 0 when every judged check holds.
 from __future__ import annotations
 
 import argparse
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 from typing import Optional, Sequence
 
 from loopspec.config import load_config
-from loopspec.files import write_json_atomic
 from loopspec.metrics import read_metrics
 from parity_tests.compare import compare_runs
-from parity_tests.sensitivity import Verdict, dataset_files, judge_runs, write_perturbed_init
+from parity_tests.sensitivity import Verdict
 
 DEFAULT_CONFIG = "configs/intrusion_mlp_focal.yaml"
 BACKENDS = {"torch": "torchloop.train", "jax": "flaxloop.train"}
@@ -93,18 +93,14 @@ def summarize_float64(out: Path) -> bool:
 
 
 def float32_sensitivity(config: str, overrides: Sequence[str], out: Path) -> Verdict:
-    """The first FLOAT32_HORIZON steps on both backends, and again from weights and inputs moved by one ulp."""
+    """The first FLOAT32_HORIZON steps on both backends, and again perturbed (parity_tests/sensitivity.py).
+    In this process: the perturbed torch run also switches torch's CPU kernels."""
+    from parity_tests.harness import sensitivity_verdict
+
     raw = load_config(config, [*overrides, f"train.max_steps={FLOAT32_HORIZON}", "train.precision=fp32"]).to_dict()
-    reference, moved_inputs = dataset_files(raw, out)
-    for name, values in (("reference", reference), ("perturbed", moved_inputs)):
-        write_json_atomic(out / f"{name}.json", values)
-    train_both(out / "reference.json", out / "reference", [], "float32")
-    moved_weights = write_perturbed_init(out / "reference" / "torch" / "init.safetensors", out / "one_ulp.safetensors")
-    train_both(out / "perturbed.json", out / "perturbed", [], "float32", init=moved_weights)
-    return judge_runs(
-        (out / "reference" / "torch", out / "reference" / "jax"),
-        [(out / "reference" / b, out / "perturbed" / b) for b in BACKENDS],
-    )
+    raw["train"]["log_every"] = 0
+    shutil.rmtree(out, ignore_errors=True)  # a rerun replaces the last one's sensitivity runs
+    return sensitivity_verdict(raw, out)
 
 
 def summarize_float32(out: Path, verdict: Verdict) -> bool:
