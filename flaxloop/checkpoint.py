@@ -114,7 +114,7 @@ def import_optimizer(chain_state: tuple, tensors: dict[str, np.ndarray], steps: 
             if names and all(f"{name}.{slot}" in tensors for name in names):
                 slots = {name: tensors[f"{name}.{slot}"] for name in names}
                 replaced[field] = import_weights({"params": tree}, slots)["params"]
-        if hasattr(state, "count") and type(state) in fields:
+        if type(state) in fields and "count" in state._fields:  # (a NamedTuple: `count` is also a method)
             replaced["count"] = jax.numpy.asarray(steps, state.count.dtype)
         states.append(state._replace(**replaced) if replaced else state)
     return tuple(states)

@@ -7,11 +7,16 @@ stopping) is loopspec/loop.py, shared with the torch backend; this module holds 
 JAX does. torchloop/train.py has the same functions in the same order.
 """
 
+# ruff: noqa: E402  (the signal handlers below come before the framework imports)
 from __future__ import annotations
+
+if __name__ == "__main__":  # before the heavy imports: Ctrl-C during them is one line, not a traceback
+    from loopspec.cli import exit_quietly_on_signals
+
+    exit_quietly_on_signals("python -m flaxloop.train")
 
 import contextlib
 import functools
-from pathlib import Path
 from typing import Any, Iterator, NamedTuple, Optional, Sequence
 
 import jax
@@ -30,8 +35,7 @@ from loopspec.batching import batches_per_epoch
 from loopspec.checkpoint import Checkpoint
 from loopspec.cli import run_cli
 from loopspec.config import Config
-from loopspec.loop import MicroBatch, StepResult
-from loopspec.loop import fit as run_loop
+from loopspec.loop import MicroBatch, StepResult, backend_fit
 from loopspec.run import RunSetup
 
 
@@ -420,17 +424,7 @@ class JaxBackend:
             self.plateau.lr = hyper["lr"]
 
 
-def fit(
-    config: Config,
-    out_dir: str | Path,
-    init_path: Optional[str | Path] = None,
-    resume: Optional[str | Path] = None,
-    overwrite: bool = False,
-) -> dict[str, Any]:
-    """Train as configured (or continue from a checkpoint); writes config.json, metrics.jsonl,
-    checkpoints/ and init/final.safetensors to out_dir. See loopspec.loop.fit."""
-    return run_loop(config, out_dir, init_path, JaxBackend, resume, overwrite)
-
+fit = backend_fit(JaxBackend)
 
 if __name__ == "__main__":
     raise SystemExit(run_cli("python -m flaxloop.train", "jax", fit))

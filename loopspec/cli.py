@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import os
+import signal
 import sys
 from pathlib import Path
 from typing import Any, Callable, NoReturn, Optional, Sequence
@@ -17,6 +19,18 @@ class OneLineParser(argparse.ArgumentParser):
 
     def error(self, message: str) -> NoReturn:
         self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def exit_quietly_on_signals(prog: str) -> None:
+    """Until training installs its own handlers (loopspec.loop): SIGINT or SIGTERM while the
+    frameworks import or the first step compiles ends the process with one line, no traceback."""
+
+    def leave(signum: int, frame: Any) -> None:
+        print(f"{prog}: interrupted ({signal.Signals(signum).name}) before training started", file=sys.stderr)
+        os._exit(128 + signum)  # nothing is written yet that needs finishing
+
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, leave)
 
 
 def build_parser(prog: str, backend: str) -> argparse.ArgumentParser:

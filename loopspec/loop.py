@@ -25,7 +25,7 @@ import signal
 import threading
 import time
 from pathlib import Path
-from typing import Any, Iterator, Literal, NamedTuple, Optional, Protocol, Sequence
+from typing import Any, Callable, Iterator, Literal, NamedTuple, Optional, Protocol, Sequence
 
 import numpy as np
 
@@ -451,6 +451,25 @@ class BackendClass(Protocol):
     def __call__(self, setup: RunSetup) -> Backend: ...
 
 
+def backend_fit(backend: BackendClass) -> Callable[..., dict[str, Any]]:
+    """The `fit` of one backend: loopspec.loop.fit with the backend filled in."""
+
+    def fit_backend(
+        config: Any,
+        out_dir: str | Path,
+        init_path: Optional[str | Path] = None,
+        resume: Optional[str | Path] = None,
+        overwrite: bool = False,
+    ) -> dict[str, Any]:
+        return fit(config, out_dir, init_path, backend, resume, overwrite)
+
+    fit_backend.__doc__ = (
+        f"Train with the {backend.name} backend as configured (or continue from a checkpoint); writes "
+        "config.json, metrics.jsonl, checkpoints/ and init/final.safetensors to out_dir. See loopspec.loop.fit."
+    )
+    return fit_backend
+
+
 def fit(
     config: Any,
     out_dir: str | Path,
@@ -462,15 +481,22 @@ def fit(
     """Check the device and precision, prepare the run directory, build the backend's state, train.
 
     resume: a checkpoint directory, a run directory (its newest checkpoint) or "auto" (this run
-    directory's newest checkpoint when it has one). overwrite: replace a run already in out_dir.
+    directory's newest checkpoint when it has one, else a fresh start in its place: what a job that
+    may be preempted passes every time). overwrite: replace a run already in out_dir.
     """
     out_dir = Path(out_dir)
     checkpoint = resolve_resume(resume, out_dir) if resume is not None else None
     if checkpoint is not None:
         check_resumable(checkpoint, config)
     with backend.scope(config):
+        start_over = str(resume) == "auto" and checkpoint is None
         setup = prepare_run(
-            config, out_dir, init_path, backend.name, continuing=checkpoint is not None, overwrite=overwrite
+            config,
+            out_dir,
+            init_path,
+            backend.name,
+            continuing=checkpoint is not None,
+            overwrite=overwrite or start_over,
         )
         try:
             return train(setup, backend(setup), resume=checkpoint)

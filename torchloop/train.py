@@ -6,10 +6,15 @@ batches, records, early stopping) is loopspec/loop.py, shared with the JAX backe
 holds only what torch does. flaxloop/train.py has the same functions in the same order.
 """
 
+# ruff: noqa: E402  (the signal handlers below come before the framework imports)
 from __future__ import annotations
 
+if __name__ == "__main__":  # before the heavy imports: Ctrl-C during them is one line, not a traceback
+    from loopspec.cli import exit_quietly_on_signals
+
+    exit_quietly_on_signals("python -m torchloop.train")
+
 import contextlib
-from pathlib import Path
 from typing import Any, Iterator, Optional, Sequence
 
 import numpy as np
@@ -19,8 +24,7 @@ from torch import nn
 from loopspec.checkpoint import Checkpoint
 from loopspec.cli import run_cli
 from loopspec.config import Config
-from loopspec.loop import MicroBatch, StepResult
-from loopspec.loop import fit as run_loop
+from loopspec.loop import MicroBatch, StepResult, backend_fit
 from loopspec.run import RunSetup
 from torchloop.checkpoint import export_optimizer, export_weights, import_weights, load_training_state
 from torchloop.losses import make_loss
@@ -214,17 +218,7 @@ class TorchBackend:
             torch.set_rng_state(torch.from_numpy(checkpoint.tensors["rng.torch"]))
 
 
-def fit(
-    config: Config,
-    out_dir: str | Path,
-    init_path: Optional[str | Path] = None,
-    resume: Optional[str | Path] = None,
-    overwrite: bool = False,
-) -> dict[str, Any]:
-    """Train as configured (or continue from a checkpoint); writes config.json, metrics.jsonl,
-    checkpoints/ and init/final.safetensors to out_dir. See loopspec.loop.fit."""
-    return run_loop(config, out_dir, init_path, TorchBackend, resume, overwrite)
-
+fit = backend_fit(TorchBackend)
 
 if __name__ == "__main__":
     raise SystemExit(run_cli("python -m torchloop.train", "torch", fit))
