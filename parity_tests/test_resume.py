@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import os
+import random
 import signal
 import subprocess
 import sys
@@ -219,9 +220,9 @@ def test_a_signal_saves_and_resume_continues_exactly(backend: str, signum: int, 
 def test_a_kill_during_saves_leaves_a_loadable_checkpoint(tmp_path: Path) -> None:
     """SIGKILL at random moments of a run that saves after every update: whatever is left loads."""
     run = tmp_path / "run"
-    rng = __import__("random").Random(0)
+    rng = random.Random(0)
     kills = 0
-    for attempt in range(6):
+    for _ in range(6):
         process = cli("torch", "--out", str(run), "--resume", "auto")
         time.sleep(1.5 + rng.random() * 2.0)
         if process.poll() is None:
