@@ -47,3 +47,36 @@ def test_every_config_key_is_in_the_reference() -> None:
     missing = [key for key in _keys(Config) if not documented(key)]
     assert not missing, f"undocumented config keys: {missing}"
     assert "`early_stopping.patience`" in reference
+
+
+def test_the_plain_pytorch_loading_example_runs(tmp_path: Path) -> None:
+    """The README's example, on a run of the digits recipe made here."""
+    import subprocess
+    import sys
+
+    run = tmp_path / "digits"
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torchloop.train",
+            "--config",
+            "configs/digits_cnn.yaml",
+            "--out",
+            str(run),
+            "--set",
+            "train.epochs=1",
+            "--set",
+            "train.max_steps=5",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    section = README[README.index("### Loading a checkpoint into plain PyTorch") :]
+    code = re.search(r"```python\n(.*?)```", section, re.S).group(1).replace("runs/digits", str(run))
+    namespace: dict = {}
+    exec(code, namespace)  # noqa: S102 - the README's own example
+    assert namespace["position"]["step"] == 5
+    assert set(namespace["optimizer"].state_dict()["state"][0]) == {"step", "exp_avg", "exp_avg_sq"}
