@@ -164,7 +164,15 @@ def resolve_resume(target: str | Path, run_dir: Path) -> Optional[Checkpoint]:
 
 
 # Keys a resumed run may change: how long it trains, how it logs and saves, where it runs.
-RESUME_MAY_CHANGE = ("train.epochs", "train.max_steps", "train.log_every", "train.checkpoint.", "train.device")
+RESUME_MAY_CHANGE = (
+    "train.epochs",
+    "train.max_steps",
+    "train.log_every",
+    "train.verbose",
+    "train.loggers",
+    "train.checkpoint.",
+    "train.device",
+)
 
 
 def flat_config(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:

@@ -54,6 +54,7 @@ def build_parser(prog: str, backend: str) -> argparse.ArgumentParser:
         "or auto (--out's newest checkpoint if it has one, else start)",
     )
     parser.add_argument("--overwrite", action="store_true", help="replace the run already in --out")
+    parser.add_argument("--quiet", action="store_true", help="no progress output (train.verbose: 0)")
     return parser
 
 
@@ -79,6 +80,7 @@ def run_cli(prog: str, backend: str, fit: Callable[..., Any], argv: Optional[Seq
     try:
         precision = args.precision or DTYPES.get(args.dtype)
         overrides = list(args.set) + ([f"train.precision={precision}"] if precision else [])
+        overrides += ["train.verbose=0"] if args.quiet else []
         config = resolve_config(args, overrides)
         fit(config, args.out, init_path=args.init, resume=args.resume, overwrite=args.overwrite)
     except UserError as err:

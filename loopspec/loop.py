@@ -35,7 +35,7 @@ from loopspec.early_stopping import EarlyStopping
 from loopspec.errors import RunInterrupted, TrainingDiverged, UserError
 from loopspec.metrics import classification_metrics, predictions, read_metrics
 from loopspec.run import RunSetup, prepare_run, resolved_config
-from loopspec.sinks import ConsoleSink, JsonlSink, Sink
+from loopspec.sinks import Sink, run_sinks
 from loopspec.weights import load_weights, save_weights
 
 Outcome = Literal["applied", "overflow", "nonfinite"]
@@ -118,11 +118,7 @@ def train(
     if resume is not None:
         carry_history(resume, setup.out_dir)
     if sinks is None:
-        train_cfg = setup.config.train
-        sinks = [
-            JsonlSink(setup.out_dir / "metrics.jsonl", keep_lines=kept),
-            ConsoleSink(backend.name, train_cfg.epochs, train_cfg.log_every, setup.out_dir / "final.safetensors"),
-        ]
+        sinks = run_sinks(setup.out_dir, backend.name, setup.config.train, setup.plan.updates_per_epoch, kept)
     loop = Loop(setup, backend, sinks)
     try:
         with loop.signals_saved():

@@ -21,6 +21,7 @@ Schedule = Literal["none", "step", "multistep", "exponential", "cosine", "warmup
 Monitor = Literal["val_loss", "val_acc", "val_precision", "val_recall", "val_f1", "train_loss"]
 Mode = Literal["auto", "min", "max"]
 Precision = Literal["fp32", "bf16", "fp16", "fp64"]
+Logger = Literal["jsonl", "tensorboard", "csv"]
 
 FILE_DATASETS = ("idx", "cifar10", "csv", "npz")
 GENERATED_DATASETS = ("intrusion", "synthetic_images")
@@ -192,7 +193,11 @@ class TrainConfig(Section):
     loss_scale: LossScaleConfig = field(default_factory=LossScaleConfig)  # fp16 only
     tf32: bool = False  # fp32 matmuls on a GPU: false keeps full float32 (strict parity), true allows TF32
     device: Literal["cpu", "cuda", "auto"] = "cpu"
-    log_every: int = option(50, ge=0)  # print a progress line every N steps (0: never)
+    verbose: Optional[int] = option(
+        None, ge=0, le=2
+    )  # 0 silent, 1 bars (terminal), 2 epoch lines; null: 1 on a terminal, else 2
+    log_every: int = option(50, ge=0)  # off the bar: a step line every N steps (0: never)
+    loggers: list[Logger] = option(factory=lambda: ["jsonl"])  # metrics.jsonl always; also tensorboard, csv
     accumulation_steps: int = option(1, ge=1)  # micro-batches per optimizer update (their gradients are averaged)
     accumulation: Literal["manual", "multisteps"] = (
         "manual"  # JAX: one jitted step scans the window, or optax.MultiSteps
