@@ -5,7 +5,7 @@
 .PHONY: run test lint profile setup
 
 run:
-	@PY=$$(scripts/setup.sh) && $$PY -m parity_tests.run
+	@PY=$$(scripts/setup.sh) && $$PY -m paritykit.run
 
 test:
 	@PY=$$(scripts/setup.sh) && $$PY -m pytest -n 2

@@ -103,3 +103,26 @@ def run_cli(prog: str, backend: str, fit: Callable[..., Any], argv: Optional[Seq
         print(f"{prog}: interrupted", file=sys.stderr)
         return 130
     return 0
+
+
+def backend_main(backend: str, prog: str) -> int:
+    """A console script: quiet signals first, then the backend's (heavy) import, then the CLI."""
+    exit_quietly_on_signals(prog)
+    try:
+        from loopspec.results import backend_module
+
+        train = backend_module(backend, "train")
+    except UserError as err:
+        print(f"{prog}: error: {err}", file=sys.stderr)
+        return 2
+    return run_cli(prog, backend, train.fit)
+
+
+def torch_main() -> int:
+    """`torchloop-train`: python -m torchloop.train as an installed command."""
+    return backend_main("torch", "torchloop-train")
+
+
+def jax_main() -> int:
+    """`flaxloop-train`: python -m flaxloop.train as an installed command."""
+    return backend_main("jax", "flaxloop-train")

@@ -31,9 +31,11 @@ import numpy as np
 
 from loopspec.batching import eval_batches, train_batches, update_windows
 from loopspec.checkpoint import Checkpoint, check_resumable, checkpoint_root, resolve_resume, save_checkpoint
+from loopspec.config import Config, as_config
 from loopspec.early_stopping import EarlyStopping
 from loopspec.errors import RunInterrupted, TrainingDiverged, UserError
 from loopspec.metrics import classification_metrics, predictions, read_metrics
+from loopspec.results import Run, load_run
 from loopspec.run import RunSetup, prepare_run, resolved_config
 from loopspec.sinks import Sink, run_sinks
 from loopspec.weights import load_weights, save_weights
@@ -447,21 +449,25 @@ class BackendClass(Protocol):
     def __call__(self, setup: RunSetup) -> Backend: ...
 
 
-def backend_fit(backend: BackendClass) -> Callable[..., dict[str, Any]]:
+def backend_fit(backend: BackendClass) -> Callable[..., Run]:
     """The `fit` of one backend: loopspec.loop.fit with the backend filled in."""
 
     def fit_backend(
-        config: Any,
+        config: Config | dict[str, Any] | str | Path,
         out_dir: str | Path,
         init_path: Optional[str | Path] = None,
         resume: Optional[str | Path] = None,
         overwrite: bool = False,
-    ) -> dict[str, Any]:
-        return fit(config, out_dir, init_path, backend, resume, overwrite)
+        overrides: Sequence[str] = (),
+    ) -> Run:
+        fit(as_config(config, overrides), out_dir, init_path, backend, resume, overwrite)
+        return load_run(out_dir)
 
     fit_backend.__doc__ = (
-        f"Train with the {backend.name} backend as configured (or continue from a checkpoint); writes "
-        "config.json, metrics.jsonl, checkpoints/ and init/final.safetensors to out_dir. See loopspec.loop.fit."
+        f"Train with the {backend.name} backend; returns the finished loopspec.results.Run (summary, history, "
+        "model). config: a Config, a dict of sections, a file path or a recipe name, with `key=value` overrides. "
+        "Writes config.json, run.json, metrics.jsonl, checkpoints/ and init/final.safetensors to out_dir; "
+        "resume and overwrite as in loopspec.loop.fit."
     )
     return fit_backend
 

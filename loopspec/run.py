@@ -89,12 +89,15 @@ def prepare_run(
     out_dir = Path(out_dir)
     lock = claim_run_directory(out_dir, continuing, overwrite)
     write_json_atomic(out_dir / "config.json", resolved_config(config))
+    # What rebuilding the model needs without reloading the data (loopspec.results.load_run).
+    facts = {"backend": backend, "input_shape": list(dataset.input_shape), "num_classes": dataset.num_classes}
+    write_json_atomic(out_dir / "run.json", facts)
     return RunSetup(
         config, dataset, out_dir, backend, out_dim, shapes, initial, plan, schedule_horizon(config, plan), lock
     )
 
 
-RUN_FILES = ("config.json", "metrics.jsonl", "init.safetensors", "final.safetensors", "best.safetensors")
+RUN_FILES = ("config.json", "run.json", "metrics.jsonl", "init.safetensors", "final.safetensors", "best.safetensors")
 
 
 def claim_run_directory(out_dir: Path, continuing: bool, overwrite: bool) -> TextIO:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from parity_tests.harness import recipe, run_backends, summary
+from paritykit.harness import recipe, run_backends, summary
 
 
 @pytest.mark.parametrize("backend", ["torch", "jax"])

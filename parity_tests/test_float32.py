@@ -3,7 +3,7 @@
 Every recipe trains HORIZON steps on both backends, from the canonical weights and data and
 again with every weight and input moved by one float32 ulp; the torch-vs-JAX difference of
 every step, epoch and tensor must stay within sensitivity.MULTIPLE times the larger of the
-two backends' self-divergence (parity_tests/sensitivity.py). Nothing here is a tolerance
+two backends' self-divergence (paritykit/sensitivity.py). Nothing here is a tolerance
 tuned on one machine: the yardstick is measured in the same process.
 
 The criterion must also fail where it should: each planted difference below is a real
@@ -23,9 +23,9 @@ import flaxloop.losses
 import flaxloop.models
 import flaxloop.optim
 import flaxloop.train
-from parity_tests.harness import recipe, run_backends, sensitivity_verdict, summary
-from parity_tests.sensitivity import dataset_files, judge_runs, record_margin, write_perturbed_init
-from parity_tests.statistics import SEEDS, compare
+from paritykit.harness import recipe, run_backends, sensitivity_verdict, summary
+from paritykit.sensitivity import dataset_files, judge_runs, record_margin, write_perturbed_init
+from paritykit.statistics import SEEDS, compare
 
 pytestmark = pytest.mark.float32
 

@@ -6,12 +6,12 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from loopspec.compare import compare_runs
 from loopspec.config import config_from_dict
 from loopspec.data import load_dataset
 from loopspec.weights import load_weights
-from parity_tests.compare import compare_runs
-from parity_tests.harness import run_backends, run_both, summary
 from parity_tests.matrix import parity_config
+from paritykit.harness import run_backends, run_both, summary
 from torchloop.losses import make_loss
 from torchloop.models import build_model
 

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import pytest
 
-from parity_tests.harness import run_both
 from parity_tests.matrix import STEPS, combinations, parity_config
+from paritykit.harness import run_both
 
 RTOL = 1e-10
 

@@ -9,9 +9,9 @@ import jax
 import pytest
 import torch
 
-from parity_tests.harness import recipe, run_both
 from parity_tests.matrix import parity_config
 from parity_tests.precision_cases import precision_case
+from paritykit.harness import recipe, run_both
 
 
 def jax_has_gpu() -> bool:
@@ -49,7 +49,7 @@ def test_strict_float32_first_steps_on_cuda(tmp_path: Path) -> None:
 def test_mixed_precision_runs_on_cuda(precision: str, tmp_path: Path) -> None:
     """Both backends train in mixed precision on the GPU and end within the CPU suite's band:
     their final validation accuracies differ by less than the fp32 seed band measured there."""
-    from parity_tests.harness import summary
+    from paritykit.harness import summary
 
     raw = on_cuda(precision_case("cnn", precision))
     run_both(raw, tmp_path, 1.0)

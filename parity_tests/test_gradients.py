@@ -8,12 +8,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from loopspec.compare import compare_runs
 from loopspec.errors import TrainingDiverged
 from loopspec.metrics import read_metrics
 from loopspec.weights import load_weights
-from parity_tests.compare import compare_runs
-from parity_tests.harness import run_backends, summary
 from parity_tests.matrix import parity_config
+from paritykit.harness import run_backends, summary
 
 RTOL = 1e-10
 JAX_IMPLEMENTATIONS = ("manual", "multisteps")
@@ -147,7 +147,7 @@ def test_nan_batch_stops_both_backends_at_the_same_update(
 
 @pytest.mark.parametrize("implementation", JAX_IMPLEMENTATIONS)
 def test_accumulate_clip_recipe_agrees(implementation: str, tmp_path: Path) -> None:
-    from parity_tests.harness import recipe
+    from paritykit.harness import recipe
 
     raw = recipe(
         "configs/intrusion_accumulate_clip.yaml",

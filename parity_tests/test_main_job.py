@@ -11,7 +11,7 @@ def test_main_job_trains_both_backends_in_both_dtypes_and_passes(tmp_path) -> No
         [
             sys.executable,
             "-m",
-            "parity_tests.run",
+            "paritykit.run",
             "--out",
             str(tmp_path),
             "--set",

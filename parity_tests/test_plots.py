@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from parity_tests.harness import run_backends
 from parity_tests.matrix import parity_config
-from parity_tests.plots import main
+from paritykit.harness import run_backends
+from paritykit.plots import main
 
 PNG = b"\x89PNG\r\n\x1a\n"
 

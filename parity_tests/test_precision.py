@@ -1,6 +1,6 @@
 """Acceptance for mixed precision on CPU: the fp16 loss-scale trajectory is identical on both
 backends; over seeds 0-4, bf16/fp16 accuracy is not significantly below fp32's, and the two
-backends' mixed-precision runs are not significantly different (parity_tests/statistics.py)."""
+backends' mixed-precision runs are not significantly different (paritykit/statistics.py)."""
 
 from __future__ import annotations
 
@@ -12,9 +12,9 @@ import pytest
 from loopspec.config import config_from_dict
 from loopspec.errors import UserError
 from loopspec.metrics import read_metrics
-from parity_tests.harness import run_backends, summary
 from parity_tests.precision_cases import PRECISION_CASES, precision_case
-from parity_tests.statistics import SEEDS, compare
+from paritykit.harness import run_backends, summary
+from paritykit.statistics import SEEDS, compare
 
 pytestmark = pytest.mark.float32
 

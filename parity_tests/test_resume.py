@@ -24,13 +24,13 @@ import pytest
 import flaxloop.train
 import torchloop.train
 from loopspec.checkpoint import checkpoint_root, load_checkpoint, newest_checkpoint
+from loopspec.compare import compare_runs
 from loopspec.config import config_from_dict
 from loopspec.errors import UserError
 from loopspec.metrics import read_metrics
-from parity_tests.compare import compare_runs
-from parity_tests.harness import run_backends
 from parity_tests.matrix import OPTIMIZERS, parity_config
 from parity_tests.test_precision import OVERFLOW
+from paritykit.harness import run_backends
 
 FITS = {"torch": torchloop.train.fit, "jax": flaxloop.train.fit}
 

@@ -8,10 +8,10 @@ import warnings
 
 import pytest
 
+from loopspec.compare import compare_runs
 from loopspec.metrics import read_metrics
-from parity_tests.compare import compare_runs
-from parity_tests.harness import run_backends
 from parity_tests.matrix import parity_config
+from paritykit.harness import run_backends
 
 SCHEDULES = {
     "step": ("mlp", "sgd", {"name": "step", "step_size": 3, "gamma": 0.5}),
@@ -62,7 +62,7 @@ RECIPES = sorted(str(p) for p in __import__("pathlib").Path("configs").glob("sch
 @pytest.mark.parametrize("path", RECIPES)
 def test_schedule_recipes_run_and_agree_in_float64(path: str, tmp_path) -> None:
     """Each shipped schedule config, shortened (400 samples, 3 epochs), on both backends."""
-    from parity_tests.harness import recipe, run_both
+    from paritykit.harness import recipe, run_both
 
     shorter = ["schedule.warmup=5"] if "warmup" in path else []  # the recipe's 50-step warm-up outlasts 15 steps
     raw = recipe(

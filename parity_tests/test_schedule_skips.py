@@ -13,11 +13,11 @@ from pathlib import Path
 
 import pytest
 
+from loopspec.compare import compare_runs
 from loopspec.metrics import read_metrics
-from parity_tests.compare import compare_runs
-from parity_tests.harness import run_backends
 from parity_tests.matrix import parity_config
 from parity_tests.test_precision import OVERFLOW
+from paritykit.harness import run_backends
 
 EPOCH_SCHEDULES = {
     "step": {"name": "step", "step_size": 1, "gamma": 0.5},

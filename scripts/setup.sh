@@ -36,7 +36,7 @@ else
     log "installing the CPU build of torch 2.13.0"
     "$PY" -m pip install --quiet "torch==2.13.0" >&2
 fi
-log "installing jax, flax, optax and the rest (pip install -e .[test])"
-"$PY" -m pip install --quiet -e ".[test]" >&2
+log "installing jax, flax, optax and the rest (pip install -e .[all,test])"
+"$PY" -m pip install --quiet -e ".[all,test]" >&2
 "$PY" -c "$CHECK"
 echo "$PY"

@@ -10,7 +10,7 @@ import torch
 from flaxloop.schedules import ReduceLROnPlateau as JaxPlateau
 from loopspec.config import ConfigError, ScheduleConfig, config_from_dict
 from loopspec.schedules import SchedulePlan, plan_schedule
-from parity_tests.schedule_values import OPTIMIZERS, jax_values, torch_values
+from paritykit.schedule_values import OPTIMIZERS, jax_values, torch_values
 from torchloop.schedules import make_scheduler
 
 RTOL = 1e-12

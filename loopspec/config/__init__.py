@@ -5,7 +5,15 @@ load.py    files, --set overrides and raw dicts -> Config
 rules.py   field checks and the rules between fields; values derived from the config
 """
 
-from loopspec.config.load import apply_override, config_from_dict, load_config, read_config_file
+from loopspec.config.load import (
+    apply_override,
+    as_config,
+    config_from_dict,
+    config_path,
+    load_config,
+    read_config_file,
+    recipe_names,
+)
 from loopspec.config.rules import (
     RULES,
     Rule,
@@ -51,6 +59,9 @@ __all__ = [
     "RULES",
     "Rule",
     "load_config",
+    "as_config",
+    "config_path",
+    "recipe_names",
     "config_from_dict",
     "read_config_file",
     "apply_override",

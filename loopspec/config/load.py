@@ -7,6 +7,7 @@ same as for a config built in Python.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import re
 import typing
@@ -44,9 +45,28 @@ class UniqueKeyLoader(yaml.SafeLoader):
         return super().construct_mapping(node, deep)
 
 
+RECIPES = Path(__file__).resolve().parent.parent / "recipes"
+
+
+def recipe_names() -> list[str]:
+    """The configs shipped with the package (`--config digits_cnn` works from any directory)."""
+    return sorted(path.stem for path in RECIPES.glob("*.yaml"))
+
+
+def config_path(name: str | Path) -> Path:
+    """A config file path as given, or else a shipped recipe's by name (with or without .yaml)."""
+    path = Path(name)
+    if path.exists() or path.parent != Path("."):
+        return path
+    recipe = RECIPES / (path.name if path.suffix else f"{path.name}.yaml")
+    return recipe if recipe.is_file() else path
+
+
 def read_config_file(path: str | Path) -> dict[str, Any]:
     """A config file's mapping of sections; an empty file is an empty mapping (all defaults)."""
-    path = Path(path)
+    path = config_path(path)
+    if not path.exists() and path.parent == Path(".") and not path.suffix:
+        raise ConfigError(f"no config file or recipe named {path}; recipes: {', '.join(recipe_names())}")
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}" + (" (it is a directory)" if path.is_dir() else ""))
     if path.suffix not in (".toml", ".yaml", ".yml", ".json"):
@@ -91,6 +111,22 @@ def apply_override(raw: dict[str, Any], item: str) -> None:
 
 def config_from_dict(raw: dict[str, Any]) -> Config:
     return _build(Config, raw, prefix="")
+
+
+def as_config(config: Config | dict[str, Any] | str | Path, overrides: Sequence[str] = ()) -> Config:
+    """A validated Config from a Config, a dict of sections, a file path or a recipe name, with
+    `key=value` overrides applied: the same checks whichever form it came in."""
+    if isinstance(config, Config):
+        raw = config.to_dict()
+    elif isinstance(config, dict):
+        raw = copy.deepcopy(config)
+    elif isinstance(config, (str, Path)):
+        raw = read_config_file(config)
+    else:
+        raise ConfigError(f"config must be a Config, a dict, a file path or a recipe name, not {type(config).__name__}")
+    for item in overrides:
+        apply_override(raw, item)
+    return config_from_dict(raw)
 
 
 def _build(cls: type, raw: Any, prefix: str) -> Any:

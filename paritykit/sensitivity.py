@@ -42,11 +42,11 @@ from typing import Any, Iterator, Optional, Sequence
 
 import numpy as np
 
+from loopspec.compare import relative_difference, tensor_relative_difference
 from loopspec.config import config_from_dict
 from loopspec.data import load_dataset
 from loopspec.metrics import read_metrics
 from loopspec.weights import load_weights, save_weights
-from parity_tests.compare import relative_difference, tensor_relative_difference
 
 MULTIPLE = 16.0
 FLOOR = float(np.finfo(np.float32).eps)  # one ulp: two roundings of the same number differ by this much

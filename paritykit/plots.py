@@ -1,7 +1,7 @@
 """Plots: schedules side by side with both backends overlaid, and runs' lr and loss.
 
-    python -m parity_tests.plots schedules [CONFIG ...] [--metrics RUN/metrics.jsonl] --out FILE.png
-    python -m parity_tests.plots runs RUN_A [RUN_B] --out FILE.png
+    python -m paritykit.plots schedules [CONFIG ...] [--metrics RUN/metrics.jsonl] --out FILE.png
+    python -m paritykit.plots runs RUN_A [RUN_B] --out FILE.png
 
 `schedules` draws each config's learning rate against the optimizer step as torch's
 scheduler produces it (line) and as the JAX side does (dots), with OneCycle's momentum on
@@ -29,13 +29,13 @@ from loopspec.errors import UserError  # noqa: E402
 from loopspec.loop import monitored_value  # noqa: E402
 from loopspec.metrics import read_metrics  # noqa: E402
 from loopspec.schedules import SchedulePlan, plan_schedule, schedule_horizon  # noqa: E402
-from parity_tests.schedule_values import jax_values, max_relative_difference, torch_values  # noqa: E402
+from paritykit.schedule_values import jax_values, max_relative_difference, torch_values  # noqa: E402
 
 FOUR_SCHEDULERS = [
-    "configs/schedule_step.yaml",
-    "configs/schedule_cosine.yaml",
-    "configs/schedule_onecycle.yaml",
-    "configs/schedule_plateau.yaml",
+    "schedule_step",
+    "schedule_cosine",
+    "schedule_onecycle",
+    "schedule_plateau",
 ]
 TORCH_STYLE = {"color": "tab:blue", "linewidth": 2, "label": "torch lr"}
 JAX_STYLE = {"color": "tab:orange", "marker": ".", "markersize": 3, "linestyle": "none", "label": "jax lr"}
@@ -127,7 +127,7 @@ def save(figure: plt.Figure, out: str) -> None:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m parity_tests.plots", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m paritykit.plots", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
     schedules = commands.add_parser("schedules", help="schedules side by side, both backends overlaid")
     schedules.add_argument(

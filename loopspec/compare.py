@@ -1,4 +1,4 @@
-"""Compare two run directories: `python -m parity_tests.compare RUN_A RUN_B [--rtol R] [--steps N]`.
+"""Compare two run directories: `python -m loopspec.compare RUN_A RUN_B [--rtol R] [--steps N]`.
 
 Per-step loss, lr and grad_norm, per-epoch validation metrics, and the initial and final
 weights tensor by tensor. Prints the largest relative difference of each quantity and the
@@ -175,7 +175,7 @@ def compare_runs(run_a: str | Path, run_b: str | Path, rtol: float = 1e-10, step
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m parity_tests.compare", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m loopspec.compare", description=__doc__.splitlines()[0])
     parser.add_argument("run_a")
     parser.add_argument("run_b")
     parser.add_argument(

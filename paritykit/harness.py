@@ -8,10 +8,10 @@ from typing import Any, Optional
 
 import flaxloop.train
 import torchloop.train
+from loopspec.compare import Report, compare_runs
 from loopspec.config import apply_override, config_from_dict, load_config
 from loopspec.metrics import read_metrics
-from parity_tests.compare import Report, compare_runs
-from parity_tests.sensitivity import (
+from paritykit.sensitivity import (
     MULTIPLE,
     Verdict,
     dataset_files,
@@ -53,7 +53,7 @@ def summary(run: Path) -> dict[str, Any]:
 
 
 def sensitivity_verdict(raw: dict[str, Any], out: Path, multiple: float = MULTIPLE) -> Verdict:
-    """Torch vs JAX judged against each backend's own one-ulp sensitivity (parity_tests/sensitivity.py)."""
+    """Torch vs JAX judged against each backend's own one-ulp sensitivity (paritykit/sensitivity.py)."""
     reference, moved_inputs = dataset_files(raw, out)
     runs = run_backends(reference, out / "reference")
     moved_weights = write_perturbed_init(runs["torch"] / "init.safetensors", out / "one_ulp.safetensors")

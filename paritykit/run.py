@@ -1,6 +1,6 @@
 """Train one config on both backends and print a parity summary (the README's main job).
 
-    python -m parity_tests.run [--config FILE] [--out DIR] [--dtype float32|float64] [--set k=v ...]
+    python -m paritykit.run [--config FILE] [--out DIR] [--dtype float32|float64] [--set k=v ...]
 
 Each backend runs in its own process through its CLI, as a user would run it. Without
 --dtype the config runs twice:
@@ -9,7 +9,7 @@ Each backend runs in its own process through its CLI, as a user would run it. Wi
   validation metrics, weights) is judged at 1e-10 relative;
 - float32, how one trains: the first FLOAT32_HORIZON steps are judged against what rounding
   alone does to this config on this machine (each backend again from weights and inputs
-  moved by one ulp, torch also with its other CPU kernels; parity_tests/sensitivity.py); the
+  moved by one ulp, torch also with its other CPU kernels; paritykit/sensitivity.py); the
   whole run and the final metrics are reported. Float32 rounding differs between XLA and ATen
   from the first operation and grows with training (README, "What parity means").
 
@@ -25,12 +25,12 @@ import sys
 from pathlib import Path
 from typing import Optional, Sequence
 
+from loopspec.compare import compare_runs
 from loopspec.config import load_config
 from loopspec.metrics import read_metrics
-from parity_tests.compare import compare_runs
-from parity_tests.sensitivity import Verdict
+from paritykit.sensitivity import Verdict
 
-DEFAULT_CONFIG = "configs/intrusion_mlp_focal.yaml"
+DEFAULT_CONFIG = "intrusion_mlp_focal"
 BACKENDS = {"torch": "torchloop.train", "jax": "flaxloop.train"}
 FLOAT64_RTOL = 1e-10
 FLOAT32_HORIZON = 30
@@ -93,9 +93,9 @@ def summarize_float64(out: Path) -> bool:
 
 
 def float32_sensitivity(config: str, overrides: Sequence[str], out: Path) -> Verdict:
-    """The first FLOAT32_HORIZON steps on both backends, and again perturbed (parity_tests/sensitivity.py).
+    """The first FLOAT32_HORIZON steps on both backends, and again perturbed (paritykit/sensitivity.py).
     In this process: the perturbed torch run also switches torch's CPU kernels."""
-    from parity_tests.harness import sensitivity_verdict
+    from paritykit.harness import sensitivity_verdict
 
     raw = load_config(config, [*overrides, f"train.max_steps={FLOAT32_HORIZON}", "train.precision=fp32"]).to_dict()
     raw["train"]["log_every"] = 0
@@ -125,7 +125,7 @@ def summarize_float32(out: Path, verdict: Verdict) -> bool:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m parity_tests.run", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m paritykit.run", description=__doc__.splitlines()[0])
     parser.add_argument("--config", default=DEFAULT_CONFIG, help=f"config file (default {DEFAULT_CONFIG})")
     parser.add_argument("--out", default="runs/default", help="parent directory of the runs")
     parser.add_argument("--dtype", choices=("float32", "float64"), help="run only this dtype (default: both)")

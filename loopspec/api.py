@@ -1,0 +1,44 @@
+"""The Python API, the same for both backends.
+
+from loopspec import fit, load_run, compare
+run = fit({"data": {"name": "intrusion"}, "train": {"epochs": 3}}, "runs/a", backend="jax")
+run.summary, run.history, run.model, run.predict(x), run.evaluate()
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+from loopspec.compare import Report, compare_runs
+from loopspec.config import Config
+from loopspec.results import BackendName, Run, backend_module
+
+
+def fit(
+    config: Config | dict[str, Any] | str | Path,
+    out_dir: str | Path,
+    backend: BackendName = "torch",
+    overrides: Sequence[str] = (),
+    init: Optional[str | Path] = None,
+    resume: Optional[str | Path] = None,
+    overwrite: bool = False,
+) -> Run:
+    """Train as configured with `backend` ("torch" or "jax") and return the finished run.
+
+    config: a Config, a dict of sections (missing keys keep their defaults), a file path, or a
+    shipped recipe's name ("digits_cnn"); validated the same way in each form, then `overrides`
+    ("train.epochs=5", ...) are applied. init: a safetensors file of initial weights. resume: a
+    checkpoint, a run directory, or "auto". overwrite: replace a run already in out_dir.
+    Raises loopspec.errors.UserError (one line: the problem and the fix) on bad input.
+    """
+    train = backend_module(backend, "train")
+    return train.fit(config, out_dir, init_path=init, resume=resume, overwrite=overwrite, overrides=overrides)
+
+
+def compare(
+    run_a: str | Path | Run, run_b: str | Path | Run, rtol: float = 1e-10, steps: Optional[int] = None
+) -> Report:
+    """Step-by-step and tensor-by-tensor agreement of two runs; `report.agree`, `print(report.render())`."""
+    paths = [run.out_dir if isinstance(run, Run) else Path(run) for run in (run_a, run_b)]
+    return compare_runs(*paths, rtol=rtol, steps=steps)

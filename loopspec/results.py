@@ -1,0 +1,123 @@
+"""A run directory read back: its config, records and trained model, for either backend.
+
+`fit` returns one; `load_run(dir)` opens one written earlier (by the CLI, by `fit`, on another
+machine). The weights are in the canonical layout, so a run trained by one backend loads as
+the other backend's model too: `load_run(dir, backend="jax")` on a torch run.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Literal, Optional
+
+import numpy as np
+
+from loopspec.config import Config, config_from_dict
+from loopspec.data import Dataset, load_dataset
+from loopspec.errors import UserError
+from loopspec.metrics import classification_metrics, predictions, read_metrics
+from loopspec.weights import load_weights
+
+BackendName = Literal["torch", "jax"]
+BACKEND_PACKAGES = {"torch": "torchloop", "jax": "flaxloop"}
+
+
+def backend_module(backend: str, module: str) -> Any:
+    """`torchloop.<module>` or `flaxloop.<module>`, imported on first use so loopspec needs neither."""
+    if backend not in BACKEND_PACKAGES:
+        raise UserError(f"unknown backend {backend!r}; use torch or jax")
+    package = BACKEND_PACKAGES[backend]
+    try:
+        return importlib.import_module(f"{package}.{module}")
+    except ImportError as err:
+        extra = "torch" if backend == "torch" else "jax"
+        raise UserError(
+            f"the {backend} backend needs {err.name}, which is not installed; pip install 'jax-torch-parity[{extra}]'"
+        ) from None
+
+
+def lazy_exports(package: str, exports: dict[str, str]) -> tuple[Callable[[str], Any], list[str]]:
+    """A package's module __getattr__ and __all__ exporting `name` from `package.<module>` on first
+    use, so `python -m package.module` does not import that module twice."""
+
+    def attribute(name: str) -> Any:
+        if name not in exports:
+            raise AttributeError(f"module {package!r} has no attribute {name!r}")
+        return getattr(importlib.import_module(f"{package}.{exports[name]}"), name)
+
+    return attribute, list(exports)
+
+
+@dataclass(frozen=True)
+class Run:
+    """One run directory. `model` is the trained network of `backend` (torch: an eval-mode
+    nn.Module; jax: a flaxloop.inference.TrainedModel holding the flax module and its variables)."""
+
+    out_dir: Path
+    config: Config
+    backend: BackendName
+    input_shape: tuple[int, ...]
+    num_classes: int
+
+    @property
+    def history(self) -> dict[str, list[dict[str, Any]]]:
+        """metrics.jsonl by kind: "step", "epoch" and "summary" records."""
+        return read_metrics(self.out_dir / "metrics.jsonl")
+
+    @property
+    def summary(self) -> dict[str, Any]:
+        """The last summary record: steps, epochs, why it stopped, the final epoch's val_* metrics."""
+        summaries = self.history["summary"]
+        if not summaries:
+            raise UserError(f"{self.out_dir} has no summary record: the run has not finished; --resume it")
+        return summaries[-1]
+
+    def weights(self, which: Literal["final", "best", "init"] = "final") -> dict[str, np.ndarray]:
+        """The run's `which`.safetensors in the canonical (torch state_dict) layout."""
+        return load_weights(self.out_dir / f"{which}.safetensors")
+
+    @functools.cached_property
+    def model(self) -> Any:
+        return self.load_model("final")
+
+    def load_model(self, which: Literal["final", "best", "init"] = "final") -> Any:
+        """The network with `which` weights, in the weights' own dtype, ready for inference."""
+        return backend_module(self.backend, "inference").load_model(self, self.weights(which))
+
+    def predict(self, inputs: np.ndarray) -> np.ndarray:
+        """Logits of the final model for a batch shaped (N, *input_shape), as a NumPy array."""
+        return backend_module(self.backend, "inference").predict(self.model, np.asarray(inputs))
+
+    def dataset(self) -> Dataset:
+        """The run's data, split and standardised exactly as in training."""
+        return load_dataset(self.config.data)
+
+    def evaluate(self, inputs: Optional[np.ndarray] = None, labels: Optional[np.ndarray] = None) -> dict[str, float]:
+        """Accuracy, precision, recall, F1 of the final model (default: on the run's validation split)."""
+        if inputs is None:
+            data = self.dataset()
+            inputs, labels = data.x_val, data.y_val
+        if labels is None:
+            raise UserError("evaluate(inputs, labels): pass the labels with the inputs")
+        return classification_metrics(np.asarray(labels), predictions(self.predict(inputs)), self.num_classes)
+
+
+def load_run(run_dir: str | Path, backend: Optional[BackendName] = None) -> Run:
+    """Open a run directory; `backend` picks the model's framework (default: the one that trained it)."""
+    out_dir = Path(run_dir)
+    for name in ("config.json", "run.json"):
+        if not (out_dir / name).is_file():
+            raise UserError(f"{out_dir} is not a run directory (no {name}); pass the directory fit or --out wrote")
+    config = config_from_dict(json.loads((out_dir / "config.json").read_text()))
+    facts = json.loads((out_dir / "run.json").read_text())
+    return Run(
+        out_dir,
+        config,
+        backend or facts["backend"],
+        tuple(facts["input_shape"]),
+        int(facts["num_classes"]),
+    )

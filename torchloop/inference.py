@@ -1,0 +1,30 @@
+"""A trained network back from its weights: the nn.Module in eval mode, and its logits."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from loopspec.models import output_dim
+from torchloop.checkpoint import import_weights
+from torchloop.models import build_model
+
+
+def load_model(run: Any, weights: dict[str, np.ndarray]) -> nn.Module:
+    """The run's architecture (a loopspec.results.Run) with `weights`, in their dtype, in eval mode."""
+    out_dim = output_dim(run.config.loss.name, run.num_classes)
+    dtype = torch.float64 if next(iter(weights.values())).dtype == np.float64 else torch.float32
+    model = build_model(run.config.model, run.input_shape, out_dim).to(dtype=dtype)
+    import_weights(model, weights)
+    return model.eval()
+
+
+@torch.no_grad()
+def predict(model: nn.Module, inputs: np.ndarray) -> np.ndarray:
+    """Logits (float64 NumPy) of an eval-mode model for a batch (N, *input_shape)."""
+    parameter = next(model.parameters())
+    logits = model(torch.as_tensor(inputs, dtype=parameter.dtype, device=parameter.device))
+    return logits.double().cpu().numpy()
