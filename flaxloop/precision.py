@@ -47,12 +47,9 @@ def check_precision(precision: str, device: jax.Device) -> None:
         jax.block_until_ready(probe)
     except Exception as err:  # an XLA backend without the dtype fails here with its own error type
         alternatives = ", ".join(p for p in ("fp32", *MIXED) if p != precision)
-        # XLA's CPU compiler converts float16 with F16C (AVX-era CPUs); below that it fails to link.
-        why = (
-            "this CPU lacks F16C, which XLA needs for float16"
-            if precision == "fp16" and device.platform == "cpu"
-            else type(err).__name__
-        )
+        # XLA's CPU compiler converts float16 with F16C; without it (SSE4 CPUs) it fails to link helpers.
+        unlinked = "symbols" in str(err).lower() and precision == "fp16"
+        why = "this CPU lacks F16C, which XLA needs for float16" if unlinked else type(err).__name__
         raise UserError(
             f"train.precision {precision} is not available for JAX on {device.platform} ({why}); use {alternatives}"
         ) from None
