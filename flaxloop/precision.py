@@ -47,9 +47,11 @@ def check_precision(precision: str, device: jax.Device) -> None:
         jax.block_until_ready(probe)
     except Exception as err:  # an XLA backend without the dtype fails here with its own error type
         alternatives = ", ".join(p for p in ("fp32", *MIXED) if p != precision)
+        # XLA's CPU compiler converts float16 with F16C; without it (SSE4 CPUs) it fails to link helpers.
+        unlinked = "symbols" in str(err).lower() and precision == "fp16"
+        why = "this CPU lacks F16C, which XLA needs for float16" if unlinked else type(err).__name__
         raise UserError(
-            f"train.precision {precision} is not available for JAX on {device.platform} "
-            f"({type(err).__name__}); use {alternatives}"
+            f"train.precision {precision} is not available for JAX on {device.platform} ({why}); use {alternatives}"
         ) from None
 
 

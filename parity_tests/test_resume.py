@@ -30,7 +30,7 @@ from loopspec.errors import UserError
 from loopspec.metrics import read_metrics
 from parity_tests.matrix import OPTIMIZERS, parity_config
 from parity_tests.test_precision import OVERFLOW
-from paritykit.harness import run_backends
+from paritykit.harness import precision_unavailable, run_backends
 
 FITS = {"torch": torchloop.train.fit, "jax": flaxloop.train.fit}
 
@@ -86,6 +86,8 @@ def test_resume_is_bitwise_on_one_backend(backend: str, scenario: str, precision
 
 @pytest.mark.parametrize("backend", ["torch", "jax"])
 def test_fp16_loss_scale_sequence_continues(backend: str, tmp_path: Path) -> None:
+    if reason := precision_unavailable(backend, "fp16"):
+        pytest.skip(reason)
     raw = copy.deepcopy(OVERFLOW)
     raw["data"]["num_samples"] = 1600
     raw["train"].update(epochs=3, max_steps=None, checkpoint={"every_steps": 10, "keep_last": 100})

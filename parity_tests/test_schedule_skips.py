@@ -17,7 +17,7 @@ from loopspec.compare import compare_runs
 from loopspec.metrics import read_metrics
 from parity_tests.matrix import parity_config
 from parity_tests.test_precision import OVERFLOW
-from paritykit.harness import run_backends
+from paritykit.harness import precision_unavailable, run_backends
 
 EPOCH_SCHEDULES = {
     "step": {"name": "step", "step_size": 1, "gamma": 0.5},
@@ -54,6 +54,8 @@ def test_epoch_schedule_after_nonfinite_skips(
 
 @pytest.mark.parametrize("schedule", list(EPOCH_SCHEDULES))
 def test_epoch_schedule_after_fp16_overflow_skips(schedule: str, tmp_path: Path) -> None:
+    if reason := precision_unavailable("jax", "fp16"):
+        pytest.skip(reason)
     raw = copy.deepcopy(OVERFLOW)
     raw["data"]["num_samples"] = 1600  # 25 updates per epoch: overflow skips in every epoch
     raw["schedule"] = copy.deepcopy(EPOCH_SCHEDULES[schedule])

@@ -6,10 +6,15 @@ import copy
 from pathlib import Path
 from typing import Any, Optional
 
+import torch
+
+import flaxloop.precision
 import flaxloop.train
+import torchloop.precision
 import torchloop.train
 from loopspec.compare import Report, compare_runs
 from loopspec.config import apply_override, config_from_dict, load_config
+from loopspec.errors import UserError
 from loopspec.metrics import read_metrics
 from paritykit.sensitivity import (
     MULTIPLE,
@@ -19,6 +24,17 @@ from paritykit.sensitivity import (
     other_torch_kernels,
     write_perturbed_init,
 )
+
+
+def precision_unavailable(backend: str, precision: str) -> Optional[str]:
+    """Why this machine cannot run `precision` on `backend` (the CLI's start-up error), or None."""
+    check = {"torch": torchloop.precision, "jax": flaxloop.precision}[backend]
+    device = torch.device("cpu") if backend == "torch" else flaxloop.precision.resolve_device("cpu")
+    try:
+        check.check_precision(precision, device)
+    except UserError as err:
+        return str(err)
+    return None
 
 
 def run_backends(
