@@ -13,6 +13,7 @@ from flax import linen as nn
 from flaxloop.checkpoint import import_weights
 from flaxloop.models import build_model
 from loopspec.models import output_dim
+from loopspec.weights import float_dtype
 
 
 class TrainedModel(NamedTuple):
@@ -28,7 +29,7 @@ class TrainedModel(NamedTuple):
 def load_model(run: Any, weights: dict[str, np.ndarray]) -> TrainedModel:
     """The run's architecture (a loopspec.results.Run) with `weights`, in their dtype."""
     out_dim = output_dim(run.config.loss.name, run.num_classes)
-    dtype = jnp.float64 if next(iter(weights.values())).dtype == np.float64 else jnp.float32
+    dtype = jnp.float64 if float_dtype(weights) == np.float64 else jnp.float32
     with jax.enable_x64(dtype == jnp.float64):
         module = build_model(run.config.model, run.input_shape, out_dim, dtype)
         init = functools.partial(module.init, train=False)

@@ -127,3 +127,8 @@ def check_weights(tensors: dict[str, np.ndarray], expected: dict[str, tuple[int,
             raise DataError(f"{where}: {name} holds {int((~np.isfinite(tensor)).sum())} NaN/inf values")
         if name.endswith("running_var") and tensor.min(initial=0) < 0:
             raise DataError(f"{where}: {name} holds negative variances (min {tensor.min():.3g})")
+
+
+def float_dtype(tensors: dict[str, np.ndarray]) -> np.dtype:
+    """The dtype of a weight file's floating tensors (its integer BatchNorm counters aside)."""
+    return next((value.dtype for value in tensors.values() if value.dtype.kind == "f"), np.dtype(np.float32))

@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from loopspec.models import output_dim
+from loopspec.weights import float_dtype
 from torchloop.checkpoint import import_weights
 from torchloop.models import build_model
 
@@ -16,7 +17,7 @@ from torchloop.models import build_model
 def load_model(run: Any, weights: dict[str, np.ndarray]) -> nn.Module:
     """The run's architecture (a loopspec.results.Run) with `weights`, in their dtype, in eval mode."""
     out_dim = output_dim(run.config.loss.name, run.num_classes)
-    dtype = torch.float64 if next(iter(weights.values())).dtype == np.float64 else torch.float32
+    dtype = torch.float64 if float_dtype(weights) == np.float64 else torch.float32
     model = build_model(run.config.model, run.input_shape, out_dim).to(dtype=dtype)
     import_weights(model, weights)
     return model.eval()
