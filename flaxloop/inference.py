@@ -22,8 +22,13 @@ class TrainedModel(NamedTuple):
     module: nn.Module
     variables: dict[str, Any]
 
-    def __call__(self, inputs: jax.Array) -> jax.Array:
-        return self.module.apply(self.variables, inputs, train=False)
+    @property
+    def dtype(self) -> Any:
+        return jax.tree_util.tree_leaves(self.variables["params"])[0].dtype
+
+    def __call__(self, inputs: Any) -> jax.Array:
+        with jax.enable_x64(self.dtype == jnp.float64):  # a float64 model computes in float64
+            return self.module.apply(self.variables, jnp.asarray(inputs, self.dtype), train=False)
 
 
 def load_model(run: Any, weights: dict[str, np.ndarray]) -> TrainedModel:
@@ -39,6 +44,5 @@ def load_model(run: Any, weights: dict[str, np.ndarray]) -> TrainedModel:
 
 def predict(model: TrainedModel, inputs: np.ndarray) -> np.ndarray:
     """Logits (float64 NumPy) for a batch (N, *input_shape)."""
-    dtype = jax.tree_util.tree_leaves(model.variables)[0].dtype
-    with jax.enable_x64(dtype == jnp.float64):
-        return np.asarray(model(jnp.asarray(inputs, dtype)), dtype=np.float64)
+    with jax.enable_x64(model.dtype == jnp.float64):
+        return np.asarray(model(inputs), dtype=np.float64)

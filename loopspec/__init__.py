@@ -11,7 +11,7 @@ stopping, checkpoints and the metrics format.
 """
 
 from loopspec.api import compare, fit
-from loopspec.compare import Report, compare_runs
+from loopspec.comparison import Report, compare_runs
 from loopspec.config import Config, as_config, load_config, recipe_names
 from loopspec.errors import UserError
 from loopspec.results import Run, load_run

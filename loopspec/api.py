@@ -10,8 +10,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
-from loopspec.compare import Report, compare_runs
+from loopspec.comparison import Report, compare_runs
 from loopspec.config import Config
+from loopspec.errors import UserError
 from loopspec.results import BackendName, Run, backend_module
 
 
@@ -20,7 +21,7 @@ def fit(
     out_dir: str | Path,
     backend: BackendName = "torch",
     overrides: Sequence[str] = (),
-    init: Optional[str | Path] = None,
+    init_path: Optional[str | Path] = None,
     resume: Optional[str | Path] = None,
     overwrite: bool = False,
 ) -> Run:
@@ -28,12 +29,12 @@ def fit(
 
     config: a Config, a dict of sections (missing keys keep their defaults), a file path, or a
     shipped recipe's name ("digits_cnn"); validated the same way in each form, then `overrides`
-    ("train.epochs=5", ...) are applied. init: a safetensors file of initial weights. resume: a
+    ("train.epochs=5", ...) are applied. init_path: a safetensors file of initial weights. resume: a
     checkpoint, a run directory, or "auto". overwrite: replace a run already in out_dir.
     Raises loopspec.errors.UserError (one line: the problem and the fix) on bad input.
     """
     train = backend_module(backend, "train")
-    return train.fit(config, out_dir, init_path=init, resume=resume, overwrite=overwrite, overrides=overrides)
+    return train.fit(config, out_dir, init_path=init_path, resume=resume, overwrite=overwrite, overrides=overrides)
 
 
 def compare(
@@ -41,4 +42,7 @@ def compare(
 ) -> Report:
     """Step-by-step and tensor-by-tensor agreement of two runs; `report.agree`, `print(report.render())`."""
     paths = [run.out_dir if isinstance(run, Run) else Path(run) for run in (run_a, run_b)]
+    for path in paths:
+        if not (path / "metrics.jsonl").is_file():
+            raise UserError(f"{path} is not a run directory (no metrics.jsonl); pass what fit or --out wrote")
     return compare_runs(*paths, rtol=rtol, steps=steps)

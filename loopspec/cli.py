@@ -35,7 +35,11 @@ def exit_quietly_on_signals(prog: str) -> None:
 
 def build_parser(prog: str, backend: str) -> argparse.ArgumentParser:
     parser = OneLineParser(prog=prog, description=f"Train a model with the {backend} backend.")
-    parser.add_argument("--config", help="YAML, TOML or JSON config file (with --resume: the checkpoint's by default)")
+    parser.add_argument(
+        "--config",
+        help="YAML, TOML or JSON config file, or a recipe's name such as digits_cnn "
+        "(with --resume: the checkpoint's by default)",
+    )
     parser.add_argument("--out", required=True, help="run directory for config.json, metrics.jsonl, *.safetensors")
     parser.add_argument(
         "--set",

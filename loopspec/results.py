@@ -24,6 +24,7 @@ from loopspec.weights import load_weights
 
 BackendName = Literal["torch", "jax"]
 BACKEND_PACKAGES = {"torch": "torchloop", "jax": "flaxloop"}
+FRAMEWORK_MODULES = ("torch", "jax", "jaxlib", "flax", "optax")
 
 
 def backend_module(backend: str, module: str) -> Any:
@@ -33,7 +34,9 @@ def backend_module(backend: str, module: str) -> Any:
     package = BACKEND_PACKAGES[backend]
     try:
         return importlib.import_module(f"{package}.{module}")
-    except ImportError as err:
+    except ModuleNotFoundError as err:
+        if (err.name or "").split(".")[0] not in FRAMEWORK_MODULES:
+            raise
         extra = "torch" if backend == "torch" else "jax"
         raise UserError(
             f"the {backend} backend needs {err.name}, which is not installed; pip install 'jax-torch-parity[{extra}]'"
@@ -82,6 +85,7 @@ class Run:
 
     @functools.cached_property
     def model(self) -> Any:
+        """The final weights' network, built once (see the class docstring for its type)."""
         return self.load_model("final")
 
     def load_model(self, which: Literal["final", "best", "init"] = "final") -> Any:

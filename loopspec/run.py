@@ -19,6 +19,7 @@ from loopspec.files import write_json_atomic
 from loopspec.memory import check_generated_data, check_model
 from loopspec.models import check_model_input, output_dim, state_dict_shapes
 from loopspec.schedules import SchedulePlan, plan_schedule, schedule_horizon
+from loopspec.sinks import check_loggers
 from loopspec.weights import canonical_init, load_weights
 
 
@@ -71,6 +72,7 @@ def prepare_run(
     """Load data, check it fits the model, resolve initial weights, claim the run directory (refusing
     another run's unless continuing it or told to overwrite it), write config.json."""
     check_generated_data(config)
+    check_loggers(config.train.loggers)
     dataset = load_dataset(config.data)
     check_model_input(config.model, dataset.input_shape, config.loss.name, dataset.num_classes)
     check_loss_options(config, dataset)
@@ -97,7 +99,17 @@ def prepare_run(
     )
 
 
-RUN_FILES = ("config.json", "run.json", "metrics.jsonl", "init.safetensors", "final.safetensors", "best.safetensors")
+RUN_FILES = (
+    "config.json",
+    "run.json",
+    "metrics.jsonl",
+    "metrics_steps.csv",
+    "metrics_epochs.csv",
+    "tensorboard",
+    "init.safetensors",
+    "final.safetensors",
+    "best.safetensors",
+)
 
 
 def claim_run_directory(out_dir: Path, continuing: bool, overwrite: bool) -> TextIO:

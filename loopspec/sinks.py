@@ -13,12 +13,13 @@ logger has one. On a terminal each epoch shows a live bar (tqdm) with steps/s, E
 from __future__ import annotations
 
 import csv
+import importlib.util
 import json
 import logging
 import shutil
 import sys
 from pathlib import Path
-from typing import Any, Optional, Protocol, TextIO
+from typing import Any, Optional, Protocol, Sequence, TextIO
 
 from tqdm import tqdm
 
@@ -81,9 +82,10 @@ class ProgressSink:
             weights,
         )
         self.verbose = (1 if sys.stderr.isatty() else 2) if verbose is None else verbose
-        self.bar_shown = self.verbose == 1 and sys.stderr.isatty()
-        self.bar: Optional[tqdm] = None
         self.log = console_logger()
+        # The bar writes to the terminal itself, so it follows the logger's level like the lines do.
+        self.bar_shown = self.verbose == 1 and sys.stderr.isatty() and self.log.isEnabledFor(logging.INFO)
+        self.bar: Optional[tqdm] = None
 
     def line(self, text: str) -> None:
         if self.verbose:
@@ -199,6 +201,15 @@ class TensorBoardSink:
 
     def close(self) -> None:
         self.writer.close()
+
+
+def check_loggers(loggers: Sequence[str]) -> None:
+    """Before the run directory is touched: every configured logger can be built here."""
+    if "tensorboard" in loggers and importlib.util.find_spec("tensorboardX") is None:
+        raise ConfigError(
+            "train.loggers tensorboard needs tensorboardX, which is not installed: "
+            "pip install 'jax-torch-parity[tensorboard]', or drop tensorboard from train.loggers"
+        )
 
 
 def run_sinks(out_dir: Path, backend: str, train_cfg: Any, updates_per_epoch: int, keep_lines: int) -> list[Sink]:

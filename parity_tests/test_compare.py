@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from loopspec.compare import compare_runs
+from loopspec.comparison import compare_runs
 from loopspec.weights import load_weights, save_weights
 from parity_tests.matrix import parity_config
 from paritykit.harness import run_backends
@@ -87,7 +87,7 @@ def test_missing_steps_are_a_disagreement(torch_run: Path, tmp_path: Path) -> No
 def test_command_line_exit_codes(torch_run: Path, tmp_path: Path) -> None:
     other = copy_run(torch_run, tmp_path / "b")
     rewrite_step(other, 3, "grad_norm", 1.01)
-    command = [sys.executable, "-m", "loopspec.compare"]
+    command = [sys.executable, "-m", "loopspec.comparison"]
     same = subprocess.run(command + [str(torch_run), str(torch_run)], capture_output=True, text=True)
     assert same.returncode == 0 and "AGREE" in same.stdout
     differ = subprocess.run(command + [str(torch_run), str(other)], capture_output=True, text=True)
@@ -97,7 +97,7 @@ def test_command_line_exit_codes(torch_run: Path, tmp_path: Path) -> None:
 
 
 def test_tensor_difference_is_judged_at_the_tensor_scale() -> None:
-    from loopspec.compare import tensor_relative_difference
+    from loopspec.comparison import tensor_relative_difference
 
     a = np.array([1.0, 1e-12])
     b = np.array([1.0, 2e-12])  # 100% apart elementwise, 1e-12 at the tensor's scale

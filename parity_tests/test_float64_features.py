@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from loopspec.compare import compare_runs
+from loopspec.comparison import compare_runs
 from loopspec.config import config_from_dict
 from loopspec.data import load_dataset
 from loopspec.weights import load_weights

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from loopspec.compare import compare_runs
+from loopspec.comparison import compare_runs
 from loopspec.errors import TrainingDiverged
 from loopspec.metrics import read_metrics
 from loopspec.weights import load_weights

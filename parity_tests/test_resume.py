@@ -24,7 +24,7 @@ import pytest
 import flaxloop.train
 import torchloop.train
 from loopspec.checkpoint import checkpoint_root, load_checkpoint, newest_checkpoint
-from loopspec.compare import compare_runs
+from loopspec.comparison import compare_runs
 from loopspec.config import config_from_dict
 from loopspec.errors import UserError
 from loopspec.metrics import read_metrics

@@ -8,7 +8,7 @@ import warnings
 
 import pytest
 
-from loopspec.compare import compare_runs
+from loopspec.comparison import compare_runs
 from loopspec.metrics import read_metrics
 from parity_tests.matrix import parity_config
 from paritykit.harness import run_backends

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from loopspec.compare import compare_runs
+from loopspec.comparison import compare_runs
 from loopspec.metrics import read_metrics
 from parity_tests.matrix import parity_config
 from parity_tests.test_precision import OVERFLOW

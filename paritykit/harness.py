@@ -12,7 +12,7 @@ import flaxloop.precision
 import flaxloop.train
 import torchloop.precision
 import torchloop.train
-from loopspec.compare import Report, compare_runs
+from loopspec.comparison import Report, compare_runs
 from loopspec.config import apply_override, config_from_dict, load_config
 from loopspec.errors import UserError
 from loopspec.metrics import read_metrics

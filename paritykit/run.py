@@ -25,7 +25,7 @@ import sys
 from pathlib import Path
 from typing import Optional, Sequence
 
-from loopspec.compare import compare_runs
+from loopspec.comparison import compare_runs
 from loopspec.config import load_config
 from loopspec.metrics import read_metrics
 from paritykit.sensitivity import Verdict

@@ -42,7 +42,7 @@ from typing import Any, Iterator, Optional, Sequence
 
 import numpy as np
 
-from loopspec.compare import relative_difference, tensor_relative_difference
+from loopspec.comparison import relative_difference, tensor_relative_difference
 from loopspec.config import config_from_dict
 from loopspec.data import load_dataset
 from loopspec.metrics import read_metrics

@@ -108,3 +108,37 @@ def test_the_readme_script_runs(tmp_path: Path) -> None:
     lines = [line for line in done.stdout.splitlines() if not line.startswith(("[torch]", "[jax]"))]  # progress
     assert lines[0].startswith("torch TabularMLP (") and lines[1].startswith("jax TrainedModel (")
     assert lines[-1] == "agree to 1e-10: True"
+
+
+def test_a_float64_jax_model_computes_in_float64_when_called(tmp_path: Path) -> None:
+    run = flaxloop.fit(TINY, tmp_path / "run")
+    x = run.dataset().x_val[:8]
+    assert run.model(x).dtype == np.float64
+    np.testing.assert_array_equal(np.asarray(run.model(x)), run.predict(x))
+
+
+def test_a_directory_named_like_a_recipe_does_not_hide_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "digits_cnn").mkdir()
+    from loopspec.config import config_path
+
+    assert config_path("digits_cnn").name == "digits_cnn.yaml" and config_path("digits_cnn").is_file()
+
+
+def test_compare_and_load_run_reject_what_is_not_a_run(tmp_path: Path) -> None:
+    with pytest.raises(UserError, match="not a run directory"):
+        compare(tmp_path, tmp_path)
+
+
+def test_a_logger_that_cannot_be_built_is_refused_before_anything_is_written(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "tensorboardX" else real(name, *a)
+    )
+    with pytest.raises(UserError, match="tensorboardX"):
+        fit(TINY, tmp_path / "run", overrides=["train.loggers=[jsonl,tensorboard]"])
+    assert not (tmp_path / "run").exists()

@@ -14,7 +14,10 @@ import typing
 from pathlib import Path
 from typing import Any, Sequence
 
-import tomllib
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10: the same parser, packaged
+    import tomli as tomllib
 import yaml
 
 from loopspec.config.rules import field_types
@@ -56,7 +59,7 @@ def recipe_names() -> list[str]:
 def config_path(name: str | Path) -> Path:
     """A config file path as given, or else a shipped recipe's by name (with or without .yaml)."""
     path = Path(name)
-    if path.exists() or path.parent != Path("."):
+    if path.is_file() or path.parent != Path("."):
         return path
     recipe = RECIPES / (path.name if path.suffix else f"{path.name}.yaml")
     return recipe if recipe.is_file() else path

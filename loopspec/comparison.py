@@ -1,4 +1,4 @@
-"""Compare two run directories: `python -m loopspec.compare RUN_A RUN_B [--rtol R] [--steps N]`.
+"""Compare two run directories: `python -m loopspec.comparison RUN_A RUN_B [--rtol R] [--steps N]`.
 
 Per-step loss, lr and grad_norm, per-epoch validation metrics, and the initial and final
 weights tensor by tensor. Prints the largest relative difference of each quantity and the
@@ -39,6 +39,7 @@ TINY = 1e-300
 
 
 def relative_difference(a: float, b: float) -> float:
+    """|a - b| / max(|a|, |b|); 0 for equal values (NaNs included), inf where one side is not finite."""
     if a == b:
         return 0.0
     if isinstance(a, str) or isinstance(b, str):  # "nan"/"inf" strings from the metrics writer
@@ -59,6 +60,8 @@ def tensor_relative_difference(a: np.ndarray, b: np.ndarray, *reference: np.ndar
 
 @dataclass
 class Row:
+    """One compared quantity: how many values, the largest relative difference, where it first went over."""
+
     quantity: str
     compared: int
     max_rel: float
@@ -73,18 +76,23 @@ class Row:
 
 @dataclass
 class Report:
+    """Every compared quantity of two runs; `agree` is the verdict at `rtol`, `render()` the table."""
+
     rtol: float
     rows: list[Row] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
 
     @property
     def agree(self) -> bool:
+        """Every row within rtol and nothing missing from either run."""
         return not self.problems and all(row.ok(self.rtol) for row in self.rows)
 
     def max_rel(self, quantity: str) -> float:
+        """The largest relative difference of one quantity ("step loss", "final head.weight", ...)."""
         return next(row.max_rel for row in self.rows if row.quantity == quantity)
 
     def render(self) -> str:
+        """The table parity-compare prints, ending in AGREE or DISAGREE."""
         lines = [f"{'quantity':<44} {'n':>6} {'max rel diff':>13}  first over rtol={self.rtol:g}"]
         for row in self.rows:
             if row.unit == "tensor":
@@ -175,7 +183,8 @@ def compare_runs(run_a: str | Path, run_b: str | Path, rtol: float = 1e-10, step
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m loopspec.compare", description=__doc__.splitlines()[0])
+    """parity-compare RUN_A RUN_B: exit 0 when they agree, 1 when not, 2 on bad arguments."""
+    parser = argparse.ArgumentParser(prog="python -m loopspec.comparison", description=__doc__.splitlines()[0])
     parser.add_argument("run_a")
     parser.add_argument("run_b")
     parser.add_argument(

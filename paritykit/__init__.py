@@ -1,0 +1,9 @@
+"""The parity tools users run, on top of both backends (install with the [all] extra).
+
+run.py              the main job: the default config on both backends, float64 and float32 (`parity-run`)
+plots.py            schedules of both backends overlaid, and runs' loss and lr (`parity-plots`)
+harness.py          one config through both backends in this process
+sensitivity.py      the float32 verdict: the run's own self-divergence envelope
+statistics.py       accuracy over seeds (Welch's t-test, family-wise error)
+schedule_values.py  lr and momentum as each backend's schedule produces them
+"""
