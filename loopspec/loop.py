@@ -91,6 +91,9 @@ class Backend(Protocol):
     def import_state(self, checkpoint: Checkpoint) -> None:
         """Continue from a checkpoint written by either backend."""
 
+    def any_replica_interrupted(self, signum: Optional[int]) -> Optional[int]:
+        """The signal any replica process received (data-parallel runs over several processes)."""
+
 
 def monitored_value(monitor: str, train_loss: float, val: dict[str, float]) -> float:
     """The epoch's value of a monitor name (early stopping, plateau schedule)."""
@@ -117,8 +120,10 @@ def train(
     """Run the configured training, from the start or from a checkpoint; returns the summary record.
     Writes init.safetensors, metrics.jsonl (through the sinks), checkpoints/ and final.safetensors."""
     kept = resume.state["position"]["records"] if resume is not None else 0
-    if resume is not None:
+    if resume is not None and setup.placement.writes:
         carry_history(resume, setup.out_dir)
+    if sinks is None and not setup.placement.writes:
+        sinks = []
     if sinks is None:
         sinks = run_sinks(setup.out_dir, backend.name, setup.config.train, setup.plan.updates_per_epoch, kept)
     loop = Loop(setup, backend, sinks)
@@ -157,6 +162,7 @@ class Loop:
         self.records = 0  # records emitted: the metrics.jsonl lines a checkpoint keeps
         self.interrupted: Optional[int] = None  # the signal that asked the run to stop
         self.started = self.epoch_started = time.perf_counter()
+        self.writes = setup.placement.writes  # rank 0 of a data-parallel run, or the only process
 
     def emit(self, record: dict[str, Any]) -> None:
         self.records += 1
@@ -165,7 +171,7 @@ class Loop:
 
     def run(self, resume: Optional[Checkpoint] = None) -> dict[str, Any]:
         first_epoch, first_window = self.restore(resume) if resume is not None else (1, 0)
-        if resume is None or not (self.setup.out_dir / "init.safetensors").exists():
+        if self.writes and (resume is None or not (self.setup.out_dir / "init.safetensors").exists()):
             weights = self.backend.export_weights() if resume is None else resume.prefixed("model")
             save_weights(self.setup.out_dir / "init.safetensors", weights, {"backend": self.backend.name})
         for epoch in range(first_epoch, self.train_cfg.epochs + 1):
@@ -176,8 +182,10 @@ class Loop:
             self.backend.end_epoch(epoch, monitored_value(self.config.schedule.monitor, train_loss, val))
             if improved and self.keep_best_weights:
                 self.best_weights = self.backend.export_weights()
-                save_weights(self.setup.out_dir / "best.safetensors", self.best_weights, {"epoch": str(epoch)})
+                if self.writes:
+                    save_weights(self.setup.out_dir / "best.safetensors", self.best_weights, {"epoch": str(epoch)})
             done = self.stopper.should_stop or self.reached_max_steps or epoch == self.train_cfg.epochs
+            self.agree_on_interruption()
             if self.train_cfg.checkpoint.every_epoch or self.interrupted:
                 self.save_checkpoint(epoch + 1, 0, None, best=improved)
             if done:
@@ -191,9 +199,11 @@ class Loop:
     def save_checkpoint(self, epoch: int, window: int, handle: Any, best: bool = False) -> None:
         """The state after `handle`'s update (None: the current state); the next window to run is
         `window` of `epoch`."""
-        tensors, backend_state = self.backend.export_state(handle)
         if best:
             self.best_step = self.step
+        if not self.writes:
+            return
+        tensors, backend_state = self.backend.export_state(handle)
         state = {
             "backend": self.backend.name,
             "config": resolved_config(self.config),
@@ -268,6 +278,11 @@ class Loop:
             for signum, handler in previous.items():
                 signal.signal(signum, handler)
 
+    def agree_on_interruption(self) -> None:
+        """Replicas stop together: a signal one rank saw stops all of them at the same update."""
+        if self.setup.placement.replicas > 1:
+            self.interrupted = self.backend.any_replica_interrupted(self.interrupted)
+
     def stop_if_interrupted(self) -> None:
         if self.interrupted is not None:
             name = signal.Signals(self.interrupted).name
@@ -320,6 +335,7 @@ class Loop:
             self.rewind_to(done, later)  # drop what was dispatched past the end
             return True
         every = self.train_cfg.checkpoint.every_steps
+        self.agree_on_interruption()
         if self.interrupted is not None or (every and self.step % every == 0):
             forward_passes, self.forward_passes = self.forward_passes, done.forward_passes
             self.save_checkpoint(epoch, done.index + 1, done.handle)
@@ -415,11 +431,9 @@ class Loop:
         last_epoch = self.epoch_records[-1]["epoch"] if self.epoch_records else 0
         final_epoch = self.stopper.best_epoch if restored else last_epoch
         final_val = next((r for r in self.epoch_records if r["epoch"] == final_epoch), {})
-        save_weights(
-            self.setup.out_dir / "final.safetensors",
-            final_weights,
-            {"backend": self.backend.name, "epoch": str(final_epoch)},
-        )
+        if self.writes:
+            metadata = {"backend": self.backend.name, "epoch": str(final_epoch)}
+            save_weights(self.setup.out_dir / "final.safetensors", final_weights, metadata)
         summary = {
             "kind": "summary",
             "backend": self.backend.name,
@@ -444,12 +458,13 @@ class BackendClass(Protocol):
     name: str
 
     def scope(self, config: Any) -> Any:
-        """A context for the whole run: device and precision checked (before anything is written), set up."""
+        """A context for the whole run: device, precision and replicas checked (before anything is
+        written) and set up; it yields this process's loopspec.parallel.Placement."""
 
     def __call__(self, setup: RunSetup) -> Backend: ...
 
 
-def backend_fit(backend: BackendClass) -> Callable[..., Run]:
+def backend_fit(backend: BackendClass) -> Callable[..., Optional[Run]]:
     """The `fit` of one backend: loopspec.loop.fit with the backend filled in."""
 
     def fit_backend(
@@ -459,15 +474,16 @@ def backend_fit(backend: BackendClass) -> Callable[..., Run]:
         resume: Optional[str | Path] = None,
         overwrite: bool = False,
         overrides: Sequence[str] = (),
-    ) -> Run:
-        fit(as_config(config, overrides), out_dir, init_path, backend, resume, overwrite)
-        return load_run(out_dir)
+    ) -> Optional[Run]:
+        summary = fit(as_config(config, overrides), out_dir, init_path, backend, resume, overwrite)
+        return None if summary is None else load_run(out_dir)
 
     fit_backend.__doc__ = (
         f"Train with the {backend.name} backend; returns the finished loopspec.results.Run (summary, history, "
         "model). config: a Config, a dict of sections, a file path or a recipe name, with `key=value` overrides. "
         "Writes config.json, run.json, metrics.jsonl, checkpoints/ and init/final.safetensors to out_dir; "
-        "resume and overwrite as in loopspec.loop.fit."
+        "resume and overwrite as in loopspec.loop.fit. In a data-parallel run over several processes "
+        "(torchrun), ranks other than 0 write nothing and return None."
     )
     return fit_backend
 
@@ -479,8 +495,9 @@ def fit(
     backend: BackendClass,
     resume: Optional[str | Path] = None,
     overwrite: bool = False,
-) -> dict[str, Any]:
+) -> Optional[dict[str, Any]]:
     """Check the device and precision, prepare the run directory, build the backend's state, train.
+    Returns the summary record; None on the ranks of a data-parallel run that do not write (rank > 0).
 
     resume: a checkpoint directory, a run directory (its newest checkpoint) or "auto" (this run
     directory's newest checkpoint when it has one, else a fresh start in its place: what a job that
@@ -490,17 +507,12 @@ def fit(
     checkpoint = resolve_resume(resume, out_dir) if resume is not None else None
     if checkpoint is not None:
         check_resumable(checkpoint, config)
-    with backend.scope(config):
+    with backend.scope(config) as placement:
         start_over = str(resume) == "auto" and checkpoint is None
-        setup = prepare_run(
-            config,
-            out_dir,
-            init_path,
-            backend.name,
-            continuing=checkpoint is not None,
-            overwrite=overwrite or start_over,
-        )
+        continuing, overwrite = checkpoint is not None, overwrite or start_over
+        setup = prepare_run(config, out_dir, init_path, backend.name, continuing, overwrite, placement)
         try:
-            return train(setup, backend(setup), resume=checkpoint)
+            summary = train(setup, backend(setup), resume=checkpoint)
         finally:
             setup.release()
+    return summary if placement.writes else None

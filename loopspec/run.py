@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import fcntl
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional, TextIO
 
@@ -18,6 +18,7 @@ from loopspec.errors import ConfigError, UserError
 from loopspec.files import write_json_atomic
 from loopspec.memory import check_generated_data, check_model
 from loopspec.models import check_model_input, output_dim, state_dict_shapes
+from loopspec.parallel import Placement
 from loopspec.schedules import SchedulePlan, plan_schedule, schedule_horizon
 from loopspec.sinks import check_loggers
 from loopspec.weights import canonical_init, load_weights
@@ -35,6 +36,7 @@ class RunSetup:
     plan: SchedulePlan
     schedule_horizon: int  # intervals the schedule's shape spans: T_max (cosine) or total_steps
     lock: Optional[TextIO] = None  # held while the run writes its directory
+    placement: Placement = field(default_factory=Placement)  # this process's replica; only rank 0 writes
 
     def release(self) -> None:
         if self.lock is not None:
@@ -68,6 +70,7 @@ def prepare_run(
     backend: str,
     continuing: bool = False,
     overwrite: bool = False,
+    placement: Optional[Placement] = None,
 ) -> RunSetup:
     """Load data, check it fits the model, resolve initial weights, claim the run directory (refusing
     another run's unless continuing it or told to overwrite it), write config.json."""
@@ -88,15 +91,15 @@ def prepare_run(
         initial = canonical_init(shapes, config.seed)
     else:
         initial = None
-    out_dir = Path(out_dir)
-    lock = claim_run_directory(out_dir, continuing, overwrite)
-    write_json_atomic(out_dir / "config.json", resolved_config(config))
-    # What rebuilding the model needs without reloading the data (loopspec.results.load_run).
-    facts = {"backend": backend, "input_shape": list(dataset.input_shape), "num_classes": dataset.num_classes}
-    write_json_atomic(out_dir / "run.json", facts)
-    return RunSetup(
-        config, dataset, out_dir, backend, out_dim, shapes, initial, plan, schedule_horizon(config, plan), lock
-    )
+    out_dir, lock, placement = Path(out_dir), None, placement or Placement()
+    if placement.writes:
+        lock = claim_run_directory(out_dir, continuing, overwrite)
+        write_json_atomic(out_dir / "config.json", resolved_config(config))
+        # What rebuilding the model needs without reloading the data (loopspec.results.load_run).
+        facts = {"backend": backend, "input_shape": list(dataset.input_shape), "num_classes": dataset.num_classes}
+        write_json_atomic(out_dir / "run.json", facts)
+    horizon = schedule_horizon(config, plan)
+    return RunSetup(config, dataset, out_dir, backend, out_dim, shapes, initial, plan, horizon, lock, placement)
 
 
 RUN_FILES = (

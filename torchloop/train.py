@@ -25,11 +25,13 @@ from loopspec.checkpoint import Checkpoint
 from loopspec.cli import run_cli
 from loopspec.config import Config
 from loopspec.loop import MicroBatch, StepResult, backend_fit
+from loopspec.parallel import Placement, shard_rows, shard_weights
 from loopspec.run import RunSetup
 from torchloop.checkpoint import export_optimizer, export_weights, import_weights, load_training_state
 from torchloop.losses import make_loss
 from torchloop.models import build_model
 from torchloop.optim import make_optimizer
+from torchloop.parallel import any_replica, distributed, mean_over_replicas, replica_scope, share_buffers
 from torchloop.precision import (
     check_precision,
     compute_dtype,
@@ -40,7 +42,9 @@ from torchloop.precision import (
 )
 from torchloop.schedules import current_momentum, make_scheduler
 
-TorchMicroBatch = tuple[torch.Tensor, torch.Tensor, Optional[Sequence[torch.Tensor]]]
+# inputs, labels, parity dropout masks, and the loss's weight: this replica's share of the global
+# batch's loss times the replica count (DDP averages the replicas' gradients); 1.0 on one device.
+TorchMicroBatch = tuple[torch.Tensor, torch.Tensor, Optional[Sequence[torch.Tensor]], float]
 
 
 def train_step(
@@ -62,12 +66,16 @@ def train_step(
     mixed = compute_dtype in (torch.bfloat16, torch.float16)
     optimizer.zero_grad(set_to_none=True)
     loss = None
-    for x, y, dropout_masks in micro_batches:
-        with torch.autocast(device_type, dtype=compute_dtype, enabled=mixed):
-            logits = model(x, dropout_masks)
-        micro_loss = loss_fn(logits.float() if mixed else logits, y) / len(micro_batches)
-        scaler.scale(micro_loss).backward()
+    for index, (x, y, dropout_masks, weight) in enumerate(micro_batches):
+        # DDP: only the window's last backward all-reduces the gradients (no_sync covers forward and backward).
+        last = index == len(micro_batches) - 1
+        with contextlib.nullcontext() if last or not hasattr(model, "no_sync") else model.no_sync():
+            with torch.autocast(device_type, dtype=compute_dtype, enabled=mixed):
+                logits = model(x, dropout_masks)
+            micro_loss = loss_fn(logits.float() if mixed else logits, y) * weight / len(micro_batches)
+            scaler.scale(micro_loss).backward()
         loss = micro_loss.detach() if loss is None else loss + micro_loss.detach()
+    loss = mean_over_replicas(loss)  # the global batch's loss, the same on every replica
     scaler.unscale_(optimizer)
     params = [p for p in model.parameters() if p.grad is not None]
     clipped = None
@@ -111,11 +119,14 @@ class TorchBackend:
 
     @staticmethod
     @contextlib.contextmanager
-    def scope(config: Config) -> Iterator[None]:
-        """Refuse an unusable device or precision before anything is written; set the matmul precision."""
-        check_precision(config.train.precision, resolve_device(config.train.device))
+    def scope(config: Config) -> Iterator[Placement]:
+        """Refuse an unusable device, precision or replica count before anything is written; set
+        the matmul precision; join torchrun's process group for a data-parallel run."""
+        device = resolve_device(config.train.device)
+        check_precision(config.train.precision, device)
         set_matmul_precision(config.train.tf32)
-        yield
+        with replica_scope(config.train.devices, device.type) as placement:
+            yield placement
 
     def __init__(self, setup: RunSetup):
         config, data = setup.config, setup.dataset
@@ -127,6 +138,7 @@ class TorchBackend:
         if setup.initial_weights is not None:  # after the cast, so float64 runs get float64 weights
             import_weights(self.model, setup.initial_weights)
         self.loss_fn = make_loss(config.loss, data.num_classes, setup.out_dim).to(device=self.device, dtype=self.dtype)
+        self.network = distributed(self.model, setup.placement, self.device)  # what trains: DDP or the model
         self.optimizer = make_optimizer(config.optimizer, self.model.parameters())
         self.scheduler = make_scheduler(config.schedule, self.optimizer, setup.schedule_horizon)
         self.scaler = make_grad_scaler(precision, config.train.loss_scale, self.device)
@@ -137,18 +149,24 @@ class TorchBackend:
     def on_device(self, *tensors: torch.Tensor) -> list[torch.Tensor]:
         return [t.to(self.device, non_blocking=True) for t in tensors]
 
+    def replica_batch(self, micro: MicroBatch) -> TorchMicroBatch:
+        """This replica's contiguous shard of the micro-batch, and its loss weight."""
+        placement, rows, masks = self.setup.placement, micro.rows, micro.dropout_masks
+        positions = shard_rows(np.arange(len(rows)), placement.replicas)
+        weight = shard_weights(self.setup.config.loss, self.setup.dataset.y_train, [rows[p] for p in positions])
+        mine = positions[placement.rank]
+        return (
+            *self.on_device(self.x_train[rows[mine]], self.y_train[rows[mine]]),
+            None if masks is None else [torch.as_tensor(m[mine], dtype=self.dtype, device=self.device) for m in masks],
+            weight[placement.rank] * placement.replicas,
+        )
+
     def dispatch(self, window: Sequence[MicroBatch]) -> StepResult:
         self.model.train()
-        micro_batches = [
-            (
-                *self.on_device(self.x_train[rows], self.y_train[rows]),
-                None if masks is None else [torch.as_tensor(m, dtype=self.dtype, device=self.device) for m in masks],
-            )
-            for rows, masks in window
-        ]
+        micro_batches = [self.replica_batch(micro) for micro in window]
         buffers = [buffer.clone() for buffer in self.model.buffers()]
         result = train_step(
-            self.model,
+            self.network,
             self.loss_fn,
             self.optimizer,
             self.scaler,
@@ -163,6 +181,7 @@ class TorchBackend:
                     buffer.copy_(saved)
         elif result.outcome == "applied" and self.scheduler is not None and self.setup.plan.interval == "step":
             self.scheduler.step()
+        share_buffers(self.model)
         return result
 
     def read(self, handle: StepResult) -> StepResult:
@@ -216,6 +235,9 @@ class TorchBackend:
         )
         if "rng.torch" in checkpoint.tensors and checkpoint.state["backend"] == "torch":  # framework-mode dropout
             torch.set_rng_state(torch.from_numpy(checkpoint.tensors["rng.torch"]))
+
+    def any_replica_interrupted(self, signum: Optional[int]) -> Optional[int]:
+        return any_replica(signum)
 
 
 fit = backend_fit(TorchBackend)

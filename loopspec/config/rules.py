@@ -44,10 +44,18 @@ def coerce(value: Any, hint: Any, key: str) -> Any:
     """The value in the field's type, or a ConfigError naming the key and the expected type."""
     origin = typing.get_origin(hint)
     if origin in (typing.Union, types.UnionType):
-        if value is None:
+        if value is None and type(None) in typing.get_args(hint):
             return None
-        (inner,) = [arg for arg in typing.get_args(hint) if arg is not type(None)]
-        return coerce(value, inner, key)
+        alternatives = [arg for arg in typing.get_args(hint) if arg is not type(None)]
+        if len(alternatives) == 1:
+            return coerce(value, alternatives[0], key)
+        for alternative in alternatives:  # int | Literal["auto"]: the first that takes the value
+            try:
+                return coerce(value, alternative, key)
+            except ConfigError:
+                continue
+        words = " or ".join(describe_type(arg) for arg in alternatives)
+        raise ConfigError(f"{key} must be {words}, got {value!r}")
     if origin is typing.Literal:
         choices = typing.get_args(hint)
         if not isinstance(value, str) or value not in choices:
@@ -83,6 +91,12 @@ def coerce(value: Any, hint: Any, key: str) -> Any:
     raise TypeError(f"unsupported config type {hint} for {key}")  # a schema bug, not a user error
 
 
+def describe_type(hint: Any) -> str:
+    if typing.get_origin(hint) is typing.Literal:
+        return " or ".join(repr(choice) for choice in typing.get_args(hint))
+    return {int: "an integer", float: "a number", bool: "true or false", str: "a string"}.get(hint, str(hint))
+
+
 def describe_range(checks: dict[str, Any]) -> Optional[str]:
     def number(value: float) -> str:
         return str(value) if isinstance(value, int) else f"{value:g}"
@@ -109,7 +123,7 @@ def in_range(value: float, checks: dict[str, Any]) -> bool:
 
 def check_value(value: Any, checks: dict[str, Any], key: str) -> None:
     """Ranges (of a number or of each element of a list) and list lengths."""
-    if value is None or not checks:
+    if value is None or isinstance(value, str) or not checks:  # a Literal alternative such as "auto"
         return
     described = describe_range(checks)
     if isinstance(value, list):

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any, Literal, Optional
+from typing import Any, Literal, Optional, Union
 
 Dataset = Literal["intrusion", "synthetic_images", "digits", "idx", "cifar10", "csv", "npz"]
 Model = Literal["mlp", "fashion_mlp", "cnn"]
@@ -193,6 +193,7 @@ class TrainConfig(Section):
     loss_scale: LossScaleConfig = field(default_factory=LossScaleConfig)  # fp16 only
     tf32: bool = False  # fp32 matmuls on a GPU: false keeps full float32 (strict parity), true allows TF32
     device: Literal["cpu", "cuda", "auto"] = "cpu"
+    devices: Union[int, Literal["auto"]] = option(1, ge=1)  # data-parallel replicas (torchrun ranks / JAX devices)
     verbose: Optional[int] = option(
         None, ge=0, le=2
     )  # 0 silent, 1 bars (terminal), 2 epoch lines; null: 1 on a terminal, else 2

@@ -1,0 +1,58 @@
+"""Data parallelism, framework-neutral: which rows each replica gets and what its loss weighs.
+
+Each update's global batch comes from the shared batch order and is split into N contiguous
+shards, one per replica (np.array_split: when the batch does not divide, the first shards get
+one row more). Each replica's loss is its share of the global loss, so that the gradients,
+summed over replicas, are the gradient of the global batch's loss whatever the shard sizes:
+weight_r = (replica r's normaliser) / (the global batch's normaliser), where the normaliser is
+what the loss divides by: the number of rows, or the sum of the class weights of the labels
+for a class-weighted cross-entropy (torch's weighted mean).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from loopspec.config import LossConfig
+from loopspec.errors import UserError
+
+
+@dataclass(frozen=True)
+class Placement:
+    """This process's place in a data-parallel run: `rank` of `replicas`, and whether it writes."""
+
+    rank: int = 0
+    replicas: int = 1
+
+    @property
+    def writes(self) -> bool:
+        """Only rank 0 writes metrics, checkpoints and weights; every rank computes the same run."""
+        return self.rank == 0
+
+
+def shard_rows(rows: np.ndarray, replicas: int) -> list[np.ndarray]:
+    """The global batch's rows split into `replicas` contiguous shards."""
+    return np.array_split(np.asarray(rows), replicas)
+
+
+def loss_normaliser(loss: LossConfig, labels: np.ndarray) -> float:
+    """What the configured loss's mean divides by for these labels."""
+    if loss.name == "cross_entropy" and loss.class_weights is not None:
+        return float(np.asarray(loss.class_weights, dtype=np.float64)[labels].sum())
+    return float(len(labels))
+
+
+def shard_weights(loss: LossConfig, labels: np.ndarray, shards: list[np.ndarray]) -> list[float]:
+    """Each replica's loss weight: its normaliser over the global batch's (they sum to 1)."""
+    total = loss_normaliser(loss, labels[np.concatenate(shards)])
+    return [loss_normaliser(loss, labels[shard]) / total for shard in shards]
+
+
+def resolve_replicas(devices: int | str, available: int, how: str) -> int:
+    """train.devices as a count: `auto` takes every available device; more than there are is an error."""
+    wanted = available if devices == "auto" else int(devices)
+    if wanted > available:
+        raise UserError(f"train.devices is {devices} but {how}")
+    return wanted

@@ -1,0 +1,77 @@
+"""Data parallelism with torch's own engine: DistributedDataParallel over torchrun's processes
+(gloo on CPU, NCCL on CUDA), one replica per process; loopspec.parallel says which rows each
+replica takes and what its loss weighs."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from typing import Iterator, Optional
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from loopspec.errors import UserError
+from loopspec.parallel import Placement
+
+
+def torchrun_hint(devices: int | str) -> str:
+    count = "N" if devices == "auto" else devices
+    return f"torchrun --nproc_per_node {count} -m torchloop.train ... (README: Data-parallel training)"
+
+
+@contextlib.contextmanager
+def replica_scope(devices: int | str, device_type: str) -> Iterator[Placement]:
+    """Join torchrun's process group for the run (one replica per process); a single process
+    without torchrun is the one replica."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world == 1:
+        if devices not in (1, "auto"):
+            raise UserError(f"train.devices is {devices}: launch torch with {torchrun_hint(devices)}")
+        yield Placement()
+        return
+    if devices != "auto" and devices != world:
+        raise UserError(f"train.devices is {devices} but torchrun started {world} processes; make them equal")
+    if device_type == "cuda":
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+    dist.init_process_group("nccl" if device_type == "cuda" else "gloo")
+    try:
+        yield Placement(dist.get_rank(), world)
+    finally:
+        dist.destroy_process_group()
+
+
+def distributed(model: nn.Module, placement: Placement, device: torch.device) -> nn.Module:
+    """DDP around the model when there are replicas. Buffers are not broadcast before each forward
+    (DDP's default): rank 0's are broadcast after each update instead (share_buffers), so every
+    rank validates with the same BatchNorm statistics."""
+    if placement.replicas == 1:
+        return model
+    device_ids = [torch.cuda.current_device()] if device.type == "cuda" else None
+    return nn.parallel.DistributedDataParallel(model, device_ids=device_ids, broadcast_buffers=False)
+
+
+def share_buffers(model: nn.Module) -> None:
+    """Every replica takes rank 0's BatchNorm buffers (DDP's semantics: rank 0's statistics rule)."""
+    if dist.is_initialized():
+        for buffer in model.buffers():
+            dist.broadcast(buffer, src=0)
+
+
+def mean_over_replicas(value: torch.Tensor) -> torch.Tensor:
+    """The sum over replicas of each one's weighted share, divided by the replica count (as DDP averages)."""
+    if not dist.is_initialized():
+        return value
+    total = value.detach().clone()
+    dist.all_reduce(total)
+    return total / dist.get_world_size()
+
+
+def any_replica(signum: Optional[int]) -> Optional[int]:
+    """The largest signal number any replica saw (0: none)."""
+    if not dist.is_initialized():
+        return signum
+    flag = torch.tensor([signum or 0])
+    dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+    return int(flag.item()) or None
