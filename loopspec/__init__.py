@@ -10,22 +10,22 @@ stopping, checkpoints and the metrics format.
     print(run.summary["val_acc"], run.evaluate())
 """
 
-from loopspec.api import compare, fit
-from loopspec.comparison import Report, compare_runs
-from loopspec.config import Config, as_config, load_config, recipe_names
-from loopspec.errors import UserError
-from loopspec.results import Run, load_run
+from loopspec.results import lazy_exports
 
-__all__ = [
-    "fit",
-    "load_run",
-    "compare",
-    "Run",
-    "Report",
-    "Config",
-    "as_config",
-    "load_config",
-    "recipe_names",
-    "compare_runs",
-    "UserError",
-]
+# Imported on first use, so `python -m loopspec.comparison` runs that module once.
+__getattr__, __all__ = lazy_exports(
+    __name__,
+    {
+        "fit": "api",
+        "compare": "api",
+        "load_run": "results",
+        "Run": "results",
+        "Report": "comparison",
+        "compare_runs": "comparison",
+        "Config": "config",
+        "as_config": "config",
+        "load_config": "config",
+        "recipe_names": "config",
+        "UserError": "errors",
+    },
+)
