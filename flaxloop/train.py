@@ -29,13 +29,15 @@ from flaxloop.checkpoint import export_optimizer, export_weights, import_optimiz
 from flaxloop.losses import LossFn, make_loss
 from flaxloop.models import build_model
 from flaxloop.optim import accumulate, make_optimizer
-from flaxloop.precision import LossScale, compute_dtype, param_dtype, precision_scope
+from flaxloop.parallel import replica_mesh, replica_scope, replicate, request_cpu_devices, shard_replica_axis
+from flaxloop.precision import LossScale, compute_dtype, param_dtype, precision_scope, resolve_device
 from flaxloop.schedules import ReduceLROnPlateau, make_schedules, schedule_value
 from loopspec.batching import batches_per_epoch
 from loopspec.checkpoint import Checkpoint
 from loopspec.cli import run_cli
 from loopspec.config import Config
 from loopspec.loop import MicroBatch, StepResult, backend_fit
+from loopspec.parallel import Placement, shard_rows, shard_weights
 from loopspec.run import RunSetup
 
 
@@ -143,6 +145,32 @@ def micro_gradients(
     return loss, grads, new_stats
 
 
+def replica_gradients(
+    state: TrainState, batch_stats: Any, forward_pass: jax.Array, micro: dict[str, Any], scale: float, loss_fn: LossFn
+) -> tuple[jax.Array, Any, Any]:
+    """micro_gradients of a micro-batch split over N replicas, as torch DDP computes it: each replica
+    runs its shard (BatchNorm normalises with the shard's own statistics) with its loss weighted by
+    N times its share of the global batch (so its backward, fp16 overflows included, sees what a
+    DDP rank sees); the gradients are divided by N and summed (DDP's averaging all-reduce), and the
+    BatchNorm running statistics are replica 0's (rank 0's buffers, broadcast after each update)."""
+    if "replicas" not in micro:
+        return micro_gradients(state, batch_stats, forward_pass, micro, scale, loss_fn)
+    shards = micro["replicas"]
+    replicas = len(shards) if isinstance(shards, tuple) else len(shards["weight"])
+
+    def replica(shard: dict[str, Any]) -> tuple[jax.Array, Any, Any]:
+        return micro_gradients(state, batch_stats, forward_pass, shard, scale * shard["weight"] * replicas, loss_fn)
+
+    if isinstance(shards, dict):  # equal shards, stacked on a replica axis sharded over the devices
+        losses, grads, stats = jax.vmap(replica)(shards)
+        grads = jax.tree.map(lambda g: (g / replicas).sum(0), grads)
+        return losses.sum() / replicas, grads, jax.tree.map(lambda s: s[0], stats)
+    results = [replica(shard) for shard in shards]  # uneven shards: one after another
+    loss = sum(result[0] for result in results) / replicas
+    grads = jax.tree.map(lambda *g: sum(x / replicas for x in g), *[result[1] for result in results])
+    return loss, grads, results[0][2]
+
+
 def step_metrics(
     state: TrainState, loss: jax.Array, loss_scale: Optional[LossScale] = None, overflow: Any = False
 ) -> StepMetrics:
@@ -176,14 +204,14 @@ def train_step(state: TrainState, window: dict[str, Any], loss_fn: LossFn) -> tu
     is skipped here, in the step, so the loop can read the flags an update late.
     """
     stack, tail = window.get("stack"), window.get("tail")
-    count = (0 if stack is None else stack["y"].shape[0]) + (0 if tail is None else 1)
+    count = (0 if stack is None else len(jax.tree.leaves(stack)[0])) + (0 if tail is None else 1)
     zeros = jax.tree.map(jnp.zeros_like, state.params)
     loss_dtype = jax.tree.leaves(state.params)[0].dtype
     carry = (zeros, jnp.zeros([], loss_dtype), state.batch_stats, state.forward_passes)
 
     def accumulate_micro(carry: tuple, micro: dict[str, Any]) -> tuple[tuple, None]:
         grad_sum, loss_sum, batch_stats, passes = carry
-        loss, grads, batch_stats = micro_gradients(state, batch_stats, passes, micro, 1.0 / count, loss_fn)
+        loss, grads, batch_stats = replica_gradients(state, batch_stats, passes, micro, 1.0 / count, loss_fn)
         return (jax.tree.map(jnp.add, grad_sum, grads), loss_sum + loss, batch_stats, passes + 1), None
 
     if stack is not None:
@@ -239,7 +267,9 @@ def stack_window(micro_batches: list[dict[str, Any]]) -> dict[str, Any]:
     """Equal-sized micro-batches stacked for lax.scan; a differently sized last one as the tail."""
     if len(micro_batches) == 1:
         return {"tail": micro_batches[0]}
-    equal = len(micro_batches[-1]["y"]) == len(micro_batches[0]["y"])
+    equal = jax.tree.structure(micro_batches[-1]) == jax.tree.structure(micro_batches[0]) and [
+        leaf.shape for leaf in jax.tree.leaves(micro_batches[-1])
+    ] == [leaf.shape for leaf in jax.tree.leaves(micro_batches[0])]
     stacked = micro_batches if equal else micro_batches[:-1]
     window = {"stack": jax.tree.map(lambda *leaves: np.stack(leaves), *stacked)}
     if not equal:
@@ -260,17 +290,20 @@ class JaxBackend:
 
     @staticmethod
     @contextlib.contextmanager
-    def scope(config: Config) -> Iterator[None]:
-        """float64 (scoped x64), the device and the matmul precision for the whole run; an unusable
-        device or precision is refused before anything is written."""
-        with precision_scope(config.train.precision, config.train.device, config.train.tf32):
-            yield
+    def scope(config: Config) -> Iterator[Placement]:
+        """float64 (scoped x64), the device, the matmul precision and the replicas for the whole run;
+        an unusable device, precision or replica count is refused before anything is written."""
+        request_cpu_devices(config.train.devices, config.train.device)
+        with precision_scope(config.train.precision, config.train.device, config.train.tf32) as device:
+            with replica_scope(config.train.devices, device) as placement:
+                yield placement
 
     def __init__(self, setup: RunSetup):
         config, data = setup.config, setup.dataset
         self.setup, self.dtype = setup, param_dtype(config.train.precision)
         self.x_train, self.x_val = data.x_train.astype(self.dtype), data.x_val.astype(self.dtype)
-        self.state = create_train_state(setup, make_tx(setup, self.dtype), self.dtype)
+        self.mesh = replica_mesh(setup.placement, resolve_device(config.train.device))
+        self.state = replicate(create_train_state(setup, make_tx(setup, self.dtype), self.dtype), self.mesh)
         loss_fn = make_loss(config.loss, data.num_classes, setup.out_dim)
         train = config.train
         self.multisteps = train.accumulation == "multisteps" and train.accumulation_steps > 1
@@ -282,16 +315,43 @@ class JaxBackend:
         )
 
     def micro_batch(self, micro: MicroBatch) -> dict[str, Any]:
-        batch = {"x": self.x_train[micro.rows], "y": self.setup.dataset.y_train[micro.rows]}
-        if micro.dropout_masks is not None:
-            batch["dropout_masks"] = [m.astype(self.dtype) for m in micro.dropout_masks]
-        return batch
+        """The micro-batch's arrays; with replicas, its contiguous shards and their loss weights,
+        stacked on a replica axis when they are equal (loopspec.parallel)."""
+        placement, rows = self.setup.placement, micro.rows
+        positions = shard_rows(np.arange(len(rows)), placement.replicas)
+        weights = shard_weights(self.setup.config.loss, self.setup.dataset.y_train, [rows[p] for p in positions])
+        shards = []
+        for position, weight in zip(positions, weights):
+            shard = {"x": self.x_train[rows[position]], "y": self.setup.dataset.y_train[rows[position]]}
+            if micro.dropout_masks is not None:
+                shard["dropout_masks"] = [m[position].astype(self.dtype) for m in micro.dropout_masks]
+            if placement.replicas > 1:
+                shard["weight"] = np.asarray(weight, self.dtype)
+            shards.append(shard)
+        if placement.replicas == 1:
+            return shards[0]
+        if len({len(position) for position in positions}) == 1:
+            return {"replicas": jax.tree.map(lambda *leaves: np.stack(leaves), *shards)}
+        return {"replicas": tuple(shards)}
+
+    def place(self, window: dict[str, Any]) -> dict[str, Any]:
+        """Each replica's shards on its device: the replica axis follows the scan axis in "stack"."""
+        if self.mesh is None:
+            return window
+        placed = {}
+        for part, axis in (("stack", 1), ("tail", 0)):
+            if part in window:
+                replicas = window[part]["replicas"]
+                if isinstance(replicas, dict):
+                    replicas = shard_replica_axis(replicas, self.mesh, axis)
+                placed[part] = {"replicas": replicas}
+        return placed
 
     def dispatch(self, window: Sequence[MicroBatch]) -> Dispatched:
         micro_batches = [self.micro_batch(micro) for micro in window]
         if self.multisteps:
             return self.dispatch_multisteps(micro_batches)
-        self.state, metrics = self.step_fn(self.state, stack_window(micro_batches))
+        self.state, metrics = self.step_fn(self.state, self.place(stack_window(micro_batches)))
         return Dispatched(self.state, metrics)
 
     def dispatch_multisteps(self, micro_batches: list[dict[str, Any]]) -> Dispatched:
@@ -342,6 +402,9 @@ class JaxBackend:
 
     def export_weights(self) -> dict[str, np.ndarray]:
         return export_weights(variables_of(self.state))
+
+    def any_replica_interrupted(self, signum: Optional[int]) -> Optional[int]:
+        return signum  # one process drives every replica
 
     def export_state(self, handle: Optional[Dispatched]) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
         """The state after `handle`'s update (a later update may already be dispatched)."""
@@ -418,6 +481,7 @@ class JaxBackend:
             loss_scale=loss_scale,
             dropout_key=dropout_key,
         )
+        self.state = replicate(self.state, self.mesh)
         if self.plateau is not None:
             for key, value in saved["plateau"].items():
                 setattr(self.plateau, key, value)

@@ -1,0 +1,122 @@
+"""Data-parallel training on the frameworks' own engines, proven equal to one device and to each
+other: torch DistributedDataParallel over two gloo processes (torchrun) and JAX jit over a mesh of
+two host devices, from the same initial weights and the same global batches.
+
+Runs go through the real command lines in subprocesses: torchrun starts the torch ranks, and a
+fresh Python process can give JAX two CPU devices (the test process's JAX already has one).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from loopspec.comparison import compare_runs
+from loopspec.metrics import read_metrics
+from paritykit.harness import precision_unavailable
+
+ROOT = Path(__file__).resolve().parent.parent
+NO_BATCHNORM = {  # the Fashion MLP on synthetic images: no BatchNorm, so N replicas equal one device
+    "data": {"name": "synthetic_images", "num_samples": 700, "batch_size": 50, "drop_last": False},
+    "model": {"name": "fashion_mlp"},
+    "optimizer": {"name": "adam", "lr": 0.001},
+    "train": {"epochs": 2, "precision": "fp64", "log_every": 0},
+}
+BATCHNORM_CNN = {  # 45 rows per update: shards of 23 and 22; the short last batch splits 20/20
+    "data": {"name": "synthetic_images", "num_samples": 2000, "batch_size": 45, "drop_last": False},
+    "model": {"name": "cnn", "channels": [4, 8, 8]},
+    "optimizer": {"name": "adamw", "lr": 0.002},
+    "schedule": {"name": "onecycle", "max_lr": 0.004},
+    "train": {"epochs": 17, "precision": "fp64", "accumulation_steps": 2, "clip_grad_norm": 2.0, "log_every": 0},
+}
+
+
+def train(backend: str, raw: dict, out: Path, replicas: int) -> Path:
+    """One run through the command line; torch with replicas under torchrun, JAX in one process."""
+    config = out.parent / f"{out.name}.yaml"
+    config.write_text(yaml.safe_dump(raw))
+    args = ["--config", str(config), "--out", str(out), "--quiet", "--set", f"train.devices={replicas}"]
+    if backend == "torch" and replicas > 1:
+        launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={replicas}"]
+        command = [*launcher, "-m", "torchloop.train", *args]
+    else:
+        command = [sys.executable, "-m", f"{'torch' if backend == 'torch' else 'flax'}loop.train", *args]
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(command, cwd=out.parent, env=env, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, f"{' '.join(command)}\n{done.stderr[-3000:]}"
+    return out
+
+
+@pytest.mark.parametrize("backend", ["torch", "jax"])
+def test_two_replicas_equal_one_device_without_batchnorm(backend: str, tmp_path: Path) -> None:
+    one = train(backend, NO_BATCHNORM, tmp_path / "one", 1)
+    two = train(backend, NO_BATCHNORM, tmp_path / "two", 2)
+    report = compare_runs(one, two, rtol=1e-12)
+    assert report.agree, f"\n{report.render()}"
+    steps = read_metrics(two / "metrics.jsonl")["step"]
+    assert len(steps) == 2 * 12  # 560 rows in 50s: 11 full batches and one of 10, each epoch
+
+
+def test_ddp_and_jax_sharding_agree_with_batchnorm_accumulation_and_clipping(tmp_path: Path) -> None:
+    runs = {backend: train(backend, BATCHNORM_CNN, tmp_path / backend, 2) for backend in ("torch", "jax")}
+    report = compare_runs(runs["torch"], runs["jax"], rtol=1e-10)
+    steps = read_metrics(runs["torch"] / "metrics.jsonl")["step"]
+    print(f"{len(steps)} steps, clipped on {sum(s['clipped'] for s in steps)}")
+    assert report.agree, f"\n{report.render()}"
+    assert len(steps) >= 300 and 0 < sum(s["clipped"] for s in steps) < len(steps)
+    # Rank 0 alone wrote: one record per update, not one per rank.
+    assert [s["step"] for s in steps] == list(range(1, len(steps) + 1))
+    # With BatchNorm, two replicas are a different run from one device (per-replica statistics).
+    one = train("torch", BATCHNORM_CNN | {"train": {**BATCHNORM_CNN["train"], "epochs": 1}}, tmp_path / "one", 1)
+    assert not compare_runs(one, runs["torch"], rtol=1e-10, steps=10).agree
+
+
+def test_fp16_loss_scale_sequences_are_identical_with_two_replicas(tmp_path: Path) -> None:
+    if reason := precision_unavailable("jax", "fp16"):
+        pytest.skip(reason)
+    raw = {
+        "data": {"name": "intrusion", "num_samples": 4000, "batch_size": 64, "drop_last": True},
+        "model": {"name": "mlp", "hidden": [32, 16], "dropout": 0.0},
+        "loss": {"name": "bce"},
+        "optimizer": {"name": "sgd", "lr": 1e-9, "momentum": 0.9},
+        "train": {
+            "epochs": 20,
+            "max_steps": 600,
+            "precision": "fp16",
+            "log_every": 0,
+            "loss_scale": {"init_scale": 2.0**30, "growth_interval": 20},
+        },
+    }
+    runs = {backend: train(backend, raw, tmp_path / backend, 2) for backend in ("torch", "jax")}
+    steps = {backend: read_metrics(run / "metrics.jsonl")["step"] for backend, run in runs.items()}
+    scales = [s["loss_scale"] for s in steps["torch"]]
+    assert [s["loss_scale"] for s in steps["jax"]] == scales and len(scales) >= 600
+    assert [s["skipped"] for s in steps["jax"]] == [s["skipped"] for s in steps["torch"]]
+    assert sum(s["skipped"] for s in steps["torch"]) >= 10 and sum(b > a for a, b in zip(scales, scales[1:])) >= 10
+
+
+def test_replicas_without_their_engine_are_refused_in_one_line(tmp_path: Path) -> None:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    base = ["--config", "intrusion_mlp_focal", "--out", str(tmp_path / "run")]
+    torch_alone = subprocess.run(
+        [sys.executable, "-m", "torchloop.train", *base, "--set", "train.devices=2"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert torch_alone.returncode == 2 and "torchrun --nproc_per_node 2" in torch_alone.stderr
+    too_many = subprocess.run(
+        [sys.executable, "-m", "flaxloop.train", *base, "--set", "train.devices=2", "--set", "train.device=cuda"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert too_many.returncode == 2 and len(too_many.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "run").exists()
