@@ -243,7 +243,7 @@ def multisteps_micro_step(
     state: TrainState, micro: dict[str, Any], scale: float, loss_fn: LossFn
 ) -> tuple[TrainState, StepMetrics]:
     """One micro-batch under optax.MultiSteps: it accumulates, and applies on the window's last."""
-    loss, grads, batch_stats = micro_gradients(state, state.batch_stats, state.forward_passes, micro, 1.0, loss_fn)
+    loss, grads, batch_stats = replica_gradients(state, state.batch_stats, state.forward_passes, micro, 1.0, loss_fn)
     state = state.apply_gradients(grads=grads, batch_stats=batch_stats, forward_passes=state.forward_passes + 1)
     return state, step_metrics(state, loss * scale)
 

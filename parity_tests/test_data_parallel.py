@@ -52,14 +52,17 @@ def train(backend: str, raw: dict, out: Path, replicas: int) -> Path:
     return out
 
 
-@pytest.mark.parametrize("backend", ["torch", "jax"])
-def test_two_replicas_equal_one_device_without_batchnorm(backend: str, tmp_path: Path) -> None:
-    one = train(backend, NO_BATCHNORM, tmp_path / "one", 1)
-    two = train(backend, NO_BATCHNORM, tmp_path / "two", 2)
+@pytest.mark.parametrize("backend, accumulation", [("torch", "none"), ("jax", "none"), ("jax", "multisteps")])
+def test_two_replicas_equal_one_device_without_batchnorm(backend: str, accumulation: str, tmp_path: Path) -> None:
+    raw = NO_BATCHNORM
+    if accumulation == "multisteps":  # optax.MultiSteps over windows of 2 micro-batches
+        raw = {**raw, "train": {**raw["train"], "accumulation_steps": 2, "accumulation": "multisteps"}}
+    one = train(backend, raw, tmp_path / "one", 1)
+    two = train(backend, raw, tmp_path / "two", 2)
     report = compare_runs(one, two, rtol=1e-12)
     assert report.agree, f"\n{report.render()}"
     steps = read_metrics(two / "metrics.jsonl")["step"]
-    assert len(steps) == 2 * 12  # 560 rows in 50s: 11 full batches and one of 10, each epoch
+    assert len(steps) == 2 * (12 if accumulation == "none" else 6)  # 560 rows in 50s: 11 batches and one of 10
 
 
 def test_ddp_and_jax_sharding_agree_with_batchnorm_accumulation_and_clipping(tmp_path: Path) -> None:
