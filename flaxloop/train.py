@@ -127,6 +127,8 @@ def micro_gradients(
     """Loss * scale, the gradient of that times the fp16 loss scale, and the BatchNorm
     statistics after one micro-batch. The loss is computed in the weights' float dtype."""
     dropout_key = jax.random.fold_in(state.dropout_key, forward_pass)
+    if "replica" in micro:  # framework-mode dropout: each replica draws its own masks
+        dropout_key = jax.random.fold_in(dropout_key, micro["replica"])
     loss_scale = 1.0 if state.loss_scale is None else state.loss_scale.scale
 
     def compute_loss(params: Any) -> tuple[jax.Array, tuple[jax.Array, Any]]:
@@ -327,6 +329,7 @@ class JaxBackend:
                 shard["dropout_masks"] = [m[position].astype(self.dtype) for m in micro.dropout_masks]
             if placement.replicas > 1:
                 shard["weight"] = np.asarray(weight, self.dtype)
+                shard["replica"] = np.asarray(len(shards), np.int32)
             shards.append(shard)
         if placement.replicas == 1:
             return shards[0]
@@ -358,6 +361,7 @@ class JaxBackend:
         """optax.MultiSteps has no in-step guard: the window is read back here and undone on the host."""
         before, losses = self.state, []
         for micro in micro_batches:
+            micro = self.place({"tail": micro})["tail"]
             self.state, metrics = self.micro_fn(self.state, micro, scale=1.0 / len(micro_batches))
             losses.append(metrics.loss)
         metrics = jax.device_get(metrics)  # the last micro-step's: MultiSteps applied the update there

@@ -160,7 +160,8 @@ class Loop:
         self.best_step: Optional[int] = None  # the checkpoint holding the best epoch's state, if one was saved
         self.stopped_by: Optional[str] = None
         self.records = 0  # records emitted: the metrics.jsonl lines a checkpoint keeps
-        self.interrupted: Optional[int] = None  # the signal that asked the run to stop
+        self.signal_seen: Optional[int] = None  # set by the signal handler, at any moment
+        self.interrupted: Optional[int] = None  # the signal the run stops for, agreed by every replica
         self.started = self.epoch_started = time.perf_counter()
         self.writes = setup.placement.writes  # rank 0 of a data-parallel run, or the only process
 
@@ -243,11 +244,11 @@ class Loop:
             stopping["wait"],
         )
         self.best_step = loop["best_step"]
-        best_file = self.setup.out_dir / "best.safetensors"
-        if self.keep_best_weights and self.stopper.best_epoch and best_file.exists():
-            self.best_weights = load_weights(best_file)
-        metrics = self.setup.out_dir / "metrics.jsonl"
-        self.epoch_records = read_metrics(metrics)["epoch"] if metrics.exists() else []
+        best_file, metrics = self.setup.out_dir / "best.safetensors", self.setup.out_dir / "metrics.jsonl"
+        if self.writes:  # what only rank 0 uses (its summary and final weights), while it may still copy them in
+            if self.keep_best_weights and self.stopper.best_epoch and best_file.exists():
+                self.best_weights = load_weights(best_file)
+            self.epoch_records = read_metrics(metrics)["epoch"] if metrics.exists() else []
         if self.reached_max_steps or self.stopper.should_stop or position["epoch"] > self.train_cfg.epochs:
             raise UserError(
                 f"checkpoint {checkpoint.path} is at the end of its run (update {self.step}, epoch "
@@ -266,7 +267,7 @@ class Loop:
         previous = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)}
 
         def ask_to_stop(signum: int, frame: Any) -> None:
-            self.interrupted = signum
+            self.signal_seen = signum
             for restored, handler in previous.items():
                 signal.signal(restored, handler)
 
@@ -279,9 +280,10 @@ class Loop:
                 signal.signal(signum, handler)
 
     def agree_on_interruption(self) -> None:
-        """Replicas stop together: a signal one rank saw stops all of them at the same update."""
-        if self.setup.placement.replicas > 1:
-            self.interrupted = self.backend.any_replica_interrupted(self.interrupted)
+        """Take up a signal at this point only (the handler may fire between two checks), and with
+        replicas, the signal any of them saw: all stop at the same update."""
+        seen = self.signal_seen
+        self.interrupted = self.backend.any_replica_interrupted(seen) if self.setup.placement.replicas > 1 else seen
 
     def stop_if_interrupted(self) -> None:
         if self.interrupted is not None:

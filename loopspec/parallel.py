@@ -56,3 +56,19 @@ def resolve_replicas(devices: int | str, available: int, how: str) -> int:
     if wanted > available:
         raise UserError(f"train.devices is {devices} but {how}")
     return wanted
+
+
+def check_shards(batch_size: int, num_train: int, drop_last: bool, replicas: int, model: str) -> None:
+    """Every replica gets rows from every micro-batch, the epoch's short last one included (a tabular
+    BatchNorm needs two rows per shard in training, as torch's BatchNorm1d does)."""
+    if replicas == 1:
+        return
+    last = num_train % batch_size
+    smallest = batch_size if drop_last or last == 0 else min(batch_size, last)
+    least = replicas * (2 if model == "mlp" else 1)
+    if smallest < least:
+        which = "data.batch_size" if smallest == batch_size else f"the epoch's last batch ({last} rows)"
+        fix = (
+            "raise data.batch_size" if smallest == batch_size else "set data.drop_last: true or change data.batch_size"
+        )
+        raise UserError(f"{which} gives {replicas} replicas fewer than {least // replicas} rows each; {fix}")

@@ -18,7 +18,7 @@ from loopspec.errors import ConfigError, UserError
 from loopspec.files import write_json_atomic
 from loopspec.memory import check_generated_data, check_model
 from loopspec.models import check_model_input, output_dim, state_dict_shapes
-from loopspec.parallel import Placement
+from loopspec.parallel import Placement, check_shards
 from loopspec.schedules import SchedulePlan, plan_schedule, schedule_horizon
 from loopspec.sinks import check_loggers
 from loopspec.weights import canonical_init, load_weights
@@ -92,6 +92,8 @@ def prepare_run(
     else:
         initial = None
     out_dir, lock, placement = Path(out_dir), None, placement or Placement()
+    data = config.data
+    check_shards(data.batch_size, len(dataset.y_train), data.drop_last, placement.replicas, config.model.name)
     if placement.writes:
         lock = claim_run_directory(out_dir, continuing, overwrite)
         write_json_atomic(out_dir / "config.json", resolved_config(config))

@@ -27,7 +27,7 @@ NO_BATCHNORM = {  # the Fashion MLP on synthetic images: no BatchNorm, so N repl
     "optimizer": {"name": "adam", "lr": 0.001},
     "train": {"epochs": 2, "precision": "fp64", "log_every": 0},
 }
-BATCHNORM_CNN = {  # 45 rows per update: shards of 23 and 22; the short last batch splits 20/20
+BATCHNORM_CNN = {  # 1600 training rows in batches of 45: shards of 23/22, the last batch (25) 13/12
     "data": {"name": "synthetic_images", "num_samples": 2000, "batch_size": 45, "drop_last": False},
     "model": {"name": "cnn", "channels": [4, 8, 8]},
     "optimizer": {"name": "adamw", "lr": 0.002},
@@ -65,8 +65,10 @@ def test_two_replicas_equal_one_device_without_batchnorm(backend: str, accumulat
     assert len(steps) == 2 * (12 if accumulation == "none" else 6)  # 560 rows in 50s: 11 batches and one of 10
 
 
-def test_ddp_and_jax_sharding_agree_with_batchnorm_accumulation_and_clipping(tmp_path: Path) -> None:
-    runs = {backend: train(backend, BATCHNORM_CNN, tmp_path / backend, 2) for backend in ("torch", "jax")}
+@pytest.mark.parametrize("batch_size", [45, 44])  # 44: even shards (22/22, last 8/8), the vmapped, sharded path
+def test_ddp_and_jax_sharding_agree_with_batchnorm_accumulation_and_clipping(batch_size: int, tmp_path: Path) -> None:
+    raw = {**BATCHNORM_CNN, "data": {**BATCHNORM_CNN["data"], "batch_size": batch_size}}
+    runs = {backend: train(backend, raw, tmp_path / backend, 2) for backend in ("torch", "jax")}
     report = compare_runs(runs["torch"], runs["jax"], rtol=1e-10)
     steps = read_metrics(runs["torch"] / "metrics.jsonl")["step"]
     print(f"{len(steps)} steps, clipped on {sum(s['clipped'] for s in steps)}")
@@ -75,7 +77,7 @@ def test_ddp_and_jax_sharding_agree_with_batchnorm_accumulation_and_clipping(tmp
     # Rank 0 alone wrote: one record per update, not one per rank.
     assert [s["step"] for s in steps] == list(range(1, len(steps) + 1))
     # With BatchNorm, two replicas are a different run from one device (per-replica statistics).
-    one = train("torch", BATCHNORM_CNN | {"train": {**BATCHNORM_CNN["train"], "epochs": 1}}, tmp_path / "one", 1)
+    one = train("torch", raw | {"train": {**raw["train"], "epochs": 1}}, tmp_path / "one", 1)
     assert not compare_runs(one, runs["torch"], rtol=1e-10, steps=10).agree
 
 
@@ -122,4 +124,13 @@ def test_replicas_without_their_engine_are_refused_in_one_line(tmp_path: Path) -
         timeout=300,
     )
     assert too_many.returncode == 2 and len(too_many.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "run").exists()
+    short_last = subprocess.run(  # 9600 training rows in batches of 9597: a last batch of 3 rows
+        [sys.executable, "-m", "flaxloop.train", *base, "--set", "train.devices=2", "--set", "data.batch_size=9597"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert short_last.returncode == 2 and "the epoch's last batch (3 rows)" in short_last.stderr, short_last.stderr
     assert not (tmp_path / "run").exists()

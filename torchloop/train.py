@@ -139,6 +139,8 @@ class TorchBackend:
             import_weights(self.model, setup.initial_weights)
         self.loss_fn = make_loss(config.loss, data.num_classes, setup.out_dim).to(device=self.device, dtype=self.dtype)
         self.network = distributed(self.model, setup.placement, self.device)  # what trains: DDP or the model
+        if setup.placement.replicas > 1:  # framework-mode dropout: each rank draws its own masks
+            torch.manual_seed(config.seed + setup.placement.rank)
         self.optimizer = make_optimizer(config.optimizer, self.model.parameters())
         self.scheduler = make_scheduler(config.schedule, self.optimizer, setup.schedule_horizon)
         self.scaler = make_grad_scaler(precision, config.train.loss_scale, self.device)
