@@ -17,15 +17,16 @@ same process, on the same machine:
 - **Verdict.** The torch-vs-JAX difference of every judged quantity at every step, epoch and
   tensor must stay within MULTIPLE times the envelope.
 
-Why MULTIPLE = 16: the perturbed runs inject rounding noise once, at the start; two different
+Why MULTIPLE = 23: the perturbed runs inject rounding noise once, at the start; two different
 implementations inject fresh noise at every operation of every step, which compounds to
 several times the envelope before the amplification (the same for both) takes over. Measured
-over the recipes and the machine profiles in parity_tests/profiles.py, correct pairs of runs
-reach at most about a third of the bound (README, "What parity means"). A semantic difference
-(BatchNorm eps, Adam's eps inside the square root, biased running variance, label smoothing
-applied twice) starts at 1e-5..1e-2 relative, 100x to 100000x an ulp, and the same amplification
-carries it, so it lands orders of magnitude over the bound (parity_tests/test_float32.py plants
-each one).
+over the recipes and the machine profiles in parity_tests/profiles.py (README, "What parity
+means"), correct pairs of runs reach at most 15.4 times the envelope (the CIFAR-shaped CNN with
+two threads per framework) and the weakest planted difference 34 times (a biased running
+variance, two threads); 23 is about their geometric middle, a factor of 1.5 to either side. A
+semantic difference (BatchNorm eps, Adam's eps inside the square root, biased running variance,
+label smoothing applied twice) starts at 1e-5..1e-2 relative, 100x to 100000x an ulp, and the
+same amplification carries it (parity_tests/test_float32.py plants each one).
 """
 
 from __future__ import annotations
@@ -48,7 +49,7 @@ from loopspec.data import load_dataset
 from loopspec.metrics import read_metrics
 from loopspec.weights import load_weights, save_weights
 
-MULTIPLE = 16.0
+MULTIPLE = 23.0
 FLOOR = float(np.finfo(np.float32).eps)  # one ulp: two roundings of the same number differ by this much
 PERTURBATION_SEED = 0x0175
 STEP_QUANTITIES = ("loss", "grad_norm", "lr", "momentum")
