@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from loopspec.checkpoint import checkpoint_root
 from loopspec.comparison import compare_runs
 from loopspec.metrics import read_metrics
 from paritykit.harness import precision_unavailable
@@ -36,11 +37,11 @@ BATCHNORM_CNN = {  # 1600 training rows in batches of 45: shards of 23/22, the l
 }
 
 
-def train(backend: str, raw: dict, out: Path, replicas: int) -> Path:
+def train(backend: str, raw: dict, out: Path, replicas: int, *extra: str) -> Path:
     """One run through the command line; torch with replicas under torchrun, JAX in one process."""
     config = out.parent / f"{out.name}.yaml"
     config.write_text(yaml.safe_dump(raw))
-    args = ["--config", str(config), "--out", str(out), "--quiet", "--set", f"train.devices={replicas}"]
+    args = ["--config", str(config), "--out", str(out), "--quiet", "--set", f"train.devices={replicas}", *extra]
     if backend == "torch" and replicas > 1:
         launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={replicas}"]
         command = [*launcher, "-m", "torchloop.train", *args]
@@ -103,6 +104,19 @@ def test_fp16_loss_scale_sequences_are_identical_with_two_replicas(tmp_path: Pat
     assert [s["loss_scale"] for s in steps["jax"]] == scales and len(scales) >= 600
     assert [s["skipped"] for s in steps["jax"]] == [s["skipped"] for s in steps["torch"]]
     assert sum(s["skipped"] for s in steps["torch"]) >= 10 and sum(b > a for a, b in zip(scales, scales[1:])) >= 10
+
+
+@pytest.mark.parametrize("backend", ["torch", "jax"])
+def test_a_data_parallel_run_resumes_bitwise(backend: str, tmp_path: Path) -> None:
+    """Stopped mid-epoch and resumed (into another directory) with 2 replicas: the same run."""
+    raw = {**BATCHNORM_CNN, "data": {**BATCHNORM_CNN["data"], "num_samples": 600, "batch_size": 44}}
+    raw["train"] = {**raw["train"], "epochs": 3, "checkpoint": {"every_steps": 4, "keep_last": 100}}
+    full = train(backend, raw, tmp_path / "full", 2)
+    checkpoint = checkpoint_root(full) / "step-00000008"  # epoch 2 of 3, mid-epoch (6 updates each)
+    resumed = train(backend, raw, tmp_path / "resumed", 2, "--resume", str(checkpoint))
+    report = compare_runs(full, resumed, rtol=0.0)
+    assert report.agree, f"\n{report.render()}"
+    assert len(read_metrics(resumed / "metrics.jsonl")["step"]) == len(read_metrics(full / "metrics.jsonl")["step"])
 
 
 def test_replicas_without_their_engine_are_refused_in_one_line(tmp_path: Path) -> None:
