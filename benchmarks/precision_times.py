@@ -81,6 +81,7 @@ def torch_times(raw: dict, device_name: str, steps: int, repeats: int, out: Path
             torch.as_tensor(setup.dataset.x_train[rows], dtype=param_dtype(precision), device=device),
             torch.as_tensor(setup.dataset.y_train[rows], device=device),
             None,
+            1.0,  # one device: the whole batch's loss
         )
     ]
     model.train()

@@ -72,7 +72,7 @@ def mode_step(
         scaler.update()
 
     def library(xb: torch.Tensor, yb: torch.Tensor) -> None:
-        train_step(model, loss_fn, optimizer, scaler, [(xb, yb, None)], low)
+        train_step(model, loss_fn, optimizer, scaler, [(xb, yb, None, 1.0)], low)
 
     return bare if mode.startswith("bare") else library
 
