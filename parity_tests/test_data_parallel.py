@@ -8,6 +8,7 @@ fresh Python process can give JAX two CPU devices (the test process's JAX alread
 
 from __future__ import annotations
 
+import copy
 import os
 import subprocess
 import sys
@@ -19,6 +20,7 @@ import yaml
 from loopspec.checkpoint import checkpoint_root
 from loopspec.comparison import compare_runs
 from loopspec.metrics import read_metrics
+from parity_tests.test_precision import OVERFLOW
 from paritykit.harness import precision_unavailable
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -87,19 +89,10 @@ def test_ddp_and_jax_sharding_agree_with_batchnorm_accumulation_and_clipping(bat
 def test_fp16_loss_scale_sequences_are_identical_with_two_replicas(tmp_path: Path) -> None:
     if reason := precision_unavailable("jax", "fp16"):
         pytest.skip(reason)
-    raw = {
-        "data": {"name": "intrusion", "num_samples": 4000, "batch_size": 64, "drop_last": True},
-        "model": {"name": "mlp", "hidden": [32, 16], "dropout": 0.0},
-        "loss": {"name": "bce"},
-        "optimizer": {"name": "sgd", "lr": 1e-9, "momentum": 0.9},
-        "train": {
-            "epochs": 20,
-            "max_steps": 600,
-            "precision": "fp16",
-            "log_every": 0,
-            "loss_scale": {"init_scale": 2.0**30, "growth_interval": 20},
-        },
-    }
+    raw = copy.deepcopy(OVERFLOW)  # an fp16 config built to overflow, with weights held still
+    raw["data"]["num_samples"] = 4000
+    raw["train"].update(epochs=20, max_steps=600)
+    raw["train"]["loss_scale"]["growth_interval"] = 20
     runs = {backend: train(backend, raw, tmp_path / backend, 2) for backend in ("torch", "jax")}
     steps = {backend: read_metrics(run / "metrics.jsonl")["step"] for backend, run in runs.items()}
     scales = [s["loss_scale"] for s in steps["torch"]]
