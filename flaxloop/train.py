@@ -37,7 +37,7 @@ from loopspec.checkpoint import Checkpoint
 from loopspec.cli import run_cli
 from loopspec.config import Config
 from loopspec.loop import MicroBatch, StepResult, backend_fit
-from loopspec.parallel import Placement, shard_rows, shard_weights
+from loopspec.parallel import Placement, replica_shards
 from loopspec.run import RunSetup
 
 
@@ -320,10 +320,9 @@ class JaxBackend:
         """The micro-batch's arrays; with replicas, its contiguous shards and their loss weights,
         stacked on a replica axis when they are equal (loopspec.parallel)."""
         placement, rows = self.setup.placement, micro.rows
-        positions = shard_rows(np.arange(len(rows)), placement.replicas)
-        weights = shard_weights(self.setup.config.loss, self.setup.dataset.y_train, [rows[p] for p in positions])
+        parts = replica_shards(rows, self.setup.dataset.y_train, self.setup.config.loss, placement.replicas)
         shards = []
-        for position, weight in zip(positions, weights):
+        for position, weight in parts:
             shard = {"x": self.x_train[rows[position]], "y": self.setup.dataset.y_train[rows[position]]}
             if micro.dropout_masks is not None:
                 shard["dropout_masks"] = [m[position].astype(self.dtype) for m in micro.dropout_masks]
@@ -333,7 +332,7 @@ class JaxBackend:
             shards.append(shard)
         if placement.replicas == 1:
             return shards[0]
-        if len({len(position) for position in positions}) == 1:
+        if len({len(shard["y"]) for shard in shards}) == 1:
             return {"replicas": jax.tree.map(lambda *leaves: np.stack(leaves), *shards)}
         return {"replicas": tuple(shards)}
 

@@ -32,9 +32,14 @@ class Placement:
         return self.rank == 0
 
 
-def shard_rows(rows: np.ndarray, replicas: int) -> list[np.ndarray]:
-    """The global batch's rows split into `replicas` contiguous shards."""
-    return np.array_split(np.asarray(rows), replicas)
+def replica_shards(rows: np.ndarray, labels: np.ndarray, loss: LossConfig, replicas: int) -> list[tuple[slice, float]]:
+    """Each replica's contiguous part of a micro-batch (positions in `rows`, as np.array_split cuts
+    them) and its loss weight; one replica takes the whole batch at weight 1."""
+    if replicas == 1:
+        return [(slice(None), 1.0)]
+    bounds = np.cumsum([0] + [len(part) for part in np.array_split(np.arange(len(rows)), replicas)])
+    positions = [slice(start, stop) for start, stop in zip(bounds[:-1], bounds[1:])]
+    return list(zip(positions, shard_weights(loss, labels, [rows[p] for p in positions])))
 
 
 def loss_normaliser(loss: LossConfig, labels: np.ndarray) -> float:

@@ -181,13 +181,8 @@ class TensorBoardSink:
     update count, `epoch/<key>` at the epoch."""
 
     def __init__(self, log_dir: Path):
-        try:
-            from tensorboardX import SummaryWriter
-        except ImportError:
-            raise ConfigError(
-                "train.loggers tensorboard needs tensorboardX: pip install tensorboardX "
-                "(or the project's [tensorboard] extra)"
-            ) from None
+        from tensorboardX import SummaryWriter  # present: check_loggers ran before the run directory was touched
+
         shutil.rmtree(log_dir, ignore_errors=True)  # rebuilt from metrics.jsonl when a run resumes
         self.writer = SummaryWriter(str(log_dir))
 

@@ -25,7 +25,7 @@ from loopspec.checkpoint import Checkpoint
 from loopspec.cli import run_cli
 from loopspec.config import Config
 from loopspec.loop import MicroBatch, StepResult, backend_fit
-from loopspec.parallel import Placement, shard_rows, shard_weights
+from loopspec.parallel import Placement, replica_shards
 from loopspec.run import RunSetup
 from torchloop.checkpoint import export_optimizer, export_weights, import_weights, load_training_state
 from torchloop.losses import make_loss
@@ -154,13 +154,12 @@ class TorchBackend:
     def replica_batch(self, micro: MicroBatch) -> TorchMicroBatch:
         """This replica's contiguous shard of the micro-batch, and its loss weight."""
         placement, rows, masks = self.setup.placement, micro.rows, micro.dropout_masks
-        positions = shard_rows(np.arange(len(rows)), placement.replicas)
-        weight = shard_weights(self.setup.config.loss, self.setup.dataset.y_train, [rows[p] for p in positions])
-        mine = positions[placement.rank]
+        shards = replica_shards(rows, self.setup.dataset.y_train, self.setup.config.loss, placement.replicas)
+        mine, weight = shards[placement.rank]
         return (
             *self.on_device(self.x_train[rows[mine]], self.y_train[rows[mine]]),
             None if masks is None else [torch.as_tensor(m[mine], dtype=self.dtype, device=self.device) for m in masks],
-            weight[placement.rank] * placement.replicas,
+            weight * placement.replicas,
         )
 
     def dispatch(self, window: Sequence[MicroBatch]) -> StepResult:
