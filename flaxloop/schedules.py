@@ -1,130 +1,67 @@
-"""Learning-rate (and momentum) schedules with torch.optim.lr_scheduler's values.
+"""Learning-rate (and momentum) schedules with torch.optim.lr_scheduler's values, exactly.
 
-Deterministic schedules are optax-style functions of the update count, injected into the
-optimizer state by optax.inject_hyperparams, so they live in the jitted step and are
-saved with the state. Optax's own functions are used where their arithmetic is torch's
-(step, multistep, exponential, warmup-cosine); cosine, OneCycle and ReduceLROnPlateau are
-written here because optax's differ (see the docstrings and ../shared/PARITY_FACTS.md).
+A learning rate is a pure function of the update count, so no rounding excuses a difference:
+torch computes it in Python doubles (loopspec.schedules.torch_schedule_values replays that
+arithmetic), and the optimizer receives it rounded once. A per-step schedule here is a table of
+those doubles rounded to the weights' dtype, looked up by optax's update count inside the jitted
+step (optax.inject_hyperparams), so it is saved with the state and a skipped update never moves
+it. Why a table: the same formulas evaluated in float32 inside the step cancel near the end of a
+schedule (OneCycle's lr 1e-4 of its peak came out 8.6e-4 relative off, thousands of ulps), and
+a host-side rate passed in each step cannot know of an fp16 skip the loop reads back an update
+later. benchmarks/schedule_exactness.py measures the alternatives; docs/parity.md states them.
 """
 
 from __future__ import annotations
 
-import collections
 import math
 from typing import Any, Callable, Optional
 
-import jax
 import jax.numpy as jnp
-import optax
+import numpy as np
 
 from loopspec.config import ScheduleConfig, monitor_mode
-from loopspec.schedules import SchedulePlan, onecycle_phase_ends
+from loopspec.schedules import SchedulePlan, torch_schedule_values
 
 Schedule = Callable[[Any], Any]
 
 
-def cosine_annealing(base_lr: float, t_max: int, eta_min: float) -> Schedule:
-    """CosineAnnealingLR's closed form; torch keeps following the cosine past T_max
-    (back up towards base_lr), where optax.cosine_decay_schedule holds the floor."""
-    return lambda t: eta_min + (base_lr - eta_min) * (1 + jnp.cos(jnp.pi * t / t_max)) / 2
+def schedule_tables(
+    cfg: ScheduleConfig, plan: SchedulePlan, length: int, base_lr: float, dtype: Any
+) -> tuple[np.ndarray, Optional[np.ndarray]]:
+    """torch's learning rate (and cycled momentum) before each of the run's updates and after the
+    last, each double rounded once to `dtype`."""
+    lrs, momenta = torch_schedule_values(cfg, length, base_lr, plan.total_updates + 1)
+    as_table = lambda values: np.asarray(values, dtype=np.float64).astype(dtype)  # noqa: E731
+    return as_table(lrs), None if momenta is None else as_table(momenta)
 
 
-def onecycle(cfg: ScheduleConfig, total: int, max_lr: float) -> tuple[Schedule, Schedule]:
-    """OneCycleLR's learning rate and momentum, phase for phase as torch computes them.
-
-    optax.cosine_onecycle_schedule places the phase boundaries differently (up to 3% of
-    max_lr apart) and does not cycle momentum.
-    """
-    initial_lr = max_lr / cfg.div_factor
-    lrs = {"initial": initial_lr, "max": max_lr, "min": initial_lr / cfg.final_div_factor}
-    moms = {"max": cfg.max_momentum, "base": cfg.base_momentum}
-    if cfg.three_phase:
-        lr_path = [("initial", "max"), ("max", "initial"), ("initial", "min")]
-        mom_path = [("max", "base"), ("base", "max"), ("max", "max")]
-    else:
-        lr_path = [("initial", "max"), ("max", "min")]
-        mom_path = [("max", "base"), ("base", "max")]
-    ends = onecycle_phase_ends(cfg.pct_start, cfg.three_phase, total)
-    starts = [0.0] + ends[:-1]
-
-    def anneal(start: float, end: float, pct: Any) -> Any:
-        if cfg.anneal_strategy == "cos":
-            return end + (start - end) / 2.0 * (jnp.cos(jnp.pi * pct) + 1)
-        return (end - start) * pct + start
-
-    def schedule(path: list[tuple[str, str]], values: dict[str, float]) -> Schedule:
-        def value(t: Any) -> Any:
-            phase_values = [
-                anneal(values[a], values[b], (t - start) / (end - start) if end != start else 0.0)
-                for (a, b), start, end in zip(path, starts, ends)
-            ]
-            result = phase_values[-1]  # torch: the first phase whose end is not passed, else the last
-            for end, phase_value in reversed(list(zip(ends[:-1], phase_values[:-1]))):
-                result = jnp.where(t <= end, phase_value, result)
-            return result
-
-        return value
-
-    return schedule(lr_path, lrs), schedule(mom_path, moms)
-
-
-def schedule_functions(cfg: ScheduleConfig, length: int, base_lr: float) -> tuple[Schedule, Optional[Schedule]]:
-    """torch's learning rate (and OneCycle momentum) as functions of the schedule index: the
-    number of applied updates (interval step) or of finished epochs (interval epoch)."""
-    if cfg.name in ("none", "plateau"):  # plateau: ReduceLROnPlateau below sets it between epochs
-        return (lambda t: jnp.asarray(base_lr, jnp.result_type(float))), None
-    if cfg.name == "step":
-        return optax.exponential_decay(
-            base_lr, transition_steps=cfg.step_size, decay_rate=cfg.gamma, staircase=True
-        ), None
-    if cfg.name == "multistep":
-        counts = collections.Counter(cfg.milestones)  # torch multiplies once per repeat of a milestone
-        return optax.piecewise_constant_schedule(base_lr, {m: cfg.gamma**n for m, n in counts.items()}), None
-    if cfg.name == "exponential":
-        return optax.exponential_decay(base_lr, transition_steps=1, decay_rate=cfg.gamma), None
-    if cfg.name == "cosine":
-        return cosine_annealing(base_lr, length, cfg.eta_min), None
-    if cfg.name == "warmup_cosine":
-        if cfg.warmup == 0:
-            return optax.cosine_decay_schedule(base_lr, length, alpha=cfg.eta_min / base_lr), None
-        return optax.warmup_cosine_decay_schedule(
-            base_lr * cfg.start_factor, base_lr, cfg.warmup, length, cfg.eta_min
-        ), None
-    if cfg.name == "onecycle":
-        lr, momentum = onecycle(cfg, length, cfg.max_lr if cfg.max_lr is not None else base_lr)
-        return lr, momentum if cfg.cycle_momentum else None
-    raise ValueError(f"unknown schedule {cfg.name}")
+def lookup(table: np.ndarray) -> Schedule:
+    """A schedule of optax's int32 update count that reads `table` (the last entry past its end)."""
+    values = jnp.asarray(table)
+    return lambda count: values[jnp.minimum(count, len(table) - 1)]
 
 
 def make_schedules(
-    cfg: ScheduleConfig, plan: SchedulePlan, length: int, base_lr: float
+    cfg: ScheduleConfig, plan: SchedulePlan, length: int, base_lr: float, dtype: Any = np.float32
 ) -> tuple[float | Schedule, Optional[float | Schedule]]:
-    """(learning rate, momentum) for optax.inject_hyperparams.
+    """(learning rate, momentum) for optax.inject_hyperparams, in `dtype` (the weights').
 
-    Per step: schedules of optax's update count, which advances only on applied updates, so a
-    skipped update never moves them. Per epoch: the values for epoch 0, which the training loop
-    replaces after every validation (schedule_value), skips or not, as torch's scheduler.step().
-    optax counts in int32, and JAX divides int32 in float32 even with x64 on, so the count is
-    made a float of the run's precision first (float64 in float64 runs).
+    Per step: lookups of optax's update count, which advances only on applied updates. Per epoch
+    (and plateau): the values for epoch 0, which the training loop replaces after every validation
+    (schedule_value), skips or not, as torch's scheduler.step().
     """
-    lr, momentum = schedule_functions(cfg, length, base_lr)
     if plan.interval == "epoch" or cfg.name in ("none", "plateau"):
         return schedule_value(cfg, length, base_lr, 0)
-
-    def per_update(schedule: Schedule) -> Schedule:
-        return lambda count: schedule(jnp.asarray(count, dtype=jnp.result_type(float)))
-
-    return per_update(lr), None if momentum is None else per_update(momentum)
+    lr, momentum = schedule_tables(cfg, plan, length, base_lr, dtype)
+    return lookup(lr), None if momentum is None else lookup(momentum)
 
 
 def schedule_value(cfg: ScheduleConfig, length: int, base_lr: float, index: int) -> tuple[float, Optional[float]]:
-    """A schedule's learning rate (and momentum) at `index` (epochs done, or applied updates for a
-    per-step schedule), evaluated on the host in float64 as torch does, so a float32 run rounds it
-    once, when it is stored."""
-    with jax.enable_x64(True):
-        lr, momentum = schedule_functions(cfg, length, base_lr)
-        index = jnp.asarray(index, dtype=jnp.float64)
-        return float(lr(index)), None if momentum is None else float(momentum(index))
+    """torch's learning rate (and momentum) at `index` (epochs done, or applied updates for a
+    per-step schedule) as a double: stored in a float32 state it is rounded once, and saved in a
+    checkpoint it is the value a resumed torch scheduler continues from."""
+    lrs, momenta = torch_schedule_values(cfg, length, base_lr, index + 1)
+    return lrs[-1], None if momenta is None else momenta[-1]
 
 
 class ReduceLROnPlateau:

@@ -31,7 +31,7 @@ from flaxloop.models import build_model
 from flaxloop.optim import accumulate, make_optimizer
 from flaxloop.parallel import replica_mesh, replica_scope, replicate, request_cpu_devices, shard_replica_axis
 from flaxloop.precision import LossScale, compute_dtype, param_dtype, precision_scope, resolve_device
-from flaxloop.schedules import ReduceLROnPlateau, make_schedules, schedule_value
+from flaxloop.schedules import ReduceLROnPlateau, make_schedules
 from loopspec.batching import batches_per_epoch
 from loopspec.checkpoint import Checkpoint
 from loopspec.cli import run_cli
@@ -39,6 +39,7 @@ from loopspec.config import Config
 from loopspec.loop import MicroBatch, StepResult, backend_fit
 from loopspec.parallel import Placement, replica_shards
 from loopspec.run import RunSetup
+from loopspec.schedules import torch_schedule_values
 
 
 class TrainState(train_state.TrainState):
@@ -93,7 +94,9 @@ def create_train_state(setup: RunSetup, tx: optax.GradientTransformation, dtype:
 
 def make_tx(setup: RunSetup, dtype: Any) -> optax.GradientTransformation:
     config, train = setup.config, setup.config.train
-    learning_rate, momentum = make_schedules(config.schedule, setup.plan, setup.schedule_horizon, config.optimizer.lr)
+    learning_rate, momentum = make_schedules(
+        config.schedule, setup.plan, setup.schedule_horizon, config.optimizer.lr, dtype
+    )
     tx = make_optimizer(config.optimizer, learning_rate, momentum, train.clip_grad_norm, train.clip_grad_value)
     if train.accumulation == "multisteps" and train.accumulation_steps > 1:
         batches = batches_per_epoch(len(setup.dataset.y_train), config.data.batch_size, config.data.drop_last)
@@ -315,6 +318,16 @@ class JaxBackend:
         self.plateau = (
             ReduceLROnPlateau(config.schedule, config.optimizer.lr) if config.schedule.name == "plateau" else None
         )
+        # torch's doubles at every schedule index: what a checkpoint saves, and what an epoch schedule
+        # stores (rounded once) after each validation.
+        self.scheduled = torch_schedule_values(
+            config.schedule, setup.schedule_horizon, config.optimizer.lr, setup.plan.total_updates + 1
+        )
+        self.epochs_done = 0
+
+    def schedule_value(self, index: int) -> tuple[float, Optional[float]]:
+        lrs, momenta = self.scheduled
+        return lrs[index], None if momenta is None else momenta[index]
 
     def micro_batch(self, micro: MicroBatch) -> dict[str, Any]:
         """The micro-batch's arrays; with replicas, its contiguous shards and their loss weights,
@@ -394,14 +407,11 @@ class JaxBackend:
         return float(loss), np.asarray(logits, dtype=np.float64)
 
     def end_epoch(self, epochs_done: int, monitored: float) -> None:
-        config = self.setup.config
+        self.epochs_done = epochs_done
         if self.plateau is not None:
             self.state = set_learning_rate(self.state, self.plateau.step(monitored))
-        elif self.setup.plan.interval == "epoch" and config.schedule.name != "none":
-            self.state = set_learning_rate(
-                self.state,
-                *schedule_value(config.schedule, self.setup.schedule_horizon, config.optimizer.lr, epochs_done),
-            )
+        elif self.setup.plan.interval == "epoch" and self.setup.config.schedule.name != "none":
+            self.state = set_learning_rate(self.state, *self.schedule_value(epochs_done))
 
     def export_weights(self) -> dict[str, np.ndarray]:
         return export_weights(variables_of(self.state))
@@ -418,12 +428,13 @@ class JaxBackend:
             optimizer = export_optimizer(inject.inner_state)
             tensors.update({f"optimizer.{name}": value for name, value in optimizer.items()})
         tensors["rng.jax"] = np.asarray(state.dropout_key)
-        lr, momentum = inject.hyperparams["learning_rate"], inject.hyperparams.get("momentum")
-        if self.setup.plan.interval == "step":  # the state holds the last update's values; save the next one's
-            config = self.setup.config
-            lr, momentum = schedule_value(
-                config.schedule, self.setup.schedule_horizon, config.optimizer.lr, int(state.step)
-            )
+        # The doubles the next update uses (the state holds the last update's, rounded), so that a
+        # resumed torch scheduler continues its recurrence exactly.
+        if self.plateau is not None:
+            lr, momentum = self.plateau.lr, None
+        else:
+            per_step = self.setup.plan.interval == "step"
+            lr, momentum = self.schedule_value(int(state.step) if per_step else self.epochs_done)
         saved: dict[str, Any] = {
             "hyperparameters": {"lr": float(lr), "momentum": None if momentum is None else float(momentum)}
         }
@@ -485,6 +496,7 @@ class JaxBackend:
             dropout_key=dropout_key,
         )
         self.state = replicate(self.state, self.mesh)
+        self.epochs_done = position["epoch"] - 1
         if self.plateau is not None:
             for key, value in saved["plateau"].items():
                 setattr(self.plateau, key, value)

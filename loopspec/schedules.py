@@ -8,10 +8,12 @@ the numbers, instead of torch's "Tried to step N times" mid-run.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
+from typing import Optional
 
 from loopspec.batching import updates_per_epoch
-from loopspec.config import Config, schedule_interval
+from loopspec.config import Config, ScheduleConfig, schedule_interval
 from loopspec.errors import ConfigError
 
 
@@ -101,3 +103,97 @@ def check_onecycle_phases(pct_start: float, three_phase: bool, total: int) -> No
                     )
                 break
             start = end
+
+
+# ----------------------------------------------------------------------------- torch's values
+# torch.optim.lr_scheduler computes in Python floats, several schedules by recurrence (StepLR,
+# MultiStepLR, ExponentialLR and CosineAnnealingLR multiply the previous rate). The functions
+# below are that arithmetic operation for operation, so their doubles are torch's bit for bit;
+# a float32 run rounds each once (flaxloop's tables), and a resumed torch scheduler continues
+# from a saved double exactly. tests/test_schedules.py holds them equal to the stock classes.
+
+
+def warmup_cosine_factor(t: int, warmup: int, total: int, start_factor: float, floor: float) -> float:
+    """LambdaLR multiplier: linear from start_factor to 1 over `warmup`, then cosine to `floor`
+    (eta_min / lr) at `total`. The formula optax.warmup_cosine_decay_schedule computes."""
+    if t < warmup:
+        return start_factor + (1.0 - start_factor) * t / warmup
+    progress = min(t - warmup, total - warmup) / (total - warmup)
+    return (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * progress)) + floor
+
+
+def onecycle_anneal(strategy: str, start: float, end: float, pct: float) -> float:
+    if strategy == "cos":
+        return end + (start - end) / 2.0 * (math.cos(math.pi * pct) + 1)
+    return (end - start) * pct + start
+
+
+def onecycle_values(cfg: ScheduleConfig, total: int, max_lr: float, step: int) -> tuple[float, float]:
+    """OneCycleLR.get_lr at `step`: (lr, momentum), phase for phase."""
+    initial = max_lr / cfg.div_factor
+    lrs = {"initial": initial, "max": max_lr, "min": initial / cfg.final_div_factor}
+    moms = {"max": cfg.max_momentum, "base": cfg.base_momentum}
+    if cfg.three_phase:
+        lr_path = [("initial", "max"), ("max", "initial"), ("initial", "min")]
+        mom_path = [("max", "base"), ("base", "max"), ("max", "max")]
+    else:
+        lr_path = [("initial", "max"), ("max", "min")]
+        mom_path = [("max", "base"), ("base", "max")]
+    ends = onecycle_phase_ends(cfg.pct_start, cfg.three_phase, total)
+    start = 0.0
+    for phase, end in enumerate(ends):
+        if step <= end or phase == len(ends) - 1:
+            pct = (step - start) / (end - start)
+            (lr_a, lr_b), (mom_a, mom_b) = lr_path[phase], mom_path[phase]
+            return (
+                onecycle_anneal(cfg.anneal_strategy, lrs[lr_a], lrs[lr_b], pct),
+                onecycle_anneal(cfg.anneal_strategy, moms[mom_a], moms[mom_b], pct),
+            )
+        start = end
+    raise AssertionError("unreachable: the last phase takes every step")
+
+
+def next_recurrent_lr(cfg: ScheduleConfig, horizon: int, base_lr: float, lr: float, t: int) -> float:
+    """The rate at index t from the rate at t - 1 (t >= 1; MultiStepLR also at 0), as StepLR,
+    MultiStepLR, ExponentialLR and CosineAnnealingLR.get_lr compute it (the cosine past T_max too)."""
+    if cfg.name == "step":
+        return lr if t % cfg.step_size != 0 else lr * cfg.gamma
+    if cfg.name == "multistep":
+        repeats = cfg.milestones.count(t)
+        return lr * cfg.gamma**repeats if repeats else lr
+    if cfg.name == "exponential":
+        return lr * cfg.gamma
+    if cfg.name == "cosine":
+        eta_min, t_max = cfg.eta_min, horizon
+        if (t - 1 - t_max) % (2 * t_max) == 0:
+            return lr + (base_lr - eta_min) * (1 - math.cos(math.pi / t_max)) / 2
+        return (1 + math.cos(math.pi * t / t_max)) / (1 + math.cos(math.pi * (t - 1) / t_max)) * (
+            lr - eta_min
+        ) + eta_min
+    raise ValueError(f"{cfg.name} is not a recurrent schedule")
+
+
+def torch_schedule_values(
+    cfg: ScheduleConfig, horizon: int, base_lr: float, count: int
+) -> tuple[list[float], Optional[list[float]]]:
+    """The learning rate (and the momentum or beta1 OneCycle cycles) at schedule indices 0 .. count-1
+    (applied updates, or finished epochs), as torch's scheduler leaves them in the optimizer's
+    param group: Python doubles. Plateau and none hold optimizer.lr (plateau cuts come from the
+    metric, between epochs). `horizon` is T_max or total_steps (loopspec.schedules.schedule_horizon)."""
+    if cfg.name == "onecycle":
+        max_lr = cfg.max_lr if cfg.max_lr is not None else base_lr
+        pairs = [onecycle_values(cfg, horizon, max_lr, t) for t in range(count)]
+        lrs, momenta = [lr for lr, _ in pairs], [m for _, m in pairs]
+        return lrs, momenta if cfg.cycle_momentum else None
+    if cfg.name == "warmup_cosine":
+        floor = cfg.eta_min / base_lr
+        return [
+            base_lr * warmup_cosine_factor(t, cfg.warmup, horizon, cfg.start_factor, floor) for t in range(count)
+        ], None
+    first = base_lr
+    if cfg.name == "multistep" and 0 in cfg.milestones:  # MultiStepLR decays at its initial step too
+        first = next_recurrent_lr(cfg, horizon, base_lr, base_lr, 0)
+    lrs = [first] * min(count, 1)
+    for t in range(1, count):
+        lrs.append(lrs[-1] if cfg.name in ("none", "plateau") else next_recurrent_lr(cfg, horizon, base_lr, lrs[-1], t))
+    return lrs, None

@@ -24,7 +24,7 @@ import flaxloop.models
 import flaxloop.optim
 import flaxloop.train
 from paritykit.harness import recipe, run_backends, sensitivity_verdict, summary
-from paritykit.sensitivity import dataset_files, judge_runs, record_margin, write_perturbed_init
+from paritykit.sensitivity import dataset_files, first_updates, judge_runs, record_margin, write_perturbed_init
 from paritykit.statistics import SEEDS, compare
 
 pytestmark = pytest.mark.float32
@@ -54,13 +54,13 @@ RECIPES = {
 }
 
 
-def float32_run(path: str, *overrides: str, horizon: int = HORIZON) -> dict:
-    return recipe(path, *overrides, f"train.max_steps={horizon}", "train.precision=fp32", "train.log_every=0")
+def float32_run(path: str, *overrides: str) -> dict:
+    return recipe(path, *overrides, "train.precision=fp32", "train.log_every=0")
 
 
 @pytest.mark.parametrize("name", list(RECIPES))
 def test_recipe_agrees_within_its_sensitivity(name: str, tmp_path: Path) -> None:
-    verdict = sensitivity_verdict(float32_run(*RECIPES[name]), tmp_path)
+    verdict = sensitivity_verdict(float32_run(*RECIPES[name]), tmp_path, HORIZON)
     print(f"{name}, {HORIZON} float32 steps:\n{verdict.render()}")
     record_margin(name, verdict)
     assert verdict.agree, "\n" + verdict.render()
@@ -112,7 +112,7 @@ PLANTED: dict[str, tuple[Callable[[pytest.MonkeyPatch], None], tuple[str, ...]]]
 def test_planted_difference_is_caught(planted: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     plant, overrides = PLANTED[planted]
     plant(monkeypatch)
-    verdict = sensitivity_verdict(float32_run(*PLANT_RECIPE, *overrides, horizon=PLANT_HORIZON), tmp_path)
+    verdict = sensitivity_verdict(float32_run(*PLANT_RECIPE, *overrides), tmp_path, PLANT_HORIZON)
     print(f"planted {planted}:\n{verdict.render()}")
     record_margin(f"planted: {planted}", verdict)
     assert not verdict.agree, f"the planted difference ({planted}) went unnoticed:\n{verdict.render()}"
@@ -120,7 +120,7 @@ def test_planted_difference_is_caught(planted: str, monkeypatch: pytest.MonkeyPa
 
 def test_one_ulp_perturbation_is_not_caught(tmp_path: Path) -> None:
     """JAX started from weights and data each moved by one ulp (another draw than the envelope's)."""
-    raw = float32_run(*PLANT_RECIPE, horizon=PLANT_HORIZON)
+    raw = first_updates(float32_run(*PLANT_RECIPE), PLANT_HORIZON)
     reference, perturbed = dataset_files(raw, tmp_path)
     _, moved = dataset_files(raw, tmp_path / "other_draw", seed=7)
     runs = run_backends(reference, tmp_path / "reference")

@@ -17,9 +17,11 @@ from loopspec.config import apply_override, config_from_dict, load_config
 from loopspec.errors import UserError
 from loopspec.metrics import read_metrics
 from paritykit.sensitivity import (
+    HORIZON,
     MULTIPLE,
     Verdict,
     dataset_files,
+    first_updates,
     judge_runs,
     other_torch_kernels,
     write_perturbed_init,
@@ -68,9 +70,11 @@ def summary(run: Path) -> dict[str, Any]:
     return read_metrics(run / "metrics.jsonl")["summary"][-1]
 
 
-def sensitivity_verdict(raw: dict[str, Any], out: Path, multiple: float = MULTIPLE) -> Verdict:
-    """Torch vs JAX judged against each backend's own one-ulp sensitivity (paritykit/sensitivity.py)."""
-    reference, moved_inputs = dataset_files(raw, out)
+def sensitivity_verdict(raw: dict[str, Any], out: Path, horizon: int = HORIZON, multiple: float = MULTIPLE) -> Verdict:
+    """The config's first `horizon` float32 updates, with the whole run's schedule, torch vs JAX
+    judged against each backend's own one-ulp sensitivity (paritykit/sensitivity.py). A config no
+    verdict can be given for raises UserError (one line)."""
+    reference, moved_inputs = dataset_files(first_updates(raw, horizon), out)
     runs = run_backends(reference, out / "reference")
     moved_weights = write_perturbed_init(runs["torch"] / "init.safetensors", out / "one_ulp.safetensors")
     with other_torch_kernels():

@@ -8,7 +8,7 @@ same metric stream.
 
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from typing import Any, Optional, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -58,29 +58,38 @@ def torch_values(
 
 
 def jax_values(
-    cfg: ScheduleConfig, base_lr: float, plan: SchedulePlan, length: int, metrics: Optional[Sequence[float]] = None
+    cfg: ScheduleConfig,
+    base_lr: float,
+    plan: SchedulePlan,
+    length: int,
+    metrics: Optional[Sequence[float]] = None,
+    dtype: Any = np.float64,
 ) -> tuple[np.ndarray, Optional[np.ndarray]]:
-    """The same, from flaxloop's schedules evaluated in float64 at int32 update counts."""
+    """The same, as flaxloop's optimizer state holds them in a run whose weights are `dtype`: the
+    per-step tables read at optax's int32 update counts, or the per-epoch (plateau) values the
+    training loop stores after each validation."""
     if cfg.name == "plateau":
         plateau, lrs = ReduceLROnPlateau(cfg, base_lr), []
         for epoch in range(plan.total_updates // plan.updates_per_epoch):
             lrs += [plateau.lr] * plan.updates_per_epoch
             plateau.step(metrics[epoch])
-        return np.asarray(lrs, dtype=np.float64), None
-    with jax.enable_x64(True):
+        return np.asarray(lrs, dtype=dtype).astype(np.float64), None
+    with jax.enable_x64(np.dtype(dtype) == np.float64):
         if plan.interval == "epoch":  # the training loop sets each epoch's values after its validation
             values = [
                 schedule_value(cfg, length, base_lr, update // plan.updates_per_epoch)
                 for update in range(plan.total_updates)
             ]
             lrs, momenta = zip(*values)
-            return np.asarray(lrs, dtype=np.float64), None if momenta[0] is None else np.asarray(
-                momenta, dtype=np.float64
-            )
-        lr, momentum = make_schedules(cfg, plan, length, base_lr)
+            stored = lambda v: np.asarray(v, dtype=dtype).astype(np.float64)  # noqa: E731
+            return stored(lrs), None if momenta[0] is None else stored(momenta)
+        lr, momentum = make_schedules(cfg, plan, length, base_lr, dtype)
         counts = jnp.arange(plan.total_updates, dtype=jnp.int32)  # optax's update counter
-        lrs = np.broadcast_to(np.asarray(lr(counts) if callable(lr) else lr, dtype=np.float64), counts.shape)
-        return lrs, None if momentum is None else np.asarray(momentum(counts), dtype=np.float64)
+        read = lambda schedule: np.broadcast_to(  # noqa: E731
+            np.asarray(schedule(counts) if callable(schedule) else np.asarray(schedule, dtype), dtype=np.float64),
+            counts.shape,
+        )
+        return read(lr), None if momentum is None else read(momentum)
 
 
 def max_relative_difference(a: np.ndarray, b: np.ndarray) -> float:

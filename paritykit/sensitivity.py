@@ -47,15 +47,27 @@ from loopspec.comparison import relative_difference, tensor_relative_difference
 from loopspec.config import config_from_dict
 from loopspec.data import load_dataset
 from loopspec.metrics import read_metrics
+from loopspec.schedules import plan_schedule, schedule_horizon
 from loopspec.weights import load_weights, save_weights
 
 MULTIPLE = 23.0
+HORIZON = 30  # updates judged: the float32 verdict's first updates of the user's run
 FLOOR = float(np.finfo(np.float32).eps)  # one ulp: two roundings of the same number differ by this much
 PERTURBATION_SEED = 0x0175
 STEP_QUANTITIES = ("loss", "grad_norm", "lr", "momentum")
+EXACT_STEP_QUANTITIES = ("lr", "momentum")  # schedules are exact: torch's double rounded once
+EXACT_ULPS = 0.5
 EPOCH_QUANTITIES = ("train_loss", "val_loss", "val_acc")
 BUFFER_SUFFIXES = ("running_mean", "running_var", "num_batches_tracked")
 NPZ_DATA_KEYS = ("seed", "batch_size", "eval_batch_size", "shuffle", "drop_last")
+
+
+def ulps_apart(ours: np.ndarray, reference: np.ndarray, dtype: Any = np.float32) -> np.ndarray:
+    """|ours - reference| in units of `dtype`'s ulp at the reference (0.5: one correct rounding)."""
+    reference = np.asarray(reference, dtype=np.float64)
+    _, exponent = np.frexp(np.abs(reference))  # |reference| in [2**(exponent-1), 2**exponent)
+    ulp = np.ldexp(1.0, exponent - 1 - np.finfo(dtype).nmant)
+    return np.abs(np.asarray(ours, dtype=np.float64) - reference) / ulp
 
 
 def one_ulp(values: np.ndarray, rng: np.random.Generator, keep_zeros: bool = False) -> np.ndarray:
@@ -126,6 +138,24 @@ def dataset_files(
     return configs[0], configs[1]
 
 
+def first_updates(raw: dict[str, Any], horizon: int) -> dict[str, Any]:
+    """The float32 verdict's config: the user's run cut after its first `horizon` applied updates,
+    with the schedule it has in the whole run. The schedule's length (T_max, total_steps) is pinned
+    to the whole run's, so warm-up, phases and cosine keep their shapes (train.max_steps alone would
+    shorten them). In fp32 on one device: precision and replicas do not change the schedule."""
+    config = config_from_dict(copy.deepcopy(raw))
+    plan = plan_schedule(config, len(load_dataset(config.data).y_train))
+    cut = copy.deepcopy(raw)
+    schedule = cut.setdefault("schedule", {})
+    if config.schedule.name == "cosine":
+        schedule["T_max"] = schedule_horizon(config, plan)
+    elif config.schedule.name in ("onecycle", "warmup_cosine"):
+        schedule["total_steps"] = schedule_horizon(config, plan)
+    train = cut.setdefault("train", {})
+    train.update(max_steps=min(horizon, plan.total_updates), precision="fp32", devices=1, log_every=0)
+    return cut
+
+
 @dataclass
 class Trajectory:
     """What one run recorded: per-step and per-epoch series, initial and final tensors."""
@@ -177,8 +207,9 @@ class Check:
     quantity: str
     worst_ratio: float  # max over the horizon of cross / bound; > 1 is a disagreement
     at: Optional[int]  # 1-based step or epoch of the worst ratio (None for a tensor)
-    cross: float  # the cross-backend difference there
-    envelope: float  # the self-divergence envelope there
+    cross: float  # the cross-backend difference there (exact quantities: in float32 ulps)
+    envelope: float  # the self-divergence envelope there (exact quantities: the bound, 0.5 ulp)
+    exact: bool = False  # judged against one rounding of torch's value, not the envelope
 
     @property
     def agree(self) -> bool:
@@ -197,25 +228,34 @@ class Verdict:
 
     @property
     def worst(self) -> Check:
-        return max(self.checks, key=lambda check: check.worst_ratio)
+        """The envelope-judged check closest to its bound (the exact ones are not margins)."""
+        return max((c for c in self.checks if not c.exact), key=lambda check: check.worst_ratio)
 
     @property
     def margin(self) -> float:
-        """How many times the worst cross-backend difference fits under its bound (> 1 agrees)."""
+        """How many times the worst cross-backend difference fits under its envelope bound (> 1 agrees)."""
         return 1.0 / self.worst.worst_ratio if self.worst.worst_ratio > 0 else math.inf
 
     def render(self) -> str:
         lines = [f"{'quantity':<40} {'worst cross':>12} {'envelope':>10} {'ratio to bound':>15}  at"]
-        for check in sorted(self.checks, key=lambda c: -c.worst_ratio)[:12]:
+        exact = [check for check in self.checks if check.exact]
+        by_ratio = sorted((c for c in self.checks if not c.exact), key=lambda c: -c.worst_ratio)
+        for check in exact + by_ratio[:12]:
             where = "-" if check.at is None else f"{check.unit} {check.at}"
+            cross, bound = (
+                (f"{check.cross:.2f} ulp", f"{check.envelope:g} ulp")
+                if check.exact
+                else (f"{check.cross:.2e}", f"{check.envelope:.2e}")
+            )
             lines.append(
-                f"{check.unit + ' ' + check.quantity:<40} {check.cross:>12.2e} {check.envelope:>10.2e} "
-                f"{check.worst_ratio:>15.3f}  {where}"
+                f"{check.unit + ' ' + check.quantity:<40} {cross:>12} {bound:>10} {check.worst_ratio:>15.3f}  {where}"
             )
         lines += [f"problem: {problem}" for problem in self.problems]
+        exact_names = " and ".join(check.quantity for check in exact)
+        schedule = f"{exact_names} at most {EXACT_ULPS:g} float32 ulp from torch's; " if exact else ""
         lines.append(
-            f"{'AGREE' if self.agree else 'DISAGREE'} within {self.multiple:g} x the self-divergence "
-            f"envelope (margin {self.margin:.3g})"
+            f"{'AGREE' if self.agree else 'DISAGREE'}: {schedule}the rest within {self.multiple:g} x the "
+            f"self-divergence envelope (margin {self.margin:.3g})"
         )
         return "\n".join(lines)
 
@@ -253,14 +293,34 @@ def judge(
     return verdict
 
 
+def exact_checks(reference: Trajectory, other: Trajectory) -> list[Check]:
+    """The learning rate and momentum: pure functions of the update count, so `other` must hold
+    `reference`'s (torch's double) rounded once to float32, at every step: within EXACT_ULPS."""
+    checks = []
+    for quantity in EXACT_STEP_QUANTITIES:
+        pairs = list(zip(reference.steps[quantity], other.steps[quantity]))
+        if not pairs:
+            continue
+        torch_values, values = np.array(pairs, dtype=np.float64).T
+        ulps = np.nan_to_num(ulps_apart(values, torch_values), nan=np.inf)
+        worst = int(np.argmax(ulps))
+        checks.append(Check("step", quantity, ulps[worst] / EXACT_ULPS, worst + 1, ulps[worst], EXACT_ULPS, True))
+    return checks
+
+
 def judge_runs(
     cross_pair: tuple[Path, Path], self_pairs: Sequence[tuple[Path, Path]], multiple: float = MULTIPLE
 ) -> Verdict:
-    """Torch-vs-JAX runs against the envelope of each backend's reference-vs-perturbed runs."""
+    """Torch-vs-JAX runs (in that order) against the envelope of each backend's reference-vs-perturbed
+    runs; the learning rate and momentum against one float32 rounding of torch's values."""
     read = Trajectory.read
-    cross = divergence(read(cross_pair[0]), read(cross_pair[1]))
+    torch_run, jax_run = read(cross_pair[0]), read(cross_pair[1])
+    cross = divergence(torch_run, jax_run)
+    for quantity in EXACT_STEP_QUANTITIES:
+        cross.pop(("step", quantity), None)
     bounds = envelope([divergence(read(a), read(b)) for a, b in self_pairs])
     verdict = judge(cross, bounds, multiple)
+    verdict.checks += exact_checks(torch_run, jax_run)
     step_counts = {len(read(run).steps["loss"]) for pair in (cross_pair, *self_pairs) for run in pair}
     if len(step_counts) > 1:
         verdict.problems.append(f"the runs made different numbers of steps: {sorted(step_counts)}")

@@ -2,22 +2,13 @@
 
 from __future__ import annotations
 
-import math
 from typing import Optional
 
 import torch
 from torch.optim import lr_scheduler
 
 from loopspec.config import ScheduleConfig, monitor_mode
-
-
-def warmup_cosine_factor(t: int, warmup: int, total: int, start_factor: float, floor: float) -> float:
-    """LambdaLR multiplier: linear from start_factor to 1 over `warmup`, then cosine to `floor`
-    (eta_min / lr) at `total`. The formula optax.warmup_cosine_decay_schedule computes."""
-    if t < warmup:
-        return start_factor + (1.0 - start_factor) * t / warmup
-    progress = min(t - warmup, total - warmup) / (total - warmup)
-    return (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * progress)) + floor
+from loopspec.schedules import warmup_cosine_factor
 
 
 def make_scheduler(
