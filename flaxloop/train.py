@@ -424,7 +424,8 @@ class JaxBackend:
         state = jax.device_get(self.state if handle is None else handle.state)
         inject = hyperparams_state(state.opt_state)
         tensors = {f"model.{name}": value for name, value in export_weights(variables_of(state)).items()}
-        if int(state.step) > 0:  # before the first update the optimizer holds only its initial values
+        applied = int(inject.count)  # applied updates (state.step counts optax.MultiSteps' micro-steps)
+        if applied > 0:  # before the first update the optimizer holds only its initial values
             optimizer = export_optimizer(inject.inner_state)
             tensors.update({f"optimizer.{name}": value for name, value in optimizer.items()})
         tensors["rng.jax"] = np.asarray(state.dropout_key)
@@ -434,7 +435,7 @@ class JaxBackend:
             lr, momentum = self.plateau.lr, None
         else:
             per_step = self.setup.plan.interval == "step"
-            lr, momentum = self.schedule_value(int(state.step) if per_step else self.epochs_done)
+            lr, momentum = self.schedule_value(applied if per_step else self.epochs_done)
         saved: dict[str, Any] = {
             "hyperparameters": {"lr": float(lr), "momentum": None if momentum is None else float(momentum)}
         }

@@ -134,7 +134,7 @@ def summarize_float32(out: Path, verdict: Verdict, plateau: bool = False) -> boo
         f"{'stay' if verdict.agree else 'do NOT stay'} "
         f"within {verdict.multiple:g} x the self-divergence envelope, and the learning rate "
         f"{'is' if schedule_exact else 'is NOT'} torch's at every update; later float32 steps part as training "
-        "amplifies rounding (docs/parity.md)"
+        "amplifies rounding (README, 'What parity means')"
     )
     return agree
 

@@ -70,10 +70,10 @@ def jax_values(
     training loop stores after each validation."""
     if cfg.name == "plateau":
         plateau, lrs = ReduceLROnPlateau(cfg, base_lr), []
-        for epoch in range(plan.total_updates // plan.updates_per_epoch):
+        for epoch in range(plan.epochs):
             lrs += [plateau.lr] * plan.updates_per_epoch
             plateau.step(metrics[epoch])
-        return np.asarray(lrs, dtype=dtype).astype(np.float64), None
+        return np.asarray(lrs[: plan.total_updates], dtype=dtype).astype(np.float64), None
     with jax.enable_x64(np.dtype(dtype) == np.float64):
         if plan.interval == "epoch":  # the training loop sets each epoch's values after its validation
             values = [

@@ -1,16 +1,20 @@
-"""Schedule values: the JAX side's learning rate (and OneCycle momentum) equals torch's
-scheduler, step for step over the whole run, to 1e-12 relative."""
+"""Schedule values: the JAX side's learning rate (and OneCycle momentum) is torch's scheduler's, step
+for step over the whole run: the same double in float64, that double rounded once in float32."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 import torch
+from hypothesis import assume, given, settings
 
 from flaxloop.schedules import ReduceLROnPlateau as JaxPlateau
 from loopspec.config import ConfigError, ScheduleConfig, config_from_dict
-from loopspec.schedules import SchedulePlan, plan_schedule
+from loopspec.data import load_dataset
+from loopspec.schedules import SchedulePlan, plan_schedule, schedule_horizon, torch_schedule_values
+from parity_tests.schedule_configs import FULL, run_configs
 from paritykit.schedule_values import OPTIMIZERS, jax_values, torch_values
+from paritykit.sensitivity import ulps_apart
 from torchloop.schedules import make_scheduler
 
 RTOL = 1e-12
@@ -191,3 +195,51 @@ def test_schedule_config_errors(options: dict, message: str) -> None:
 def test_cycle_momentum_needs_momentum() -> None:
     with pytest.raises(ConfigError, match="adagrad has neither"):
         config_from_dict({"optimizer": {"name": "adagrad"}, "schedule": {"name": "onecycle"}})
+
+
+# ------------------------------------------------------------------ generated configs
+def generated_plan(raw: dict) -> tuple:
+    config = config_from_dict(raw)
+    plan = plan_schedule(config, len(load_dataset(config.data).y_train))
+    return config, plan, schedule_horizon(config, plan)
+
+
+def plateau_metrics(plan: SchedulePlan) -> list[float]:
+    return list(np.random.default_rng(plan.total_updates).normal(1.0, 0.05, plan.epochs + 1))
+
+
+@settings(max_examples=300 if FULL else 60)
+@given(raw=run_configs())
+def test_generated_schedules_replay_torch_bit_for_bit(raw: dict) -> None:
+    """loopspec's replay of torch's scheduler arithmetic gives torch's doubles, recurrences included."""
+    config, plan, horizon = generated_plan(raw)
+    cfg = config.schedule
+    assume(cfg.name != "plateau")
+    lrs, momenta = torch_values(cfg, config.optimizer.name, config.optimizer.lr, plan, horizon)
+    steps = plan.total_updates if plan.interval == "step" else plan.epochs
+    replay_lrs, replay_momenta = torch_schedule_values(cfg, horizon, config.optimizer.lr, steps)
+    per_interval = lrs if plan.interval == "step" else lrs[:: plan.updates_per_epoch]
+    assert replay_lrs == list(per_interval)
+    if momenta is not None:
+        assert replay_momenta == list(momenta if plan.interval == "step" else momenta[:: plan.updates_per_epoch])
+
+
+@settings(max_examples=300 if FULL else 60)
+@given(raw=run_configs())
+def test_generated_schedules_are_torch_values_rounded_once(raw: dict) -> None:
+    """The rate and momentum the JAX optimizer state holds: torch's double rounded once to the weights'
+    dtype at every update (0.5 ulp in float32; equal in float64)."""
+    config, plan, horizon = generated_plan(raw)
+    cfg, metrics = config.schedule, plateau_metrics(plan)
+    lrs, momenta = torch_values(cfg, config.optimizer.name, config.optimizer.lr, plan, horizon, metrics)
+    for dtype in (np.float32, np.float64):
+        got_lrs, got_momenta = jax_values(cfg, config.optimizer.lr, plan, horizon, metrics, dtype=dtype)
+        assert (got_momenta is None) == (momenta is None)
+        for got, expected, what in ((got_lrs, lrs, "lr"), (got_momenta, momenta, "momentum")):
+            if expected is None:
+                continue
+            if dtype == np.float64:
+                assert list(got) == list(expected), what
+            else:
+                ulps = ulps_apart(got, expected)
+                assert ulps.max() <= 0.5, f"{what} {ulps.max():.2f} ulp off at update {int(ulps.argmax())}"
