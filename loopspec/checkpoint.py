@@ -33,6 +33,7 @@ import numpy as np
 from safetensors import SafetensorError
 from safetensors.numpy import load_file, save_file
 
+from loopspec.config import resolved_config
 from loopspec.errors import UserError
 
 FORMAT = 1
@@ -185,16 +186,32 @@ def flat_config(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return flat
 
 
-def check_resumable(checkpoint: Checkpoint, config: Any) -> None:
-    """A checkpoint continues the same run: the configs may differ only in RESUME_MAY_CHANGE."""
-    from loopspec.run import resolved_config
-
-    saved, given = flat_config(checkpoint.state["config"]), flat_config(resolved_config(config))
-    differing = [
+def config_differences(saved: dict[str, Any], config: Any) -> list[str]:
+    """The keys where a saved config differs from `config`, other than what a resumed run may change."""
+    saved, given = flat_config(saved), flat_config(resolved_config(config))
+    return [
         key
         for key in sorted(set(saved) | set(given))
         if saved.get(key) != given.get(key) and not key.startswith(RESUME_MAY_CHANGE)
     ]
+
+
+def restarts_same_run(run_dir: Path, config: Any) -> bool:
+    """`--resume auto` with no checkpoint yet: the directory is empty, or holds a start of this same
+    config (a job preempted before its first save), which a fresh start may replace."""
+    saved = Path(run_dir) / "config.json"
+    if not saved.is_file():
+        return False
+    try:
+        return not config_differences(json.loads(saved.read_text()), config)
+    except (OSError, ValueError):
+        return False
+
+
+def check_resumable(checkpoint: Checkpoint, config: Any) -> None:
+    """A checkpoint continues the same run: the configs may differ only in RESUME_MAY_CHANGE."""
+    saved, given = flat_config(checkpoint.state["config"]), flat_config(resolved_config(config))
+    differing = config_differences(checkpoint.state["config"], config)
     if differing:
         shown = ", ".join(
             f"{key} {saved.get(key)!r} in the checkpoint, {given.get(key)!r} now" for key in differing[:3]

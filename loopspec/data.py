@@ -11,7 +11,7 @@ import gzip
 import pickle
 import zipfile
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +19,7 @@ import numpy as np
 
 from loopspec.config import DataConfig
 from loopspec.errors import DataError
+from loopspec.preprocessing import Preprocessing, standardized
 
 
 @dataclass
@@ -29,6 +30,7 @@ class Dataset:
     x_val: np.ndarray
     y_val: np.ndarray
     num_classes: int
+    preprocessing: Preprocessing = field(default_factory=Preprocessing)  # raw samples -> x_train / x_val
 
     @property
     def input_shape(self) -> tuple[int, ...]:
@@ -71,20 +73,40 @@ def split_indices(num_samples: int, val_fraction: float, seed: int) -> tuple[np.
     return np.sort(order[num_val:]), np.sort(order[:num_val])
 
 
-def standardize(x_train: np.ndarray, x_val: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Zero-mean unit-variance columns using training-split statistics only."""
-    mean = x_train.mean(axis=0)
-    std = x_train.std(axis=0)
-    std = np.where(std > 0, std, 1.0)  # constant columns (e.g. num_outbound_cmds) stay at zero
-    return (x_train - mean) / std, (x_val - mean) / std
-
-
-def _split(name: str, x: np.ndarray, y: np.ndarray, num_classes: int, cfg: DataConfig, tabular: bool) -> Dataset:
+def _split(
+    name: str,
+    raw: np.ndarray,
+    y: np.ndarray,
+    num_classes: int,
+    cfg: DataConfig,
+    tabular: bool,
+    divisor: float | None = None,
+) -> Dataset:
+    """Split raw samples seeded; images divided into [0, 1] (`divisor`), tabular columns standardised
+    with the training split's statistics. The steps are kept as the dataset's preprocessing."""
     train, val = split_indices(len(y), cfg.val_fraction, cfg.seed)
-    x_train, x_val = x[train], x[val]
+    preprocessing = Preprocessing(divisor=divisor)
+    x_train, x_val = preprocessing.apply(raw[train]), preprocessing.apply(raw[val])
     if tabular:
-        x_train, x_val = standardize(x_train, x_val)
-    return Dataset(name, x_train, y[train], x_val, y[val], num_classes)
+        x_train, x_val, fitted = standardized(x_train, x_val)
+        preprocessing = Preprocessing(divisor, fitted.mean, fitted.std)
+    return Dataset(name, x_train, y[train], x_val, y[val], num_classes, preprocessing)
+
+
+def raw_split(cfg: DataConfig, split: str = "val") -> tuple[np.ndarray, np.ndarray]:
+    """A generated or built-in dataset's `split` before preprocessing: what new raw samples look like
+    (intrusion records, digits' 0-16 pixels). File datasets: read the file, then split_indices."""
+    if cfg.name == "intrusion":
+        raw, y = make_intrusion(cfg.num_samples, cfg.seed)
+    elif cfg.name == "digits":
+        raw, y = _digits_raw()
+    elif cfg.name == "synthetic_images":
+        raw, y = make_synthetic_images(cfg.num_samples, cfg.num_classes, cfg.channels, cfg.image_size, cfg.seed)
+    else:
+        raise DataError(f"raw_split reads generated and built-in datasets; read {cfg.name} data from {cfg.path}")
+    train, val = split_indices(len(y), cfg.val_fraction, cfg.seed)
+    rows = train if split == "train" else val
+    return raw[rows], y[rows]
 
 
 # ---------------------------------------------------------------------------- generated
@@ -222,11 +244,17 @@ def _synthetic_images(cfg: DataConfig) -> Dataset:
 
 
 def _digits(cfg: DataConfig) -> Dataset:
+
+    raw, y = _digits_raw()
+    return _split("digits", raw, y, 10, cfg, tabular=False, divisor=16.0)
+
+
+def _digits_raw() -> tuple[np.ndarray, np.ndarray]:
+    """sklearn's digits as shipped: (N, 1, 8, 8) pixel counts 0-16."""
     from sklearn.datasets import load_digits  # ships the data inside the package: no download
 
     bunch = load_digits()
-    x = bunch.images.reshape(-1, 1, 8, 8).astype(np.float64) / 16.0
-    return _split("digits", x, bunch.target.astype(np.int64), 10, cfg, tabular=False)
+    return bunch.images.reshape(-1, 1, 8, 8).astype(np.float64), bunch.target.astype(np.int64)
 
 
 # ---------------------------------------------------------------------------- files
@@ -284,9 +312,8 @@ def _idx(cfg: DataConfig) -> Dataset:
         raise DataError(f"{images_path}: expected images of shape (N, H, W), got {images.shape}")
     if labels.ndim != 1 or len(labels) != len(images):
         raise DataError(f"{labels_path}: expected {len(images)} labels, got shape {labels.shape}")
-    x = images[:, None].astype(np.float64) / 255.0
     y = labels.astype(np.int64)
-    return _split("idx", x, y, int(y.max()) + 1, cfg, tabular=False)
+    return _split("idx", images[:, None].astype(np.float64), y, int(y.max()) + 1, cfg, tabular=False, divisor=255.0)
 
 
 class CifarUnpickler(pickle.Unpickler):
@@ -322,9 +349,8 @@ def _cifar10(cfg: DataConfig) -> Dataset:
             raise DataError(f"{path}: expected data (N, 3072) and N labels, got {data.shape} and {labels.shape}")
         xs.append(data.reshape(-1, 3, 32, 32))
         ys.append(labels)
-    x = np.concatenate(xs).astype(np.float64) / 255.0
     y = np.concatenate(ys).astype(np.int64)
-    return _split("cifar10", x, y, 10, cfg, tabular=False)
+    return _split("cifar10", np.concatenate(xs).astype(np.float64), y, 10, cfg, tabular=False, divisor=255.0)
 
 
 def _csv(cfg: DataConfig) -> Dataset:

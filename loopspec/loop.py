@@ -30,13 +30,20 @@ from typing import Any, Callable, Iterator, Literal, NamedTuple, Optional, Proto
 import numpy as np
 
 from loopspec.batching import eval_batches, train_batches, update_windows
-from loopspec.checkpoint import Checkpoint, check_resumable, checkpoint_root, resolve_resume, save_checkpoint
-from loopspec.config import Config, as_config
+from loopspec.checkpoint import (
+    Checkpoint,
+    check_resumable,
+    checkpoint_root,
+    resolve_resume,
+    restarts_same_run,
+    save_checkpoint,
+)
+from loopspec.config import Config, as_config, resolved_config
 from loopspec.early_stopping import EarlyStopping
 from loopspec.errors import RunInterrupted, TrainingDiverged, UserError
 from loopspec.metrics import classification_metrics, predictions, read_metrics
 from loopspec.results import Run, load_run
-from loopspec.run import RunSetup, prepare_run, resolved_config
+from loopspec.run import RunSetup, prepare_run
 from loopspec.sinks import Sink, run_sinks
 from loopspec.weights import load_weights, save_weights
 
@@ -226,6 +233,7 @@ class Loop:
                 },
                 "best_step": self.best_step,
             },
+            "preprocessing": self.setup.dataset.preprocessing.to_dict(),
             **backend_state,
         }
         save_checkpoint(self.setup.out_dir, tensors, state, self.train_cfg.checkpoint.keep_last, self.best_step)
@@ -510,9 +518,9 @@ def fit(
     if checkpoint is not None:
         check_resumable(checkpoint, config)
     with backend.scope(config) as placement:
-        start_over = str(resume) == "auto" and checkpoint is None
-        continuing, overwrite = checkpoint is not None, overwrite or start_over
-        setup = prepare_run(config, out_dir, init_path, backend.name, continuing, overwrite, placement)
+        start_over = str(resume) == "auto" and checkpoint is None and restarts_same_run(out_dir, config)
+        resumed_from = None if checkpoint is None else checkpoint.path
+        setup = prepare_run(config, out_dir, init_path, backend.name, resumed_from, overwrite or start_over, placement)
         try:
             summary = train(setup, backend(setup), resume=checkpoint)
         finally:

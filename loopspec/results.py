@@ -20,6 +20,7 @@ from loopspec.config import Config, config_from_dict
 from loopspec.data import Dataset, load_dataset
 from loopspec.errors import UserError
 from loopspec.metrics import classification_metrics, predictions, read_metrics
+from loopspec.preprocessing import Preprocessing, load_preprocessing
 from loopspec.weights import load_weights
 
 BackendName = Literal["torch", "jax"]
@@ -92,22 +93,39 @@ class Run:
         """The network with `which` weights, in the weights' own dtype, ready for inference."""
         return backend_module(self.backend, "inference").load_model(self, self.weights(which))
 
-    def predict(self, inputs: np.ndarray) -> np.ndarray:
-        """Logits of the final model for a batch shaped (N, *input_shape), as a NumPy array."""
-        return backend_module(self.backend, "inference").predict(self.model, np.asarray(inputs))
+    @functools.cached_property
+    def preprocessing(self) -> Preprocessing:
+        """What turns raw samples into model inputs: saved with the run (refitted from the run's data for
+        a run saved before runs kept it; the same numbers, as the split is seeded)."""
+        saved = load_preprocessing(self.out_dir)
+        return saved if saved is not None else self.dataset().preprocessing
+
+    def preprocess(self, raw: np.ndarray) -> np.ndarray:
+        """Model inputs from raw samples (N, *input_shape): as the training data was prepared."""
+        return self.preprocessing.apply(raw)
+
+    def predict(self, inputs: np.ndarray, preprocessed: bool = False) -> np.ndarray:
+        """Logits of the final model, as a NumPy array, for raw samples shaped (N, *input_shape), which
+        get the run's preprocessing first; preprocessed=True for inputs already prepared (run.dataset())."""
+        inputs = np.asarray(inputs) if preprocessed else self.preprocess(inputs)
+        return backend_module(self.backend, "inference").predict(self.model, inputs)
 
     def dataset(self) -> Dataset:
-        """The run's data, split and standardised exactly as in training."""
+        """The run's data, split and preprocessed exactly as in training (x_* are model inputs)."""
         return load_dataset(self.config.data)
 
-    def evaluate(self, inputs: Optional[np.ndarray] = None, labels: Optional[np.ndarray] = None) -> dict[str, float]:
-        """Accuracy, precision, recall, F1 of the final model (default: on the run's validation split)."""
+    def evaluate(
+        self, inputs: Optional[np.ndarray] = None, labels: Optional[np.ndarray] = None, preprocessed: bool = False
+    ) -> dict[str, float]:
+        """Accuracy, precision, recall, F1 of the final model on raw `inputs` (or preprocessed ones, as in
+        predict); default: the run's validation split."""
         if inputs is None:
             data = self.dataset()
-            inputs, labels = data.x_val, data.y_val
+            inputs, labels, preprocessed = data.x_val, data.y_val, True
         if labels is None:
             raise UserError("evaluate(inputs, labels): pass the labels with the inputs")
-        return classification_metrics(np.asarray(labels), predictions(self.predict(inputs)), self.num_classes)
+        logits = self.predict(inputs, preprocessed=preprocessed)
+        return classification_metrics(np.asarray(labels), predictions(logits), self.num_classes)
 
 
 def load_run(run_dir: str | Path, backend: Optional[BackendName] = None) -> Run:

@@ -11,7 +11,7 @@ from typing import Optional, TextIO
 
 import numpy as np
 
-from loopspec.config import Config, LossConfig
+from loopspec.config import Config, LossConfig, resolved_config
 from loopspec.data import Dataset, load_dataset
 from loopspec.dropout import parity_dropout_masks
 from loopspec.errors import ConfigError, UserError
@@ -19,6 +19,7 @@ from loopspec.files import write_json_atomic
 from loopspec.memory import check_generated_data, check_model
 from loopspec.models import check_model_input, output_dim, state_dict_shapes
 from loopspec.parallel import Placement, check_shards
+from loopspec.preprocessing import save_preprocessing
 from loopspec.schedules import SchedulePlan, plan_schedule, schedule_horizon
 from loopspec.sinks import check_loggers
 from loopspec.weights import canonical_init, load_weights
@@ -68,12 +69,13 @@ def prepare_run(
     out_dir: str | Path,
     init_path: str | Path | None,
     backend: str,
-    continuing: bool = False,
+    resumed_from: Optional[Path] = None,
     overwrite: bool = False,
     placement: Optional[Placement] = None,
 ) -> RunSetup:
     """Load data, check it fits the model, resolve initial weights, claim the run directory (refusing
-    another run's unless continuing it or told to overwrite it), write config.json."""
+    another run's unless continuing it from `resumed_from`, a checkpoint, or told to overwrite it),
+    write config.json, run.json and preprocessing.json."""
     check_generated_data(config)
     check_loggers(config.train.loggers)
     dataset = load_dataset(config.data)
@@ -95,11 +97,12 @@ def prepare_run(
     data = config.data
     check_shards(data.batch_size, len(dataset.y_train), data.drop_last, placement.replicas, config.model.name)
     if placement.writes:
-        lock = claim_run_directory(out_dir, continuing, overwrite)
+        lock = claim_run_directory(out_dir, resumed_from, overwrite)
         write_json_atomic(out_dir / "config.json", resolved_config(config))
         # What rebuilding the model needs without reloading the data (loopspec.results.load_run).
         facts = {"backend": backend, "input_shape": list(dataset.input_shape), "num_classes": dataset.num_classes}
         write_json_atomic(out_dir / "run.json", facts)
+        save_preprocessing(out_dir, dataset.preprocessing)
     horizon = schedule_horizon(config, plan)
     return RunSetup(config, dataset, out_dir, backend, out_dim, shapes, initial, plan, horizon, lock, placement)
 
@@ -114,20 +117,22 @@ RUN_FILES = (
     "init.safetensors",
     "final.safetensors",
     "best.safetensors",
+    "preprocessing.json",
 )
 
 
-def claim_run_directory(out_dir: Path, continuing: bool, overwrite: bool) -> TextIO:
-    """Lock the run directory for this process; a directory holding another run is refused unless
-    the run continues it (--resume) or replaces it (--overwrite, which removes its files first)."""
+def claim_run_directory(out_dir: Path, resumed_from: Optional[Path], overwrite: bool) -> TextIO:
+    """Lock the run directory for this process. Only its own run writes there: a fresh run needs an
+    empty directory; a resumed one its checkpoint's own run directory (from its newest checkpoint) or
+    an empty one. Anything else is refused with one line, nothing touched, unless `overwrite`, which
+    removes the other run's files (resuming from an older checkpoint of its own: the newer ones)."""
     if out_dir.exists() and not out_dir.is_dir():
         raise UserError(f"--out {out_dir} is a file, not a directory; choose another run directory")
     held = [name for name in (*RUN_FILES, "checkpoints") if (out_dir / name).exists()]
-    if held and not continuing and not overwrite:
-        raise UserError(
-            f"--out {out_dir} holds another run ({', '.join(held[:3])}); pass --resume to continue it, "
-            "--overwrite to replace it, or choose another directory"
-        )
+    own = resumed_from is not None and Path(resumed_from).resolve().parent.parent == out_dir.resolve()
+    newer = newer_checkpoints(out_dir, Path(resumed_from)) if own else []
+    if not overwrite:
+        refuse_foreign_directory(out_dir, held, resumed_from, own, newer)
     out_dir.mkdir(parents=True, exist_ok=True)
     lock = open(out_dir / ".lock", "a")
     try:
@@ -137,19 +142,39 @@ def claim_run_directory(out_dir: Path, continuing: bool, overwrite: bool) -> Tex
         raise UserError(
             f"--out {out_dir} is in use by another training process; wait for it or choose another directory"
         ) from None
-    if overwrite and not continuing:
-        for name in held:
-            target = out_dir / name
+    if overwrite:
+        for target in newer if own else [out_dir / name for name in held]:
             shutil.rmtree(target) if target.is_dir() else target.unlink()
     return lock
 
 
-def resolved_config(config: Config) -> dict:
-    """config.json: every key, with the data path absolute so the file reloads from any directory."""
-    values = config.to_dict()
-    if values["data"]["path"] is not None:
-        values["data"]["path"] = str(Path(values["data"]["path"]).resolve())
-    return values
+def newer_checkpoints(out_dir: Path, checkpoint: Path) -> list[Path]:
+    """Checkpoints of the run directory saved after `checkpoint` (another continuation's future)."""
+    name = checkpoint.resolve().name
+    return [path for path in sorted((out_dir / "checkpoints").glob("step-*")) if path.name > name]
+
+
+def refuse_foreign_directory(
+    out_dir: Path, held: list[str], resumed_from: Optional[Path], own: bool, newer: list[Path]
+) -> None:
+    if resumed_from is None and held:
+        raise UserError(
+            f"--out {out_dir} holds another run ({', '.join(held[:3])}); pass --resume to continue it, "
+            "--overwrite to replace it, or choose another directory"
+        )
+    if resumed_from is not None and not own and held:
+        source = Path(resumed_from).resolve().parent.parent
+        raise UserError(
+            f"--out {out_dir} holds another run ({', '.join(held[:3])}), and --resume {resumed_from} continues "
+            f"the run in {source}: resume into {source} itself or an empty directory, or pass --overwrite to "
+            f"replace {out_dir}"
+        )
+    if newer:
+        raise UserError(
+            f"{out_dir} has checkpoints newer than {Path(resumed_from).name} ({', '.join(p.name for p in newer[:3])}): "
+            "continuing from an older one would mix two continuations in one directory; resume from the newest "
+            f"(--resume {out_dir}), into an empty directory, or pass --overwrite to discard the newer checkpoints"
+        )
 
 
 # Focal loss options that fit one output layout only: (option, one logit?) -> what to use instead.

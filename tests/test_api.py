@@ -74,9 +74,9 @@ def test_the_run_holds_summary_history_and_a_working_model(tmp_path: Path) -> No
         # The returned model reproduces the validation of the saved weights, bit for bit in float64.
         assert run.evaluate() == {k: v for k, v in run.summary.items() if k.startswith("val_") and k != "val_loss"}
     data = torch_run.dataset()
-    logits = torch_run.predict(data.x_val)
+    logits = torch_run.predict(data.x_val, preprocessed=True)
     assert logits.shape == (len(data.y_val), 2) and logits.dtype == np.float64
-    np.testing.assert_allclose(jax_run.predict(data.x_val), logits, rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(jax_run.predict(data.x_val, preprocessed=True), logits, rtol=1e-9, atol=1e-12)
     assert compare(torch_run, jax_run).agree
 
 
@@ -90,7 +90,9 @@ def test_load_run_gives_either_backends_model_of_the_same_weights(tmp_path: Path
     as_torch, as_jax = load_run(tmp_path / "run"), load_run(tmp_path / "run", backend="jax")
     assert as_torch.backend == "torch" and as_jax.backend == "jax"
     images = as_torch.dataset().x_val[:16]
-    np.testing.assert_allclose(as_jax.predict(images), as_torch.predict(images), rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(
+        as_jax.predict(images, preprocessed=True), as_torch.predict(images, preprocessed=True), rtol=1e-9, atol=1e-12
+    )
     with pytest.raises(UserError, match="not a run directory"):
         load_run(tmp_path)
 
@@ -114,7 +116,7 @@ def test_a_float64_jax_model_computes_in_float64_when_called(tmp_path: Path) -> 
     run = flaxloop.fit(TINY, tmp_path / "run")
     x = run.dataset().x_val[:8]
     assert run.model(x).dtype == np.float64
-    np.testing.assert_array_equal(np.asarray(run.model(x)), run.predict(x))
+    np.testing.assert_array_equal(np.asarray(run.model(x)), run.predict(x, preprocessed=True))
 
 
 def test_a_directory_named_like_a_recipe_does_not_hide_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

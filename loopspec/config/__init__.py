@@ -13,6 +13,7 @@ from loopspec.config.load import (
     load_config,
     read_config_file,
     recipe_names,
+    resolved_config,
 )
 from loopspec.config.rules import (
     RULES,
@@ -65,6 +66,7 @@ __all__ = [
     "config_from_dict",
     "read_config_file",
     "apply_override",
+    "resolved_config",
     "schedule_interval",
     "monitor_mode",
     "resolved_eps",

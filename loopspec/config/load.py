@@ -164,3 +164,11 @@ def _yaml_number(value: Any, hint: Any) -> Any:
     if isinstance(value, list):
         return [float(v) if isinstance(v, str) and _NUMBER.match(v.strip()) else v for v in value]
     return value
+
+
+def resolved_config(config: Config) -> dict:
+    """config.json: every key, with the data path absolute so the file reloads from any directory."""
+    values = config.to_dict()
+    if values["data"]["path"] is not None:
+        values["data"]["path"] = str(Path(values["data"]["path"]).resolve())
+    return values
