@@ -14,6 +14,15 @@ from loopspec.config import DTYPES, PRECISIONS, Config, apply_override, config_f
 from loopspec.errors import RunInterrupted, TrainingDiverged, UserError
 
 
+def command_name(module: str, argv: Optional[Sequence[str]] = None) -> str:
+    """The command as the user typed it: an installed script's name (parity-compare), or
+    `python -m module` (also when called from Python with explicit arguments)."""
+    script = Path(sys.argv[0]).name if argv is None and sys.argv and sys.argv[0] else ""
+    if not script or script.endswith(".py") or script.startswith("-") or script.startswith("python"):
+        return f"python -m {module}"
+    return script
+
+
 class OneLineParser(argparse.ArgumentParser):
     """argparse that reports a usage error in one line (and still exits with code 2)."""
 

@@ -22,14 +22,18 @@ while losses and validation metrics still agree to 1e-12.
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Any, Optional, Sequence
 
 import numpy as np
 
+from loopspec.checkpoint import flat_config
+from loopspec.cli import command_name
+from loopspec.errors import UserError
 from loopspec.metrics import read_metrics
 from loopspec.weights import load_weights
 
@@ -76,11 +80,15 @@ class Row:
 
 @dataclass
 class Report:
-    """Every compared quantity of two runs; `agree` is the verdict at `rtol`, `render()` the table."""
+    """Every compared quantity of two runs; `agree` is the verdict at `rtol`, `render()` the table.
+    `runs` describes each run (backend, precision, updates); `config_differences` lists the config keys
+    whose values differ (runs of different configs are not expected to agree)."""
 
     rtol: float
     rows: list[Row] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
+    runs: list[str] = field(default_factory=list)
+    config_differences: list[str] = field(default_factory=list)
 
     @property
     def agree(self) -> bool:
@@ -93,7 +101,13 @@ class Report:
 
     def render(self) -> str:
         """The table parity-compare prints, ending in AGREE or DISAGREE."""
-        lines = [f"{'quantity':<44} {'n':>6} {'max rel diff':>13}  first over rtol={self.rtol:g}"]
+        lines = [f"{label}: {run}" for label, run in zip("AB", self.runs)]
+        if self.config_differences:
+            lines.append(
+                f"the configs differ in {len(self.config_differences)} key(s): {'; '.join(self.config_differences)}"
+                " -- runs of different configs are not expected to agree"
+            )
+        lines.append(f"{'quantity':<44} {'n':>6} {'max rel diff':>13}  first over rtol={self.rtol:g}")
         for row in self.rows:
             if row.unit == "tensor":
                 first = "-" if row.max_rel <= self.rtol else "over"
@@ -133,12 +147,53 @@ def _series_row(
     return Row(name, len(diffs), max(d for _, d in diffs), first_over, index, judged)
 
 
+# Keys that change what a run records, not what it computes.
+NOT_COMPUTED = ("train.log_every", "train.verbose", "train.loggers", "train.checkpoint.", "data.path")
+
+
+def run_facts(run: Path) -> dict[str, Any]:
+    """What a run directory says about itself: backend, precision, config (empty where a file is missing)."""
+    facts: dict[str, Any] = {"config": {}, "backend": "?", "precision": "?"}
+    for name in ("config.json", "run.json"):
+        try:
+            values = json.loads((run / name).read_text())
+        except (OSError, ValueError):
+            continue
+        if name == "config.json" and isinstance(values, dict):
+            facts["config"] = values
+            facts["precision"] = values.get("train", {}).get("precision", "?")
+        elif isinstance(values, dict):
+            facts["backend"] = values.get("backend", "?")
+    return facts
+
+
+def describe_run(run: Path, facts: dict[str, Any], steps: int) -> str:
+    return f"{run} ({facts['backend']}, {facts['precision']}, {steps} updates)"
+
+
+def differing_keys(config_a: dict[str, Any], config_b: dict[str, Any]) -> list[str]:
+    """'key (a vs b)' for every config key whose values differ, apart from NOT_COMPUTED."""
+    flat_a, flat_b = flat_config(config_a), flat_config(config_b)
+    keys = [
+        key
+        for key in sorted(set(flat_a) | set(flat_b))
+        if flat_a.get(key) != flat_b.get(key) and not key.startswith(NOT_COMPUTED)
+    ]
+    return [f"{key} ({flat_a.get(key)!r} vs {flat_b.get(key)!r})" for key in keys]
+
+
 def compare_runs(run_a: str | Path, run_b: str | Path, rtol: float = 1e-10, steps: Optional[int] = None) -> Report:
     """Compare two runs; with `steps`, only the first N steps are judged (the rest is shown)."""
     run_a, run_b = Path(run_a), Path(run_b)
     report = Report(rtol)
+    facts_a, facts_b = run_facts(run_a), run_facts(run_b)
+    if facts_a["config"] and facts_b["config"]:
+        report.config_differences = differing_keys(facts_a["config"], facts_b["config"])
+    if report.config_differences:
+        report.problems.append(f"the configs differ ({len(report.config_differences)} keys, listed above)")
     metrics_a, metrics_b = read_metrics(run_a / "metrics.jsonl"), read_metrics(run_b / "metrics.jsonl")
     steps_a, steps_b = metrics_a["step"], metrics_b["step"]
+    report.runs = [describe_run(run_a, facts_a, len(steps_a)), describe_run(run_b, facts_b, len(steps_b))]
     if steps is not None:
         steps_a, steps_b = steps_a[:steps], steps_b[:steps]
         if min(len(steps_a), len(steps_b)) < steps:
@@ -171,7 +226,15 @@ def compare_runs(run_a: str | Path, run_b: str | Path, rtol: float = 1e-10, step
         if set(weights_a) != set(weights_b):
             report.problems.append(f"{filename}: tensor names differ: {sorted(set(weights_a) ^ set(weights_b))[:4]}")
         judged = whole_run or filename == "init.safetensors"
-        for name in sorted(set(weights_a) & set(weights_b)):
+        shared = sorted(set(weights_a) & set(weights_b))
+        reshaped = [name for name in shared if weights_a[name].shape != weights_b[name].shape]
+        if reshaped:
+            first = reshaped[0]
+            report.problems.append(
+                f"{filename}: {len(reshaped)} tensor(s) differ in shape, e.g. {first} "
+                f"{tuple(weights_a[first].shape)} vs {tuple(weights_b[first].shape)}: different architectures"
+            )
+        for name in (name for name in shared if name not in reshaped):
             reference = [init[name] for init in inits if name in init]
             diff = tensor_relative_difference(weights_a[name], weights_b[name], *reference)
             note = BATCHNORM_FED_NOTE if feeds_batchnorm(name, set(weights_a)) else ""
@@ -182,13 +245,33 @@ def compare_runs(run_a: str | Path, run_b: str | Path, rtol: float = 1e-10, step
     return report
 
 
+FLOAT64_RTOL = 1e-10
+
+
+def float32_verdict(run_a: Path, run_b: Path) -> tuple[Optional[bool], str]:
+    """Two float32 runs judged by the envelope measured on this machine (paritykit), or why not."""
+    try:
+        from paritykit.harness import recorded_verdict
+    except ImportError as err:
+        return None, f"the float32 verdict needs both frameworks ({err.name} is not installed: pip install '.[all]')"
+    try:
+        verdict = recorded_verdict(run_a, run_b)
+    except UserError as err:
+        return None, f"no float32 verdict: {err}"
+    return verdict.agree, verdict.render()
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """parity-compare RUN_A RUN_B: exit 0 when they agree, 1 when not, 2 on bad arguments."""
-    parser = argparse.ArgumentParser(prog="python -m loopspec.comparison", description=__doc__.splitlines()[0])
+    prog = command_name("loopspec.comparison", argv)
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__.splitlines()[0])
     parser.add_argument("run_a")
     parser.add_argument("run_b")
     parser.add_argument(
-        "--rtol", type=float, default=1e-10, help="relative tolerance (default 1e-10, for float64 runs)"
+        "--rtol",
+        type=float,
+        help=f"relative tolerance for every quantity (default: {FLOAT64_RTOL:g} for float64 runs; float32 runs are "
+        "judged against this machine's one-ulp envelope instead)",
     )
     parser.add_argument("--steps", type=int, help="judge only the first N steps (float32 short-horizon checks)")
     args = parser.parse_args(argv)
@@ -196,10 +279,32 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         if not (Path(run) / "metrics.jsonl").is_file():
             print(f"{parser.prog}: error: {run} is not a run directory (no metrics.jsonl)", file=sys.stderr)
             return 2
-    report = compare_runs(args.run_a, args.run_b, args.rtol, args.steps)
-    print(f"A: {args.run_a}\nB: {args.run_b}")
-    print(report.render())
-    return 0 if report.agree else 1
+    report = compare_runs(args.run_a, args.run_b, args.rtol or FLOAT64_RTOL, args.steps)
+    precisions = {run_facts(Path(run))["precision"] for run in (args.run_a, args.run_b)}
+    if args.rtol is not None or precisions == {"fp64"} or report.config_differences:
+        print(report.render())
+        return 0 if report.agree else 1
+    print("\n".join(f"{label}: {run}" for label, run in zip("AB", report.runs)))
+    print(
+        f"{' and '.join(sorted(precisions))} runs: {FLOAT64_RTOL:g} is the float64 tolerance, and float32 rounding "
+        "differs between XLA and ATen from the first operation (README, 'What parity means'); pass --rtol to "
+        "compare at a tolerance of your own"
+    )
+    if precisions == {"fp32"}:
+        print(
+            "the float32 verdict: the first 30 updates against the envelope measured now on this machine (each "
+            "backend rerun from weights and inputs moved by one ulp), lr and momentum at 0.5 ulp over the run"
+        )
+    if precisions != {"fp32"}:
+        print(
+            "mixed-precision runs are judged by accuracy over seeds (parity_tests/test_precision.py), not step by "
+            f"step; the table at rtol {FLOAT64_RTOL:g} follows for reference"
+        )
+        print(report.render())
+        return 0 if report.agree else 1
+    agree, text = float32_verdict(Path(args.run_a), Path(args.run_b))
+    print(text)
+    return 2 if agree is None else 0 if agree else 1
 
 
 if __name__ == "__main__":

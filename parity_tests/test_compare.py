@@ -105,3 +105,73 @@ def test_tensor_difference_is_judged_at_the_tensor_scale() -> None:
     shrunk_a, shrunk_b, init = np.array([1e-13]), np.array([2e-13]), np.array([0.1])
     assert tensor_relative_difference(shrunk_a, shrunk_b) == pytest.approx(0.5)
     assert tensor_relative_difference(shrunk_a, shrunk_b, init) == pytest.approx(1e-12)
+
+
+# ------------------------------------------------------------------ what kind of difference compare sees
+def readme_cli_example() -> list[list[str]]:
+    readme = Path("README.md").read_text()
+    section = readme[readme.index("## Training with one backend") :]
+    block = section[section.index("```bash") + 7 : section.index("```", section.index("```bash") + 7)]
+    return [line.split("#")[0].split() for line in block.strip().splitlines()]
+
+
+def test_the_readme_cli_example_compares_two_runs_that_agree(tmp_path: Path) -> None:
+    """The README's three commands (one epoch, to keep the suite short): the two runs agree."""
+    shorter = ["--set", "train.epochs=1"]
+    for command in readme_cli_example():
+        assert command[:2] == ["python", "-m"]
+        args = [sys.executable, *command[1:]] + (shorter if "train" in command[2] else [])
+        done = subprocess.run(
+            [a.replace("configs/", str(Path.cwd() / "configs") + "/") for a in args],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+        assert done.returncode == 0, done.stdout[-2000:] + done.stderr
+    assert "AGREE" in done.stdout.splitlines()[-1] and "(torch, fp64" in done.stdout
+
+
+def test_runs_of_different_configs_are_named_key_by_key(tmp_path: Path) -> None:
+    base = parity_config("cnn", "adam", "cross_entropy", steps=5)
+    other = json.loads(json.dumps(base))
+    other["optimizer"]["lr"] = 3e-4
+    other["model"]["channels"] = [4, 8, 16]
+    a = run_backends(base, tmp_path / "a", backends=("torch",))["torch"]
+    b = run_backends(other, tmp_path / "b", backends=("jax",))["jax"]
+    report = compare_runs(a, b)
+    text = report.render()
+    assert not report.agree and "the configs differ in 2 key(s)" in text
+    assert "optimizer.lr" in text and "model.channels" in text and "inf" not in text
+    assert "differ in shape" in " ".join(report.problems)
+    assert text.index("the configs differ") < text.index("quantity")
+
+
+def test_float32_runs_are_judged_by_the_envelope(tmp_path: Path) -> None:
+    raw = parity_config("cnn", "adam", "cross_entropy", steps=40)
+    raw["train"]["precision"] = "fp32"
+    runs = run_backends(raw, tmp_path)
+    done = subprocess.run(
+        [sys.executable, "-m", "loopspec.comparison", str(runs["torch"]), str(runs["jax"])],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "1e-10 is the float64 tolerance" in done.stdout and "AGREE: lr" in done.stdout
+    assert "(torch, fp32, 40 updates)" in done.stdout
+
+
+def test_float32_runs_from_different_weights_are_not_judged(tmp_path: Path) -> None:
+    raw = parity_config("mlp", "adam", "focal", steps=10)
+    raw["train"]["precision"] = "fp32"
+    a = run_backends(raw, tmp_path / "a", backends=("torch",))["torch"]
+    raw["model"]["init"] = "framework"
+    b = run_backends(raw, tmp_path / "b", backends=("jax",))["jax"]
+    raw["model"]["init"] = "canonical"
+    report_dir = tmp_path / "b"
+    (report_dir / "jax" / "config.json").write_text(json.dumps(json.loads((a / "config.json").read_text())))
+    done = subprocess.run(
+        [sys.executable, "-m", "loopspec.comparison", str(a), str(b)], capture_output=True, text=True, timeout=600
+    )
+    assert done.returncode == 2 and "started from different weights" in done.stdout, done.stdout + done.stderr

@@ -2,26 +2,37 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import tempfile
 from pathlib import Path
 from typing import Any, Optional
 
+import numpy as np
 import torch
 
 import flaxloop.precision
 import flaxloop.train
 import torchloop.precision
 import torchloop.train
-from loopspec.comparison import Report, compare_runs
+from loopspec.comparison import Report, compare_runs, differing_keys, run_facts
 from loopspec.config import apply_override, config_from_dict, load_config
 from loopspec.errors import UserError
 from loopspec.metrics import read_metrics
+from loopspec.weights import load_weights
 from paritykit.sensitivity import (
+    EXACT_STEP_QUANTITIES,
     HORIZON,
     MULTIPLE,
+    Trajectory,
     Verdict,
     dataset_files,
+    divergence,
+    envelope,
+    exact_checks,
+    first_steps,
     first_updates,
+    judge,
     judge_runs,
     other_torch_kernels,
     write_perturbed_init,
@@ -81,3 +92,42 @@ def sensitivity_verdict(raw: dict[str, Any], out: Path, horizon: int = HORIZON, 
         perturbed = run_backends(moved_inputs, out / "perturbed", ("torch",), init=moved_weights)
     perturbed.update(run_backends(moved_inputs, out / "perturbed", ("jax",), init=moved_weights))
     return judge_runs((runs["torch"], runs["jax"]), [(runs[b], perturbed[b]) for b in runs], multiple)
+
+
+def recorded_verdict(run_a: Path, run_b: Path, horizon: int = HORIZON) -> Verdict:
+    """Two recorded float32 runs of one config from the same initial weights (parity-compare's float32
+    verdict): their first `horizon` updates against the envelope measured now, on this machine, from
+    each backend's run of that config moved by one ulp; their learning rate and momentum against one
+    rounding of torch's over the whole run (the first `horizon` updates for plateau, whose cuts follow
+    each run's own float32 metric). Raises UserError (one line) when the runs cannot be judged so."""
+    facts = [run_facts(Path(run)) for run in (run_a, run_b)]
+    if differing_keys(facts[0]["config"], facts[1]["config"]):
+        raise UserError("the runs are of different configs")
+    if any(fact["precision"] != "fp32" for fact in facts) or any(f["backend"] not in ("torch", "jax") for f in facts):
+        raise UserError("both runs must be fp32 runs of the torch or jax backend")
+    inits = [load_weights(Path(run) / "init.safetensors") for run in (run_a, run_b)]
+    if inits[0].keys() != inits[1].keys() or any(not np.array_equal(inits[0][k], inits[1][k]) for k in inits[0]):
+        raise UserError("the runs started from different weights; train the second with --init FIRST/init.safetensors")
+    raw = copy.deepcopy(facts[0]["config"])
+    torch_first = facts[0]["backend"] == "torch"
+    with tempfile.TemporaryDirectory() as tmp:
+        _, moved_inputs = dataset_files(first_updates(raw, horizon), Path(tmp))
+        moved_weights = write_perturbed_init(Path(run_a) / "init.safetensors", Path(tmp) / "one_ulp.safetensors")
+        perturbed = {}
+        for backend in dict.fromkeys(fact["backend"] for fact in facts):
+            kernels = other_torch_kernels() if backend == "torch" else contextlib.nullcontext()
+            with kernels:
+                perturbed.update(run_backends(moved_inputs, Path(tmp) / "perturbed", (backend,), init=moved_weights))
+            perturbed[backend] = Trajectory.read(perturbed[backend])
+        recorded = [Trajectory.read(Path(run)) for run in (run_a, run_b)]
+    first = [first_steps(trajectory, horizon) for trajectory in recorded]
+    steps_only = lambda divergences: {k: v for k, v in divergences.items() if k[0] == "step"}  # noqa: E731
+    cross = steps_only(divergence(*first))
+    for quantity in EXACT_STEP_QUANTITIES:
+        cross.pop(("step", quantity), None)
+    bounds = envelope([steps_only(divergence(ours, perturbed[fact["backend"]])) for ours, fact in zip(first, facts)])
+    verdict = judge(cross, bounds)
+    plateau = raw.get("schedule", {}).get("name") == "plateau"
+    scheduled = first if plateau else recorded
+    verdict.checks += exact_checks(*(scheduled if torch_first else scheduled[::-1]))  # torch's value the reference
+    return verdict

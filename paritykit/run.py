@@ -19,6 +19,7 @@ The exit code is 0 when every judged check holds.
 from __future__ import annotations
 
 import argparse
+import json
 import shutil
 import subprocess
 import sys
@@ -139,14 +140,38 @@ def summarize_float32(out: Path, verdict: Verdict, plateau: bool = False) -> boo
     return agree
 
 
+MARKER = "parity-run.json"
+
+
+def claim_output(out: Path, config: str, overwrite: bool) -> None:
+    """parity-run replaces its own earlier output in --out, and nothing else: a directory that holds
+    anything but a parity-run's runs is refused (one line) unless --overwrite."""
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out} is a file; choose a directory for the runs")
+    if out.exists() and any(out.iterdir()) and not (out / MARKER).exists() and not overwrite:
+        held = ", ".join(sorted(path.name for path in out.iterdir())[:3])
+        raise UserError(
+            f"--out {out} holds files parity-run did not write ({held}); choose another directory, or pass "
+            "--overwrite to replace its runs"
+        )
+    out.mkdir(parents=True, exist_ok=True)
+    (out / MARKER).write_text(json.dumps({"config": str(config)}) + "\n")
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m paritykit.run", description=__doc__.splitlines()[0])
     parser.add_argument("--config", default=DEFAULT_CONFIG, help=f"config file (default {DEFAULT_CONFIG})")
     parser.add_argument("--out", default="runs/default", help="parent directory of the runs")
     parser.add_argument("--dtype", choices=("float32", "float64"), help="run only this dtype (default: both)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    parser.add_argument("--overwrite", action="store_true", help="replace --out even if parity-run did not write it")
     args = parser.parse_args(argv)
     dtypes = [args.dtype] if args.dtype else ["float64", "float32"]
+    try:
+        claim_output(Path(args.out), args.config, args.overwrite)
+    except UserError as err:
+        print(f"{parser.prog}: error: {err}", file=sys.stderr)
+        return 2
     for dtype in dtypes:
         train_both(args.config, Path(args.out) / dtype, args.set, dtype)
     verdict, plateau = None, load_config(args.config, args.set).schedule.name == "plateau"

@@ -175,6 +175,12 @@ class Trajectory:
         )
 
 
+def first_steps(trajectory: Trajectory, horizon: int) -> Trajectory:
+    """The trajectory's step series cut to its first `horizon` updates (epochs and tensors kept)."""
+    steps = {key: values[:horizon] for key, values in trajectory.steps.items()}
+    return Trajectory(steps, trajectory.epochs, trajectory.init, trajectory.final)
+
+
 def divergence(a: Trajectory, b: Trajectory) -> dict[tuple[str, str], np.ndarray]:
     """Relative differences per quantity: ('step', 'loss') -> one value per step, ('tensor', name) -> one value."""
     out: dict[tuple[str, str], np.ndarray] = {}
