@@ -260,9 +260,24 @@ def _digits_raw() -> tuple[np.ndarray, np.ndarray]:
 # ---------------------------------------------------------------------------- files
 
 
-def _require(path: Path, what: str) -> Path:
+# Where each file dataset comes from: what a missing path's message tells the user to fetch.
+SOURCES = {
+    "idx": "a folder with train-images-idx3-ubyte[.gz] and train-labels-idx1-ubyte[.gz]: Fashion-MNIST's from "
+    "https://github.com/zalandoresearch/fashion-mnist (data/fashion), MNIST's, or what torchvision.datasets "
+    "downloads into <root>/<Name>/raw",
+    "cifar10": "the cifar-10-batches-py folder, unpacked from cifar-10-python.tar.gz "
+    "(https://www.cs.toronto.edu/~kriz/cifar.html)",
+    "csv": "a CSV file with a header row, numeric columns and the label column",
+    "npz": "an .npz archive (numpy.savez) holding x_train, y_train, x_val, y_val",
+}
+
+
+def _require(path: Path, what: str, dataset: str = "") -> Path:
     if not path.exists():
-        raise DataError(f"{what} not found: {path}")
+        where = f"{path.resolve()}" if not path.is_absolute() else str(path)
+        source = f"; the {dataset} dataset needs {SOURCES[dataset]}" if dataset in SOURCES else ""
+        relative = " (a relative data.path is read from the current directory)" if not path.is_absolute() else ""
+        raise DataError(f"{what} not found: {where}{relative}{source}")
     return path
 
 
@@ -296,7 +311,7 @@ def _find(directory: Path, stem: str) -> Path:
 
 
 def _idx(cfg: DataConfig) -> Dataset:
-    root = _require(Path(cfg.path), "data.path")
+    root = _require(Path(cfg.path), "data.path", "idx")
     if root.is_dir():
         images_path, labels_path = _find(root, "train-images-idx3-ubyte"), _find(root, "train-labels-idx1-ubyte")
     else:
@@ -333,7 +348,7 @@ class CifarUnpickler(pickle.Unpickler):
 
 
 def _cifar10(cfg: DataConfig) -> Dataset:
-    root = _require(Path(cfg.path), "data.path")
+    root = _require(Path(cfg.path), "data.path", "cifar10")
     batches = sorted(root.glob("data_batch_*")) if root.is_dir() else [root]
     if not batches:
         raise DataError(f"no CIFAR-10 python batches (data_batch_*) in {root}")
@@ -354,7 +369,7 @@ def _cifar10(cfg: DataConfig) -> Dataset:
 
 
 def _csv(cfg: DataConfig) -> Dataset:
-    path = _require(Path(cfg.path), "CSV file")
+    path = _require(Path(cfg.path), "CSV file", "csv")
     with open(path, encoding="utf-8") as handle:
         header = handle.readline().strip().split(",")
     header = [name.strip() for name in header]
@@ -375,7 +390,11 @@ def _csv(cfg: DataConfig) -> Dataset:
 
 
 def _npz(cfg: DataConfig) -> Dataset:
-    path = _require(Path(cfg.path), "npz file")
+    path = _require(Path(cfg.path), "npz file", "npz")
+    with open(path, "rb") as handle:
+        magic = handle.read(6)
+    if not magic.startswith((b"PK\x03\x04", b"PK\x05\x06", b"\x93NUMPY")):
+        raise DataError(f"{path} is not an .npz archive; data.name npz needs {SOURCES['npz']}")
     loaded = np.load(path)  # allow_pickle=False: an object array is refused, never unpickled
     if not isinstance(loaded, np.lib.npyio.NpzFile):
         raise DataError(f"{path} holds one array, not an .npz archive of x_train, y_train, x_val, y_val")

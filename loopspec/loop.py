@@ -132,7 +132,8 @@ def train(
     if sinks is None and not setup.placement.writes:
         sinks = []
     if sinks is None:
-        sinks = run_sinks(setup.out_dir, backend.name, setup.config.train, setup.plan.updates_per_epoch, kept)
+        position = resume.state["position"] if resume is not None else None
+        sinks = run_sinks(setup.out_dir, backend.name, setup.config.train, setup.plan.updates_per_epoch, kept, position)
     loop = Loop(setup, backend, sinks)
     try:
         with loop.signals_saved():

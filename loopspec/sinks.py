@@ -72,7 +72,15 @@ class ProgressSink:
     2 one line per epoch. Off the bar, a step line every `log_every` updates (0: none)."""
 
     def __init__(
-        self, backend: str, epochs: int, updates_per_epoch: int, verbose: Optional[int], log_every: int, weights: Path
+        self,
+        backend: str,
+        epochs: int,
+        updates_per_epoch: int,
+        verbose: Optional[int],
+        log_every: int,
+        weights: Path,
+        monitor: str = "val_loss",
+        resumed: Optional[dict[str, Any]] = None,
     ):
         self.tag, self.epochs, self.per_epoch, self.log_every, self.weights = (
             f"[{backend}]",
@@ -81,11 +89,19 @@ class ProgressSink:
             log_every,
             weights,
         )
+        self.monitor, self.resumed = monitor, resumed
+        self.lr: Optional[float] = None  # the last update's learning rate, shown on the epoch line
+        self.legend_shown = False
         self.verbose = (1 if sys.stderr.isatty() else 2) if verbose is None else verbose
         self.log = console_logger()
         # The bar writes to the terminal itself, so it follows the logger's level like the lines do.
         self.bar_shown = self.verbose == 1 and sys.stderr.isatty() and self.log.isEnabledFor(logging.INFO)
         self.bar: Optional[tqdm] = None
+        if resumed is not None:
+            self.line(
+                f"resumed from update {resumed['step']} (epoch {resumed['epoch']}, "
+                f"{resumed['window']} of {updates_per_epoch} updates done in it)"
+            )
 
     def line(self, text: str) -> None:
         if self.verbose:
@@ -99,10 +115,13 @@ class ProgressSink:
             if not r.get("overflow"):
                 self.line(f"skipped update {r['step'] + 1} (epoch {r['epoch']}): non-finite loss or gradient")
             return
+        self.lr = r["lr"]
         if self.bar_shown:
             if self.bar is None:
+                resumed = self.resumed is not None and self.resumed["epoch"] == r["epoch"]
                 self.bar = tqdm(
                     total=self.per_epoch,
+                    initial=self.resumed["window"] if resumed else 0,  # a resumed epoch's bar starts where it was
                     desc=f"{self.tag} epoch {r['epoch']}/{self.epochs}",
                     unit="step",
                     dynamic_ncols=True,
@@ -120,10 +139,14 @@ class ProgressSink:
         if self.bar is not None:
             self.bar.close()
             self.bar = None
+        if not self.legend_shown:
+            self.line(f"(an epoch line ending in * is a new best {self.monitor}, the early-stopping monitor)")
+            self.legend_shown = True
         shown = " - ".join(f"{k}: {v:.4f}" for k, v in r.items() if k.startswith("val_"))
+        lr = "" if self.lr is None else f" - lr: {self.lr:.3g}"
         self.line(
             f"epoch {r['epoch']}/{self.epochs} - {r['seconds']:.1f}s - step {r['step']} - "
-            f"train_loss: {r['train_loss']:.4f} - {shown}{' *' if r.get('improved') else ''}"
+            f"train_loss: {r['train_loss']:.4f} - {shown}{lr}{' *' if r.get('improved') else ''}"
         )
 
     def _summary(self, r: dict[str, Any]) -> None:
@@ -207,9 +230,16 @@ def check_loggers(loggers: Sequence[str]) -> None:
         )
 
 
-def run_sinks(out_dir: Path, backend: str, train_cfg: Any, updates_per_epoch: int, keep_lines: int) -> list[Sink]:
-    """metrics.jsonl (continued from `keep_lines` when resuming), progress, and the configured
-    loggers, which are fed the kept records first, so they hold the whole run."""
+def run_sinks(
+    out_dir: Path,
+    backend: str,
+    train_cfg: Any,
+    updates_per_epoch: int,
+    keep_lines: int,
+    resumed: Optional[dict[str, Any]] = None,
+) -> list[Sink]:
+    """metrics.jsonl (continued from `keep_lines` when resuming from the checkpoint position `resumed`),
+    progress, and the configured loggers, which are fed the kept records first, so they hold the whole run."""
     jsonl = JsonlSink(out_dir / "metrics.jsonl", keep_lines)
     extra: list[Sink] = []
     if "csv" in train_cfg.loggers:
@@ -227,5 +257,7 @@ def run_sinks(out_dir: Path, backend: str, train_cfg: Any, updates_per_epoch: in
         train_cfg.verbose,
         train_cfg.log_every,
         out_dir / "final.safetensors",
+        train_cfg.early_stopping.monitor,
+        resumed,
     )
     return [jsonl, progress, *extra]

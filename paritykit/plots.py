@@ -19,10 +19,12 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 import matplotlib
+import numpy as np
 
 matplotlib.use("Agg")  # files only, no display needed
 import matplotlib.pyplot as plt  # noqa: E402
 
+from loopspec.cli import command_name  # noqa: E402
 from loopspec.config import Config, load_config  # noqa: E402
 from loopspec.data import load_dataset  # noqa: E402
 from loopspec.errors import UserError  # noqa: E402
@@ -97,26 +99,63 @@ def plot_schedules(configs: Sequence[str], out: str, metrics_path: Optional[str]
     save(figure, out)
 
 
-def plot_runs(runs: Sequence[str], out: str) -> None:
+def resolution(run: str) -> float:
+    """The relative resolution of a run's recorded values: float64's for fp64 runs, else float32's
+    (mixed-precision runs keep float32 weights, losses and rates)."""
+    precision = load_config(str(Path(run) / "config.json")).train.precision
+    return float(np.finfo(np.float64 if precision == "fp64" else np.float32).eps)
+
+
+def relative_gaps(a: Sequence[float], b: Sequence[float]) -> np.ndarray:
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    return np.abs(a - b) / np.maximum(np.maximum(np.abs(a), np.abs(b)), 1e-300)
+
+
+def plot_runs(runs: Sequence[str], out: str) -> dict[str, list[str]]:
+    """lr, loss (and momentum) against step; of two runs, a series that agrees within the precision's
+    resolution is drawn once ("A = B"), and a last panel shows every series' relative difference.
+    Returns each panel's line labels."""
     records = {run: read_metrics(Path(run) / "metrics.jsonl") for run in runs}
     has_momentum = any("momentum" in r["step"][0] for r in records.values() if r["step"])
     panels = ["loss", "lr"] + (["momentum"] if has_momentum else [])
-    figure, axes = plt.subplots(len(panels), 1, figsize=(9, 3.2 * len(panels)), sharex=True)
-    for index, (run, record) in enumerate(records.items()):
-        backend = record["summary"][-1]["backend"] if record["summary"] else "?"
-        style = {"linewidth": 1.2} if index == 0 else {"linewidth": 1.0, "linestyle": "--"}
-        steps = [s["step"] for s in record["step"]]
-        for axis, panel in zip(axes, panels):
-            values = [s.get(panel) for s in record["step"]]
-            if all(v is not None for v in values):
-                axis.plot(steps, values, label=f"{run} ({backend})", **style)
+    pair = len(runs) == 2
+    figure, axes = plt.subplots(len(panels) + pair, 1, figsize=(9, 3.2 * (len(panels) + pair)), sharex=True)
+    labels = {
+        run: f"{run} ({record['summary'][-1]['backend'] if record['summary'] else '?'})"
+        for run, record in records.items()
+    }
+    applied = {run: [s for s in record["step"] if not s.get("skipped")] for run, record in records.items()}
+    finest = max(resolution(run) for run in runs)
+    drawn: dict[str, list[str]] = {}
     for axis, panel in zip(axes, panels):
+        series = {
+            run: ([s["step"] for s in steps if panel in s], [s[panel] for s in steps if panel in s])
+            for run, steps in applied.items()
+        }
+        same = pair and len({len(v[1]) for v in series.values()}) == 1
+        gaps = relative_gaps(*(v[1] for v in series.values())) if same else None
+        if gaps is not None and len(gaps) and gaps.max() <= finest:
+            steps, values = next(iter(series.values()))
+            axis.plot(steps, values, linewidth=1.2, label=f"{' = '.join(labels.values())} (within {finest:.1e})")
+        else:
+            for index, (run, (steps, values)) in enumerate(series.items()):
+                style = {"linewidth": 1.2} if index == 0 else {"linewidth": 1.0, "linestyle": "--"}
+                axis.plot(steps, values, label=labels[run], **style)
+        if pair and gaps is not None and len(gaps):
+            axes[-1].semilogy(series[runs[0]][0], np.maximum(gaps, 1e-18), label=panel, linewidth=1.0)
         axis.set_ylabel(panel)
+        axis.ticklabel_format(axis="y", useOffset=False)
         axis.legend(fontsize=8)
+        drawn[panel] = [line.get_label() for line in axis.get_lines()]
+    if pair:
+        axes[-1].axhline(finest, color="gray", linestyle=":", label=f"resolution {finest:.1e}")
+        axes[-1].set_ylabel("relative difference")
+        axes[-1].legend(fontsize=8)
     axes[0].set_yscale("log")
     axes[-1].set_xlabel("optimizer step")
     figure.tight_layout()
     save(figure, out)
+    return drawn
 
 
 def save(figure: plt.Figure, out: str) -> None:
@@ -127,7 +166,7 @@ def save(figure: plt.Figure, out: str) -> None:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m paritykit.plots", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog=command_name("paritykit.plots", argv), description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
     schedules = commands.add_parser("schedules", help="schedules side by side, both backends overlaid")
     schedules.add_argument(

@@ -26,6 +26,7 @@ import sys
 from pathlib import Path
 from typing import Optional, Sequence
 
+from loopspec.cli import command_name
 from loopspec.comparison import compare_runs
 from loopspec.config import load_config
 from loopspec.errors import UserError
@@ -159,7 +160,7 @@ def claim_output(out: Path, config: str, overwrite: bool) -> None:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m paritykit.run", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog=command_name("paritykit.run", argv), description=__doc__.splitlines()[0])
     parser.add_argument("--config", default=DEFAULT_CONFIG, help=f"config file (default {DEFAULT_CONFIG})")
     parser.add_argument("--out", default="runs/default", help="parent directory of the runs")
     parser.add_argument("--dtype", choices=("float32", "float64"), help="run only this dtype (default: both)")

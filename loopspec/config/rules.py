@@ -66,7 +66,13 @@ def coerce(value: Any, hint: Any, key: str) -> Any:
     if origin is list:
         (item,) = typing.get_args(hint)
         if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"{key} must be a list of {item.__name__}, got {value!r}")
+            if typing.get_origin(item) is typing.Literal:
+                choices = typing.get_args(item)
+                raise ConfigError(
+                    f"{key} must be a list of values from {', '.join(choices)} "
+                    f"(e.g. [{choices[0]}, {choices[-1]}]), got {value!r}"
+                )
+            raise ConfigError(f"{key} must be a list of {describe_type(item)}s, got {value!r}")
         return [coerce(v, item, f"{key}[{i}]") for i, v in enumerate(value)]
     if hint is bool:
         if isinstance(value, bool):
