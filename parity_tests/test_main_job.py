@@ -28,7 +28,8 @@ def test_main_job_trains_both_backends_in_both_dtypes_and_passes(tmp_path) -> No
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     out = done.stdout
     assert "PASS: the two backends agree to 1e-10" in out
-    assert "PASS: the first 30 steps stay within 23 x the self-divergence envelope" in out
+    assert "PASS: the first 30 updates stay within 23 x the self-divergence envelope" in out
+    assert "the learning rate is torch's at every update" in out
     assert out.rstrip().endswith("verdict: PASS")
     for dtype in ("float64", "float32"):
         for backend in ("torch", "jax"):

@@ -251,7 +251,7 @@ def test_a_kill_during_saves_leaves_a_loadable_checkpoint(tmp_path: Path) -> Non
 def test_a_second_process_is_kept_out(tmp_path: Path) -> None:
     from loopspec.run import claim_run_directory
 
-    held = claim_run_directory(tmp_path / "run", continuing=False, overwrite=False)  # as a running process holds it
+    held = claim_run_directory(tmp_path / "run", resumed_from=None, overwrite=False)  # as a running process holds it
     try:
         with pytest.raises(UserError, match="is in use by another training process"):
             torchloop.train.fit(config_from_dict(base("fp64")), tmp_path / "run")

@@ -72,7 +72,7 @@ def coerce(value: Any, hint: Any, key: str) -> Any:
                     f"{key} must be a list of values from {', '.join(choices)} "
                     f"(e.g. [{choices[0]}, {choices[-1]}]), got {value!r}"
                 )
-            raise ConfigError(f"{key} must be a list of {describe_type(item)}s, got {value!r}")
+            raise ConfigError(f"{key} must be a list of {item.__name__}, got {value!r}")
         return [coerce(v, item, f"{key}[{i}]") for i, v in enumerate(value)]
     if hint is bool:
         if isinstance(value, bool):
