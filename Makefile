@@ -2,13 +2,19 @@
 # print the parity summary. `make test`: set up (first time) and run the test suite.
 # `make lint`: ruff's lint and format check. `make profile PROFILE=sse41`: the float32 and
 # mixed-precision subset on a simulated machine (parity_tests/profiles.py; no PROFILE: all).
-.PHONY: run test lint profile setup
+.PHONY: run test test-full test-rest lint profile setup
 
 run:
 	@PY=$$(scripts/setup.sh) && $$PY -m paritykit.run
 
 test:
-	@PY=$$(scripts/setup.sh) && $$PY -m pytest -n 2
+	@PY=$$(scripts/setup.sh) && $$PY -m pytest -n 2 -m "not full"
+
+test-full:
+	@PY=$$(scripts/setup.sh) && HYPOTHESIS_PROFILE=full $$PY -m pytest -n 2
+
+test-rest:
+	@PY=$$(scripts/setup.sh) && HYPOTHESIS_PROFILE=full $$PY -m pytest -n 2 -m "full or hypothesis"
 
 lint:
 	@PY=$$(scripts/setup.sh) && $$PY -m ruff check . && $$PY -m ruff format --check .

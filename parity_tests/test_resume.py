@@ -29,6 +29,7 @@ from loopspec.config import config_from_dict
 from loopspec.errors import UserError
 from loopspec.metrics import read_metrics
 from parity_tests.matrix import OPTIMIZERS, parity_config
+from parity_tests.selection import cases
 from parity_tests.test_precision import OVERFLOW
 from paritykit.harness import precision_unavailable, run_backends
 
@@ -70,9 +71,16 @@ def checkpoint_at(run: Path, step: int) -> Path:
     return path
 
 
-@pytest.mark.parametrize("precision", ["fp32", "fp64"])
-@pytest.mark.parametrize("scenario", list(SCENARIOS))
-@pytest.mark.parametrize("backend", ["torch", "jax"])
+def alternating(case: tuple) -> bool:
+    """make test's share of a matrix: each scenario on each backend, in one of the precisions."""
+    backend, scenario, precision = case
+    return (list(SCENARIOS).index(scenario) + ("torch", "jax").index(backend)) % 2 == ("fp32", "fp64").index(precision)
+
+
+@pytest.mark.parametrize(
+    "backend,scenario,precision",
+    cases([(b, s, p) for b in ("torch", "jax") for s in SCENARIOS for p in ("fp32", "fp64")], alternating, "-".join),
+)
 def test_resume_is_bitwise_on_one_backend(backend: str, scenario: str, precision: str, tmp_path: Path) -> None:
     change, step = SCENARIOS[scenario]
     raw = base(precision)
@@ -117,8 +125,14 @@ CROSS = {
 }
 
 
-@pytest.mark.parametrize("direction", ["torch->jax", "jax->torch"])
-@pytest.mark.parametrize("case", list(CROSS))
+@pytest.mark.parametrize(
+    "case,direction",
+    cases(
+        [(c, d) for c in CROSS for d in ("torch->jax", "jax->torch")],
+        lambda pair: list(CROSS).index(pair[0]) % 2 == ("torch->jax", "jax->torch").index(pair[1]),
+        " ".join,
+    ),
+)
 def test_resume_across_frameworks(case: str, direction: str, tmp_path: Path) -> None:
     """k steps on one backend, the rest on the other, against the whole run on torch, in float64."""
     first, second = direction.split("->")
@@ -194,8 +208,14 @@ def wait_for_steps(run: Path, steps: int, process: subprocess.Popen, timeout: fl
     raise AssertionError(f"the run did not reach {steps} steps")
 
 
-@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
-@pytest.mark.parametrize("backend", ["torch", "jax"])
+@pytest.mark.parametrize(
+    "backend,signum",
+    cases(
+        [(b, s) for b in ("torch", "jax") for s in (signal.SIGINT, signal.SIGTERM)],
+        lambda case: case in {("torch", signal.SIGINT), ("jax", signal.SIGTERM)},
+        lambda case: f"{case[0]}-{case[1].name}",
+    ),
+)
 def test_a_signal_saves_and_resume_continues_exactly(backend: str, signum: int, tmp_path: Path) -> None:
     full = cli(backend, "--out", str(tmp_path / "full"))
     assert full.wait(timeout=600) == 0, full.stderr.read()
