@@ -27,21 +27,19 @@ import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import numpy as np
 from safetensors import SafetensorError
 from safetensors.numpy import load_file, save_file
 
+from loopspec.checkpoint_checks import CheckpointError, check_state, check_tensors
 from loopspec.config import resolved_config
 from loopspec.errors import UserError
+from loopspec.weights import read_with_bfloat16
 
 FORMAT = 1
 MARKER = "COMPLETE"
-
-
-class CheckpointError(UserError):
-    pass
 
 
 @dataclass
@@ -122,44 +120,80 @@ def _prune(root: Path, keep_last: int, best_step: Optional[int]) -> None:
             shutil.rmtree(stale, ignore_errors=True)
 
 
+MAX_STATE_BYTES = 64 << 20  # a state.json is a few kB; far larger is not one
+
+
 def load_checkpoint(path: Path) -> Checkpoint:
-    """Read a checkpoint directory; a missing marker or an unreadable file is a CheckpointError."""
+    """Read a checkpoint directory and check it (loopspec.checkpoint_checks): a missing marker, an
+    unreadable file, a state.json off its schema or a tensor that cannot be state is a CheckpointError."""
     path = Path(path)
     if not (path / MARKER).exists():
         raise CheckpointError(f"{path} is not a complete checkpoint (no {MARKER} marker)")
     try:
+        if (path / "state.json").stat().st_size > MAX_STATE_BYTES:
+            raise ValueError(f"state.json is over {MAX_STATE_BYTES >> 20} MiB")
         state = json.loads((path / "state.json").read_text())
+    except (OSError, ValueError, RecursionError) as err:
+        reason = "nested too deeply" if isinstance(err, RecursionError) else err
+        raise CheckpointError(f"cannot read checkpoint {path}: state.json: {reason}") from None
+    try:
         tensors = load_file(str(path / "tensors.safetensors"))
+    except TypeError:  # a dtype NumPy lacks: bfloat16
+        try:
+            tensors = read_with_bfloat16(path / "tensors.safetensors")
+        except UserError as err:
+            raise CheckpointError(f"cannot read checkpoint {path}: {err}") from None
     except (OSError, ValueError, SafetensorError) as err:
-        raise CheckpointError(f"cannot read checkpoint {path}: {err}") from None
-    if state.get("format") != FORMAT:
-        raise CheckpointError(f"{path} has checkpoint format {state.get('format')}; this version reads {FORMAT}")
+        raise CheckpointError(f"cannot read checkpoint {path}: tensors.safetensors: {err}") from None
+    check_state(state, str(path), FORMAT)
+    check_tensors(tensors, str(path))
     return Checkpoint(path, tensors, state)
 
 
-def newest_checkpoint(run_dir: Path, warn: Any = print) -> Optional[Checkpoint]:
-    """The newest checkpoint of a run that loads; a corrupt newer one is reported and skipped."""
+Fits = Callable[[Checkpoint], None]  # raises CheckpointError when a checkpoint cannot continue this run
+
+
+def newest_checkpoint(run_dir: Path, warn: Any = print, fits: Optional[Fits] = None) -> Optional[Checkpoint]:
+    """The newest checkpoint of a run that loads, passes its checks and `fits`; each newer one that
+    does not is reported and skipped. None when the run has no checkpoint; a CheckpointError naming
+    every refusal when it has some and none can be used."""
+    refusals = []
     for path in sorted(checkpoint_root(run_dir).glob("step-*"), reverse=True):
         try:
-            return load_checkpoint(path)
+            checkpoint = load_checkpoint(path)
+            if fits is not None:
+                fits(checkpoint)
+            return checkpoint
         except CheckpointError as err:
             warn(f"skipping checkpoint {path.name}: {err}")
+            refusals.append(f"{path.name}: {str(err).replace(f'checkpoint {path}', '').strip(': ')}")
+    if refusals:
+        raise CheckpointError(
+            f"{checkpoint_root(run_dir)} holds {len(refusals)} checkpoint(s) and none can continue this run: "
+            + "; ".join(refusals[:3])
+            + (f"; and {len(refusals) - 3} more" if len(refusals) > 3 else "")
+        )
     return None
 
 
-def resolve_resume(target: str | Path, run_dir: Path) -> Optional[Checkpoint]:
-    """`--resume`: a checkpoint directory, a run directory (its newest checkpoint), or `auto`
-    (the run directory's newest checkpoint if it has one, else a fresh start)."""
+def resolve_resume(
+    target: str | Path, run_dir: Path, fits: Optional[Fits] = None, warn: Any = print
+) -> Optional[Checkpoint]:
+    """`--resume`: a checkpoint directory, a run directory (its newest usable checkpoint), or `auto`
+    (the run directory's newest usable checkpoint if it has one, else a fresh start)."""
     if str(target) == "auto":
-        return newest_checkpoint(run_dir)
+        return newest_checkpoint(run_dir, warn, fits)
     target = Path(target)
     if (target / MARKER).exists() or (target / "state.json").exists():
-        return load_checkpoint(target)
-    found = newest_checkpoint(target)
+        checkpoint = load_checkpoint(target)
+        if fits is not None:
+            fits(checkpoint)
+        return checkpoint
+    found = newest_checkpoint(target, warn, fits)
     if found is None:
+        what = "does not exist" if not target.exists() else "holds no checkpoint"
         raise CheckpointError(
-            f"--resume {target}: no checkpoint there (a checkpoint directory or a run directory "
-            "with checkpoints/ is expected)"
+            f"--resume {target}: {what} (a checkpoint directory or a run directory with checkpoints/ is expected)"
         )
     return found
 

@@ -75,7 +75,8 @@ def resolve_config(args: argparse.Namespace, overrides: list[str]) -> Config:
     """--config with overrides; with --resume and no --config, the checkpoint's own config."""
     if args.config is not None:
         return load_config(args.config, overrides)
-    checkpoint = resolve_resume(args.resume, Path(args.out)) if args.resume else None
+    quiet = lambda message: None  # noqa: E731  (training reports skipped checkpoints once, when it resumes)
+    checkpoint = resolve_resume(args.resume, Path(args.out), warn=quiet) if args.resume else None
     if checkpoint is None:
         raise UserError("--config is required (or --resume with a checkpoint, whose config is used)")
     raw = checkpoint.state["config"]

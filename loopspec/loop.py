@@ -43,8 +43,8 @@ from loopspec.early_stopping import EarlyStopping
 from loopspec.errors import RunInterrupted, TrainingDiverged, UserError
 from loopspec.metrics import classification_metrics, predictions, read_metrics
 from loopspec.results import Run, load_run
-from loopspec.run import RunSetup, prepare_run
-from loopspec.sinks import Sink, run_sinks
+from loopspec.run import RunSetup, checkpoint_fits, claim_run, plan_run
+from loopspec.sinks import Sink, console_logger, run_sinks
 from loopspec.weights import load_weights, save_weights
 
 Outcome = Literal["applied", "overflow", "nonfinite"]
@@ -258,11 +258,6 @@ class Loop:
             if self.keep_best_weights and self.stopper.best_epoch and best_file.exists():
                 self.best_weights = load_weights(best_file)
             self.epoch_records = read_metrics(metrics)["epoch"] if metrics.exists() else []
-        if self.reached_max_steps or self.stopper.should_stop or position["epoch"] > self.train_cfg.epochs:
-            raise UserError(
-                f"checkpoint {checkpoint.path} is at the end of its run (update {self.step}, epoch "
-                f"{position['epoch'] - 1}); raise train.epochs or train.max_steps to train further"
-            )
         self.backend.import_state(checkpoint)
         return position["epoch"], position["window"]
 
@@ -465,6 +460,22 @@ class Loop:
         return summary
 
 
+def check_not_finished(checkpoint: Checkpoint, config: Config) -> None:
+    """A checkpoint at the end of its run (all epochs, max_steps, or early stopping) has nothing to continue."""
+    position, stopping, train_cfg = (
+        checkpoint.state["position"],
+        checkpoint.state["loop"]["early_stopping"],
+        config.train,
+    )
+    stopped = train_cfg.early_stopping.enabled and stopping["wait"] >= train_cfg.early_stopping.patience
+    at_max = train_cfg.max_steps is not None and position["step"] >= train_cfg.max_steps
+    if at_max or stopped or position["epoch"] > train_cfg.epochs:
+        raise UserError(
+            f"checkpoint {checkpoint.path} is at the end of its run (update {position['step']}, epoch "
+            f"{position['epoch'] - 1}); raise train.epochs or train.max_steps to train further"
+        )
+
+
 class BackendClass(Protocol):
     name: str
 
@@ -515,13 +526,15 @@ def fit(
     may be preempted passes every time). overwrite: replace a run already in out_dir.
     """
     out_dir = Path(out_dir)
-    checkpoint = resolve_resume(resume, out_dir) if resume is not None else None
-    if checkpoint is not None:
-        check_resumable(checkpoint, config)
     with backend.scope(config) as placement:
+        setup = plan_run(config, out_dir, init_path, backend.name, placement)
+        warn = lambda message: console_logger().warning(f"[{backend.name}] {message}")  # noqa: E731
+        checkpoint = resolve_resume(resume, out_dir, checkpoint_fits(setup), warn) if resume is not None else None
+        if checkpoint is not None:
+            check_resumable(checkpoint, config)
+            check_not_finished(checkpoint, config)
         start_over = str(resume) == "auto" and checkpoint is None and restarts_same_run(out_dir, config)
-        resumed_from = None if checkpoint is None else checkpoint.path
-        setup = prepare_run(config, out_dir, init_path, backend.name, resumed_from, overwrite or start_over, placement)
+        claim_run(setup, None if checkpoint is None else checkpoint.path, overwrite or start_over)
         try:
             summary = train(setup, backend(setup), resume=checkpoint)
         finally:

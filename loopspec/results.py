@@ -20,6 +20,7 @@ from loopspec.config import Config, config_from_dict
 from loopspec.data import Dataset, load_dataset
 from loopspec.errors import UserError
 from loopspec.metrics import classification_metrics, predictions, read_metrics
+from loopspec.models import output_dim, state_dict_shapes
 from loopspec.preprocessing import Preprocessing, load_preprocessing
 from loopspec.weights import load_weights
 
@@ -81,8 +82,11 @@ class Run:
         return summaries[-1]
 
     def weights(self, which: Literal["final", "best", "init"] = "final") -> dict[str, np.ndarray]:
-        """The run's `which`.safetensors in the canonical (torch state_dict) layout."""
-        return load_weights(self.out_dir / f"{which}.safetensors")
+        """The run's `which`.safetensors in the canonical (torch state_dict) layout, checked against the
+        run's model (names, shapes, dtypes, finite values) like --init weights."""
+        out_dim = output_dim(self.config.loss.name, self.num_classes)
+        shapes = state_dict_shapes(self.config.model, self.input_shape, out_dim)
+        return load_weights(self.out_dir / f"{which}.safetensors", shapes)
 
     @functools.cached_property
     def model(self) -> Any:
@@ -134,12 +138,12 @@ def load_run(run_dir: str | Path, backend: Optional[BackendName] = None) -> Run:
     for name in ("config.json", "run.json"):
         if not (out_dir / name).is_file():
             raise UserError(f"{out_dir} is not a run directory (no {name}); pass the directory fit or --out wrote")
-    config = config_from_dict(json.loads((out_dir / "config.json").read_text()))
-    facts = json.loads((out_dir / "run.json").read_text())
-    return Run(
-        out_dir,
-        config,
-        backend or facts["backend"],
-        tuple(facts["input_shape"]),
-        int(facts["num_classes"]),
-    )
+    try:
+        config = config_from_dict(json.loads((out_dir / "config.json").read_text()))
+        facts = json.loads((out_dir / "run.json").read_text())
+        backend = backend or facts["backend"]
+        input_shape, num_classes = tuple(int(n) for n in facts["input_shape"]), int(facts["num_classes"])
+    except (OSError, ValueError, RecursionError, KeyError, TypeError) as err:
+        reason = "nested too deeply" if isinstance(err, RecursionError) else f"{type(err).__name__}: {err}"
+        raise UserError(f"{out_dir} holds a damaged config.json or run.json ({reason})") from None
+    return Run(out_dir, config, backend, input_shape, num_classes)

@@ -7,10 +7,12 @@ import fcntl
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional, TextIO
+from typing import Any, Callable, Optional, TextIO
 
 import numpy as np
 
+from loopspec.batching import batches_per_epoch
+from loopspec.checkpoint_checks import BUFFER_SUFFIXES, check_fits
 from loopspec.config import Config, LossConfig, resolved_config
 from loopspec.data import Dataset, load_dataset
 from loopspec.dropout import parity_dropout_masks
@@ -73,9 +75,20 @@ def prepare_run(
     overwrite: bool = False,
     placement: Optional[Placement] = None,
 ) -> RunSetup:
-    """Load data, check it fits the model, resolve initial weights, claim the run directory (refusing
-    another run's unless continuing it from `resumed_from`, a checkpoint, or told to overwrite it),
-    write config.json, run.json and preprocessing.json."""
+    """plan_run, then claim_run: everything checked, then the run directory claimed and written."""
+    setup = plan_run(config, out_dir, init_path, backend, placement)
+    claim_run(setup, resumed_from, overwrite)
+    return setup
+
+
+def plan_run(
+    config: Config,
+    out_dir: str | Path,
+    init_path: str | Path | None,
+    backend: str,
+    placement: Optional[Placement] = None,
+) -> RunSetup:
+    """Load data, check it fits the model, resolve initial weights, plan the schedule; nothing is written."""
     check_generated_data(config)
     check_loggers(config.train.loggers)
     dataset = load_dataset(config.data)
@@ -96,15 +109,32 @@ def prepare_run(
     out_dir, lock, placement = Path(out_dir), None, placement or Placement()
     data = config.data
     check_shards(data.batch_size, len(dataset.y_train), data.drop_last, placement.replicas, config.model.name)
-    if placement.writes:
-        lock = claim_run_directory(out_dir, resumed_from, overwrite)
-        write_json_atomic(out_dir / "config.json", resolved_config(config))
-        # What rebuilding the model needs without reloading the data (loopspec.results.load_run).
-        facts = {"backend": backend, "input_shape": list(dataset.input_shape), "num_classes": dataset.num_classes}
-        write_json_atomic(out_dir / "run.json", facts)
-        save_preprocessing(out_dir, dataset.preprocessing)
     horizon = schedule_horizon(config, plan)
     return RunSetup(config, dataset, out_dir, backend, out_dim, shapes, initial, plan, horizon, lock, placement)
+
+
+def claim_run(setup: RunSetup, resumed_from: Optional[Path], overwrite: bool) -> None:
+    """Claim the run directory (refusing another run's unless continuing it from `resumed_from`, a
+    checkpoint, or told to overwrite it) and write config.json, run.json and preprocessing.json."""
+    if not setup.placement.writes:
+        return
+    out_dir, dataset = setup.out_dir, setup.dataset
+    setup.lock = claim_run_directory(out_dir, resumed_from, overwrite)
+    write_json_atomic(out_dir / "config.json", resolved_config(setup.config))
+    # What rebuilding the model needs without reloading the data (loopspec.results.load_run).
+    facts = {"backend": setup.backend, "input_shape": list(dataset.input_shape), "num_classes": dataset.num_classes}
+    write_json_atomic(out_dir / "run.json", facts)
+    save_preprocessing(out_dir, dataset.preprocessing)
+
+
+def checkpoint_fits(setup: RunSetup) -> Callable[[Any], None]:
+    """What a checkpoint must satisfy to continue this run (loopspec.checkpoint_checks.check_fits)."""
+    config, data = setup.config, setup.config.data
+    batches = batches_per_epoch(len(setup.dataset.y_train), data.batch_size, data.drop_last)
+    parameters = [name for name in setup.weight_shapes if not name.endswith(BUFFER_SUFFIXES)]
+    return lambda checkpoint: check_fits(
+        checkpoint, config, setup.weight_shapes, parameters, setup.plan.updates_per_epoch, batches
+    )
 
 
 RUN_FILES = (

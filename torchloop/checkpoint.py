@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from loopspec.checkpoint import Checkpoint, resolve_resume
+from loopspec.checkpoint_checks import check_fits
 from loopspec.config import config_from_dict, schedule_interval
 
 
@@ -66,6 +67,14 @@ def set_hyperparameters(optimizer: torch.optim.Optimizer, lr: float, momentum: O
                 group["momentum"] = momentum
 
 
+def fits_model(checkpoint: Checkpoint, model: nn.Module) -> None:
+    """The checkpoint's tensors against this module's state_dict and its config's optimizer, one line
+    (loopspec.checkpoint_checks.CheckpointError) where they do not fit."""
+    shapes = {name: tuple(tensor.shape) for name, tensor in model.state_dict().items()}
+    parameters = [name for name, _ in model.named_parameters()]
+    check_fits(checkpoint, config_from_dict(checkpoint.state["config"]), shapes, parameters)
+
+
 def load_training_state(
     checkpoint: Checkpoint | str | Path,
     model: nn.Module,
@@ -79,7 +88,9 @@ def load_training_state(
     plateau counters), the GradScaler's scale. `checkpoint` may be a checkpoint or a run directory
     (its newest checkpoint). Returns the checkpoint's position (epoch, window, step, ...)."""
     if not isinstance(checkpoint, Checkpoint):
-        checkpoint = resolve_resume(checkpoint, Path(checkpoint))
+        checkpoint = resolve_resume(checkpoint, Path(checkpoint), fits=lambda found: fits_model(found, model))
+    else:
+        fits_model(checkpoint, model)
     position, state = checkpoint.state["position"], checkpoint.state
     import_weights(model, checkpoint.prefixed("model"))
     if optimizer is not None:

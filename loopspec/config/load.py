@@ -49,6 +49,25 @@ class UniqueKeyLoader(yaml.SafeLoader):
 
 
 RECIPES = Path(__file__).resolve().parent.parent / "recipes"
+MAX_CONFIG_BYTES = 1 << 20
+MAX_CONFIG_NODES = 100_000  # values after YAML aliases expand: a config has a few hundred
+
+
+def check_size(raw: Any) -> None:
+    """Refuse a document whose values, counted with aliases expanded, could not be a config (a YAML
+    alias bomb expands exponentially in whatever walks it later)."""
+    budget, stack = MAX_CONFIG_NODES, [raw]
+    while stack:
+        node = stack.pop()
+        budget -= 1
+        if budget < 0:
+            raise ConfigError(
+                f"the document expands to over {MAX_CONFIG_NODES} values (YAML aliases?); a config has a few hundred"
+            )
+        if isinstance(node, dict):
+            stack.extend(node.values())
+        elif isinstance(node, list):
+            stack.extend(node)
 
 
 def recipe_names() -> list[str]:
@@ -75,8 +94,13 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
     if path.suffix not in (".toml", ".yaml", ".yml", ".json"):
         raise ConfigError(f"config file {path} must end in .yaml, .yml, .toml or .json")
     try:
+        if path.stat().st_size > MAX_CONFIG_BYTES:
+            raise ConfigError(f"the file is over {MAX_CONFIG_BYTES >> 20} MiB; a config is a few kB")
         text = path.read_text(encoding="utf-8")
         raw = tomllib.loads(text) if path.suffix == ".toml" else yaml.load(text, UniqueKeyLoader)  # JSON is YAML
+        check_size(raw)
+    except RecursionError:
+        raise ConfigError(f"config file {path} is nested too deeply to be a config; sections are 3 levels") from None
     except UnicodeDecodeError as err:
         raise ConfigError(f"config file {path} is not UTF-8 text (byte {err.start}); save it as UTF-8") from None
     except OSError as err:
