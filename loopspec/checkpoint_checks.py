@@ -94,6 +94,14 @@ class StateChecker:
             raise self.fail(key, f"must be at least {minimum:g}, got {value!r}")
         return float(value)
 
+    def metric(self, key: str) -> float:
+        """A best monitored value: every monitor (a loss, accuracy, precision, recall, F1) is >= 0;
+        before the first epoch it is +inf or -inf."""
+        value = self.number(key, finite=False)
+        if not (value >= 0 or value == -math.inf):
+            raise self.fail(key, f"must be a monitored value (>= 0, or -inf before the first epoch), got {value!r}")
+        return value
+
     def mapping(self, key: str) -> dict[str, Any]:
         value = self.get(key)
         if not isinstance(value, dict):
@@ -122,7 +130,7 @@ def check_state(state: Any, where: str, format_version: int) -> Config:
         raise check.fail("loop.epoch_losses", "must be a list of numbers")
     for key in ("loop.epoch_skipped", "loop.skipped", "loop.early_stopping.wait", "loop.early_stopping.best_epoch"):
         check.integer(key)
-    check.number("loop.early_stopping.best", finite=False)
+    check.metric("loop.early_stopping.best")
     check.integer("loop.best_step", nullable=True)
     check_counters(check)
     check.number("hyperparameters.lr", minimum=0.0)
@@ -135,7 +143,7 @@ def check_state(state: Any, where: str, format_version: int) -> Config:
         except UserError as err:
             raise CheckpointError(str(err)) from None
     if config.schedule.name == "plateau":
-        check.number("plateau.best", finite=False)
+        check.metric("plateau.best")
         check.integer("plateau.num_bad_epochs")
         check.integer("plateau.cooldown_counter")
     if config.train.precision == "fp16":

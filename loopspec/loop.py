@@ -529,9 +529,14 @@ def fit(
     with backend.scope(config) as placement:
         setup = plan_run(config, out_dir, init_path, backend.name, placement)
         warn = lambda message: console_logger().warning(f"[{backend.name}] {message}")  # noqa: E731
-        checkpoint = resolve_resume(resume, out_dir, checkpoint_fits(setup), warn) if resume is not None else None
+        fits = checkpoint_fits(setup)
+
+        def continues_this_run(found: Checkpoint) -> None:
+            check_resumable(found, config)  # another run's config first: the most telling refusal
+            fits(found)
+
+        checkpoint = resolve_resume(resume, out_dir, continues_this_run, warn) if resume is not None else None
         if checkpoint is not None:
-            check_resumable(checkpoint, config)
             check_not_finished(checkpoint, config)
         start_over = str(resume) == "auto" and checkpoint is None and restarts_same_run(out_dir, config)
         claim_run(setup, None if checkpoint is None else checkpoint.path, overwrite or start_over)

@@ -12,6 +12,7 @@ from typing import Any, Callable, Optional, TextIO
 import numpy as np
 
 from loopspec.batching import batches_per_epoch
+from loopspec.checkpoint import load_checkpoint
 from loopspec.checkpoint_checks import BUFFER_SUFFIXES, check_fits
 from loopspec.config import Config, LossConfig, resolved_config
 from loopspec.data import Dataset, load_dataset
@@ -179,9 +180,18 @@ def claim_run_directory(out_dir: Path, resumed_from: Optional[Path], overwrite: 
 
 
 def newer_checkpoints(out_dir: Path, checkpoint: Path) -> list[Path]:
-    """Checkpoints of the run directory saved after `checkpoint` (another continuation's future)."""
+    """Valid checkpoints of the run directory saved after `checkpoint` (another continuation's future;
+    a damaged one, which resuming the directory skips, is none)."""
     name = checkpoint.resolve().name
-    return [path for path in sorted((out_dir / "checkpoints").glob("step-*")) if path.name > name]
+    return [path for path in sorted((out_dir / "checkpoints").glob("step-*")) if path.name > name and loads(path)]
+
+
+def loads(path: Path) -> bool:
+    try:
+        load_checkpoint(path)
+    except UserError:
+        return False
+    return True
 
 
 def refuse_foreign_directory(

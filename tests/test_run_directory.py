@@ -138,7 +138,8 @@ def test_the_cli_refuses_in_one_line_with_exit_2(runs: dict[str, Path], tmp_path
     target = partial_copies(runs, tmp_path)["another run"]
     before = tree_hashes(target)
     done = subprocess.run(
-        [sys.executable, "-m", "torchloop.train", "--resume", str(runs["b"]), "--out", str(target)],
+        [sys.executable, "-m", "torchloop.train", "--resume", str(runs["b"]), "--out", str(target)]
+        + ["--set", "train.epochs=2"],
         capture_output=True,
         text=True,
         timeout=300,
