@@ -27,13 +27,12 @@ import math
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 
 from loopspec.checkpoint import flat_config
 from loopspec.cli import command_name
-from loopspec.errors import UserError
 from loopspec.metrics import read_metrics
 from loopspec.weights import load_weights
 
@@ -246,22 +245,16 @@ def compare_runs(run_a: str | Path, run_b: str | Path, rtol: float = 1e-10, step
 FLOAT64_RTOL = 1e-10
 
 
-def float32_verdict(run_a: Path, run_b: Path) -> tuple[Optional[bool], str]:
-    """Two float32 runs judged by the envelope measured on this machine (paritykit), or why not."""
-    try:
-        from paritykit.harness import recorded_verdict
-    except ImportError as err:
-        return None, f"the float32 verdict needs both frameworks ({err.name} is not installed: pip install '.[all]')"
-    try:
-        verdict = recorded_verdict(run_a, run_b)
-    except UserError as err:
-        return None, f"no float32 verdict: {err}"
-    return verdict.agree, verdict.render()
+Float32Judge = Callable[[Path, Path], tuple[Optional[bool], str]]  # (agree, or None: cannot judge; text)
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    """parity-compare RUN_A RUN_B: exit 0 when they agree, 1 when not, 2 on bad arguments."""
-    prog = command_name("loopspec.comparison", argv)
+def main(
+    argv: Optional[Sequence[str]] = None, float32_judge: Optional[Float32Judge] = None, module: str = __name__
+) -> int:
+    """Compare two runs: exit 0 when they agree, 1 when not, 2 on bad arguments (or float32 runs the
+    judge cannot judge). `float32_judge` (parity-compare's, which needs both frameworks) judges fp32
+    runs by the envelope; without one they are shown at 1e-10 with a note."""
+    prog = command_name("loopspec.comparison" if module == "__main__" else module, argv)
     parser = argparse.ArgumentParser(prog=prog, description=__doc__.splitlines()[0])
     parser.add_argument("run_a")
     parser.add_argument("run_b")
@@ -288,19 +281,20 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         "differs between XLA and ATen from the first operation (README, 'What parity means'); pass --rtol to "
         "compare at a tolerance of your own"
     )
-    if precisions == {"fp32"}:
-        print(
-            "the float32 verdict: the first 30 updates against the envelope measured now on this machine (each "
-            "backend rerun from weights and inputs moved by one ulp), lr and momentum at 0.5 ulp over the run"
+    if precisions != {"fp32"} or float32_judge is None:
+        why = (
+            "mixed-precision runs are judged by accuracy over seeds (parity_tests/test_precision.py), not step by step"
+            if precisions != {"fp32"}
+            else "the float32 verdict is parity-compare's (python -m paritykit.compare; it needs both frameworks)"
         )
-    if precisions != {"fp32"}:
-        print(
-            "mixed-precision runs are judged by accuracy over seeds (parity_tests/test_precision.py), not step by "
-            f"step; the table at rtol {FLOAT64_RTOL:g} follows for reference"
-        )
+        print(f"{why}; the table at rtol {FLOAT64_RTOL:g} follows for reference")
         print(report.render())
         return 0 if report.agree else 1
-    agree, text = float32_verdict(Path(args.run_a), Path(args.run_b))
+    print(
+        "the float32 verdict: the first 30 updates against the envelope measured now on this machine (each "
+        "backend rerun from weights and inputs moved by one ulp), lr and momentum at 0.5 ulp over the run"
+    )
+    agree, text = float32_judge(Path(args.run_a), Path(args.run_b))
     print(text)
     return 2 if agree is None else 0 if agree else 1
 

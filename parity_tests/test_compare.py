@@ -152,7 +152,7 @@ def test_float32_runs_are_judged_by_the_envelope(tmp_path: Path) -> None:
     raw["train"]["precision"] = "fp32"
     runs = run_backends(raw, tmp_path)
     done = subprocess.run(
-        [sys.executable, "-m", "loopspec.comparison", str(runs["torch"]), str(runs["jax"])],
+        [sys.executable, "-m", "paritykit.compare", str(runs["torch"]), str(runs["jax"])],
         capture_output=True,
         text=True,
         timeout=600,
@@ -172,6 +172,6 @@ def test_float32_runs_from_different_weights_are_not_judged(tmp_path: Path) -> N
     report_dir = tmp_path / "b"
     (report_dir / "jax" / "config.json").write_text(json.dumps(json.loads((a / "config.json").read_text())))
     done = subprocess.run(
-        [sys.executable, "-m", "loopspec.comparison", str(a), str(b)], capture_output=True, text=True, timeout=600
+        [sys.executable, "-m", "paritykit.compare", str(a), str(b)], capture_output=True, text=True, timeout=600
     )
     assert done.returncode == 2 and "started from different weights" in done.stdout, done.stdout + done.stderr

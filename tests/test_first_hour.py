@@ -108,7 +108,7 @@ def test_a_file_that_is_not_an_npz_is_refused_in_our_words(tmp_path: Path) -> No
         assert "is not an .npz archive" in str(caught.value) and "allow_pickle" not in str(caught.value)
 
 
-@pytest.mark.parametrize("command,module", [("parity-compare", "loopspec.comparison"), ("parity-run", "paritykit.run")])
+@pytest.mark.parametrize("command,module", [("parity-compare", "paritykit.compare"), ("parity-run", "paritykit.run")])
 def test_help_names_the_command_typed(command: str, module: str) -> None:
     script = Path(sys.executable).parent / command
     if not script.exists():

@@ -20,7 +20,7 @@ except ModuleNotFoundError:  # Python 3.10: the same parser, packaged
     import tomli as tomllib
 import yaml
 
-from loopspec.config.rules import field_types
+from loopspec.config.rules import coerced_fields, field_types
 from loopspec.config.schema import Config
 from loopspec.errors import ConfigError
 
@@ -174,7 +174,7 @@ def _build(cls: type, raw: Any, prefix: str) -> Any:
             values[name] = _build(hint, value, prefix=f"{prefix}{name}.")
         else:
             values[name] = _yaml_number(value, hint)
-    return cls(**values)
+    return cls(**coerced_fields(cls, values, prefix))
 
 
 def _yaml_number(value: Any, hint: Any) -> Any:

@@ -16,8 +16,11 @@ import typing
 from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
-from loopspec.config import schema
 from loopspec.errors import ConfigError
+
+FILE_DATASETS = ("idx", "cifar10", "csv", "npz")
+GENERATED_DATASETS = ("intrusion", "synthetic_images")
+STEP_INTERVAL_SCHEDULES = ("warmup_cosine", "onecycle")  # the rest step per epoch by default
 
 SECTION_WORDS = {"data": "dataset", "model": "model", "loss": "loss", "optimizer": "optimizer", "schedule": "schedule"}
 TORCH_DEFAULT_WEIGHT_DECAY = {"adamw": 1e-2}
@@ -143,14 +146,23 @@ def check_value(value: Any, checks: dict[str, Any], key: str) -> None:
         raise ConfigError(f"{key} must be {described}, got {value!r}")
 
 
+def coerced_fields(cls: type, raw: dict[str, Any], prefix: str) -> dict[str, Any]:
+    """The raw values of a section's (or the top level's) own fields in their declared types (1 -> 1.0,
+    a tuple -> a list): computed before the frozen instance is built, which then only validates."""
+    hints = field_types(cls)
+    names = {f.name for f in fields(cls)}
+    return {
+        name: coerce(value, hints[name], f"{prefix}{name}") if name in names else value for name, value in raw.items()
+    }
+
+
 def check_section(section: Any) -> None:
     """Types, choices, ranges and applicability of one section's fields; then its own rules."""
     cls, prefix = type(section), type(section).key
     hints = field_types(cls)
     for f in fields(cls):
         key = f"{prefix}.{f.name}"
-        value = coerce(getattr(section, f.name), hints[f.name], key)
-        object.__setattr__(section, f.name, value)  # frozen: the coerced value (1 -> 1.0, tuple -> list)
+        value = coerce(getattr(section, f.name), hints[f.name], key)  # checks the type; the instance keeps its own
         check_value(value, f.metadata.get("checks", {}), key)
         applies = f.metadata.get("applies", ())
         if applies and section.name not in applies and value != default_of(f):
@@ -163,14 +175,14 @@ def check_section(section: Any) -> None:
                 raise ConfigError(message)
 
 
-def check_config(config: schema.Config) -> None:
+def check_config(config: Any) -> None:
     """The top-level fields and the rules between sections."""
-    for f in fields(schema.Config):
-        value = coerce(getattr(config, f.name), field_types(schema.Config)[f.name], f.name)
-        object.__setattr__(config, f.name, value)
+    cls = type(config)
+    for f in fields(cls):
+        value = coerce(getattr(config, f.name), field_types(cls)[f.name], f.name)
         check_value(value, f.metadata.get("checks", {}), f.name)
-    for f in dataclasses.fields(schema.Config):
-        expected = field_types(schema.Config)[f.name]
+    for f in dataclasses.fields(cls):
+        expected = field_types(cls)[f.name]
         if dataclasses.is_dataclass(expected) and not isinstance(getattr(config, f.name), expected):
             raise ConfigError(f"{f.name} must be a {expected.__name__}, got {type(getattr(config, f.name)).__name__}")
     for rule in RULES:
@@ -197,9 +209,7 @@ def when(condition: bool, message: str) -> Optional[str]:
 RULES: list[Rule] = [
     Rule(
         "data",
-        lambda d: when(
-            d.name in schema.FILE_DATASETS and d.path is None, f"data.path is required for dataset {d.name!r}"
-        ),
+        lambda d: when(d.name in FILE_DATASETS and d.path is None, f"data.path is required for dataset {d.name!r}"),
         {"data": {"name": "csv"}},
     ),
     Rule(
@@ -274,10 +284,10 @@ RULES: list[Rule] = [
 # ----------------------------------------------------------------------------- derived values
 
 
-def schedule_interval(sched: schema.ScheduleConfig) -> str:
+def schedule_interval(sched: Any) -> str:
     if sched.interval is not None:
         return sched.interval
-    return "step" if sched.name in schema.STEP_INTERVAL_SCHEDULES else "epoch"
+    return "step" if sched.name in STEP_INTERVAL_SCHEDULES else "epoch"
 
 
 def monitor_mode(mode: str, monitor: str) -> str:
@@ -287,9 +297,9 @@ def monitor_mode(mode: str, monitor: str) -> str:
     return "min" if monitor.endswith("loss") else "max"
 
 
-def resolved_weight_decay(opt: schema.OptimizerConfig) -> float:
+def resolved_weight_decay(opt: Any) -> float:
     return opt.weight_decay if opt.weight_decay is not None else TORCH_DEFAULT_WEIGHT_DECAY.get(opt.name, 0.0)
 
 
-def resolved_eps(opt: schema.OptimizerConfig) -> float:
+def resolved_eps(opt: Any) -> float:
     return opt.eps if opt.eps is not None else TORCH_DEFAULT_EPS.get(opt.name, 1e-8)

@@ -10,8 +10,16 @@ a bad value gives the same one-line ConfigError.
 from __future__ import annotations
 
 import dataclasses
+import json
 from dataclasses import dataclass, field
 from typing import Any, Literal, Optional, Union
+
+from loopspec.config.rules import (
+    FILE_DATASETS,
+    GENERATED_DATASETS,
+    check_config,
+    check_section,
+)
 
 Dataset = Literal["intrusion", "synthetic_images", "digits", "idx", "cifar10", "csv", "npz"]
 Model = Literal["mlp", "fashion_mlp", "cnn"]
@@ -22,10 +30,6 @@ Monitor = Literal["val_loss", "val_acc", "val_precision", "val_recall", "val_f1"
 Mode = Literal["auto", "min", "max"]
 Precision = Literal["fp32", "bf16", "fp16", "fp64"]
 Logger = Literal["jsonl", "tensorboard", "csv"]
-
-FILE_DATASETS = ("idx", "cifar10", "csv", "npz")
-GENERATED_DATASETS = ("intrusion", "synthetic_images")
-STEP_INTERVAL_SCHEDULES = ("warmup_cosine", "onecycle")  # the rest step per epoch by default
 
 
 def option(
@@ -46,8 +50,6 @@ class Section:
     key = ""  # the section's dotted key in Config
 
     def __post_init__(self) -> None:
-        from loopspec.config.rules import check_section
-
         check_section(self)
 
 
@@ -221,9 +223,8 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
 
     def __post_init__(self) -> None:
-        from loopspec.config.rules import check_config
-
         check_config(self)
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        """Every key as JSON holds it (lists for tuples): what config.json and checkpoints save."""
+        return json.loads(json.dumps(dataclasses.asdict(self)))
