@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Any, Optional
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import optax
 from flax import traverse_util
 
 from flaxloop.optim import AdagradState, AdamState, DampenedTraceState
+from loopspec.checkpoint import Checkpoint, hyperparameter_state
 
 # (collection, flax leaf) -> torch leaf
 LEAF_NAMES = {
@@ -75,6 +77,16 @@ def import_weights(variables: dict[str, Any], tensors: dict[str, np.ndarray]) ->
 
 
 # ----------------------------------------------------------------------------- the training state
+def variables_of(state: Any) -> dict[str, Any]:
+    """A TrainState's flax variables: params and batch_stats."""
+    return {"params": state.params, "batch_stats": state.batch_stats}
+
+
+def hyperparams_state(opt_state: Any) -> Any:
+    """The optax.inject_hyperparams state (learning rate, momentum), under optax.MultiSteps or not."""
+    return opt_state.inner_opt_state if isinstance(opt_state, optax.MultiStepsState) else opt_state
+
+
 # Optimizer slots under torch's names (optimizer.<parameter name>.<slot>, torch layouts), so a
 # checkpoint either backend writes resumes on the other.
 
@@ -118,3 +130,67 @@ def import_optimizer(chain_state: tuple, tensors: dict[str, np.ndarray], steps: 
             replaced["count"] = jax.numpy.asarray(steps, state.count.dtype)
         states.append(state._replace(**replaced) if replaced else state)
     return tuple(states)
+
+
+def export_training_state(
+    state: Any, lr: float, momentum: Optional[float], plateau: Any = None
+) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """A TrainState (on the host) in the checkpoint layout both backends read: model.*, optimizer.*
+    and rng.jax tensors, and the JSON state with `lr` and `momentum`, the doubles the next update
+    uses (the state holds the last update's, rounded), so a resumed torch scheduler continues exactly."""
+    inject = hyperparams_state(state.opt_state)
+    tensors = {f"model.{name}": value for name, value in export_weights(variables_of(state)).items()}
+    if int(inject.count) > 0:  # before the first update the optimizer holds only its initial values
+        tensors.update({f"optimizer.{name}": value for name, value in export_optimizer(inject.inner_state).items()})
+    tensors["rng.jax"] = np.asarray(state.dropout_key)
+    scale = state.loss_scale
+    loss_scale = None if scale is None else (float(scale.scale), int(scale.growth_tracker))
+    return tensors, hyperparameter_state(lr, momentum, plateau, loss_scale)
+
+
+def load_training_state(state: Any, checkpoint: Checkpoint, updates_per_epoch: int) -> Any:
+    """The TrainState continued from a checkpoint of either backend: weights, optimizer slots and counts,
+    the injected learning rate (and momentum), optax.MultiSteps' window count, the fp16 loss scale, the
+    forward-pass count (parity dropout), and a JAX run's own dropout key (framework-mode dropout)."""
+    position, saved = checkpoint.state["position"], checkpoint.state
+    steps = position["step"]
+    variables = import_weights(variables_of(state), checkpoint.prefixed("model"))
+    inject = hyperparams_state(state.opt_state)
+    hyper = saved["hyperparameters"]
+    values = {
+        "learning_rate": hyper["lr"],
+        **({"momentum": hyper["momentum"]} if "momentum" in inject.hyperparams else {}),
+    }
+    inject = inject._replace(
+        count=jnp.asarray(steps, inject.count.dtype),
+        hyperparams={
+            k: jnp.asarray(v, inject.hyperparams[k].dtype) for k, v in {**inject.hyperparams, **values}.items()
+        },
+        # A per-step schedule counts its own updates (optax's WrappedScheduleState).
+        hyperparams_states=jax.tree.map(lambda count: jnp.asarray(steps, count.dtype), inject.hyperparams_states),
+        inner_state=import_optimizer(inject.inner_state, checkpoint.prefixed("optimizer"), steps),
+    )
+    opt_state = inject
+    if isinstance(state.opt_state, optax.MultiStepsState):  # windows so far, applied or skipped
+        windows = (position["epoch"] - 1) * updates_per_epoch + position["window"]
+        opt_state = state.opt_state._replace(
+            inner_opt_state=inject, gradient_step=jnp.asarray(windows, state.opt_state.gradient_step.dtype)
+        )
+    loss_scale = state.loss_scale
+    if "loss_scale" in saved:
+        loss_scale = loss_scale.replace(
+            scale=jnp.asarray(saved["loss_scale"]["scale"], jnp.float32),
+            growth_tracker=jnp.asarray(saved["loss_scale"]["growth_tracker"], jnp.int32),
+        )
+    dropout_key = state.dropout_key
+    if "rng.jax" in checkpoint.tensors and saved["backend"] == "jax":  # framework-mode dropout
+        dropout_key = jnp.asarray(checkpoint.tensors["rng.jax"], dropout_key.dtype)
+    return state.replace(
+        params=variables["params"],
+        batch_stats=variables.get("batch_stats", {}),
+        opt_state=opt_state,
+        step=jnp.asarray(steps, state.step.dtype),
+        forward_passes=jnp.asarray(position["forward_passes"], jnp.int32),
+        loss_scale=loss_scale,
+        dropout_key=dropout_key,
+    )

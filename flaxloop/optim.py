@@ -15,7 +15,10 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from flaxloop.schedules import make_schedule
+from loopspec.batching import batches_per_epoch
 from loopspec.config import OptimizerConfig, resolved_eps, resolved_weight_decay
+from loopspec.run import RunSetup
 
 
 class DampenedTraceState(NamedTuple):
@@ -250,3 +253,16 @@ def accumulate(
         return jnp.where(last_of_epoch & (trailing > 0), trailing, accumulation_steps)
 
     return optax.MultiSteps(tx, every_k_schedule=every_k, use_grad_mean=True, accumulator_dtype=dtype)
+
+
+def make_tx(setup: RunSetup, dtype: Any) -> optax.GradientTransformation:
+    """The run's whole optimizer: its schedules injected, clipping, and optax.MultiSteps when it accumulates."""
+    config, train = setup.config, setup.config.train
+    learning_rate, momentum = make_schedule(
+        config.schedule, setup.plan, setup.schedule_horizon, config.optimizer.lr, dtype
+    )
+    tx = make_optimizer(config.optimizer, learning_rate, momentum, train.clip_grad_norm, train.clip_grad_value)
+    if train.accumulation == "multisteps" and train.accumulation_steps > 1:
+        batches = batches_per_epoch(len(setup.dataset.y_train), config.data.batch_size, config.data.drop_last)
+        tx = accumulate(tx, train.accumulation_steps, batches, dtype)
+    return tx

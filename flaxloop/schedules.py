@@ -41,7 +41,7 @@ def lookup(table: np.ndarray) -> Schedule:
     return lambda count: values[jnp.minimum(count, len(table) - 1)]
 
 
-def make_schedules(
+def make_schedule(
     cfg: ScheduleConfig, plan: SchedulePlan, length: int, base_lr: float, dtype: Any = np.float32
 ) -> tuple[float | Schedule, Optional[float | Schedule]]:
     """(learning rate, momentum) for optax.inject_hyperparams, in `dtype` (the weights').

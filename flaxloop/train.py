@@ -22,182 +22,29 @@ from typing import Any, Iterator, NamedTuple, Optional, Sequence
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
-from flax.training import train_state
 
-from flaxloop.checkpoint import export_optimizer, export_weights, import_optimizer, import_weights
+from flaxloop.checkpoint import (
+    export_training_state,
+    export_weights,
+    hyperparams_state,
+    load_training_state,
+    variables_of,
+)
+from flaxloop.gradients import replica_gradients
 from flaxloop.losses import LossFn, make_loss
-from flaxloop.models import build_model
-from flaxloop.optim import accumulate, make_optimizer
+from flaxloop.multisteps import dispatch_multisteps, multisteps_micro_step
+from flaxloop.optim import make_tx
 from flaxloop.parallel import replica_mesh, replica_scope, replicate, request_cpu_devices, shard_replica_axis
-from flaxloop.precision import LossScale, compute_dtype, param_dtype, precision_scope, resolve_device
-from flaxloop.schedules import ReduceLROnPlateau, make_schedules
-from loopspec.batching import batches_per_epoch
+from flaxloop.precision import param_dtype, precision_scope, resolve_device
+from flaxloop.schedules import ReduceLROnPlateau
+from flaxloop.state import StepMetrics, TrainState, create_train_state, set_learning_rate, step_metrics, where_tree
 from loopspec.checkpoint import Checkpoint
 from loopspec.cli import run_cli
 from loopspec.config import Config
 from loopspec.loop import MicroBatch, StepResult, backend_fit
 from loopspec.parallel import Placement, replica_shards
 from loopspec.run import RunSetup
-from loopspec.schedules import torch_schedule_values
-
-
-class TrainState(train_state.TrainState):
-    batch_stats: Any
-    dropout_key: jax.Array
-    forward_passes: jax.Array  # training forward passes so far: each draws its own dropout key
-    loss_scale: Optional[LossScale] = None  # fp16 only
-
-
-class StepMetrics(NamedTuple):
-    """What one update used and measured, on the device until the loop reads it back."""
-
-    loss: jax.Array
-    lr: jax.Array
-    grad_norm: jax.Array
-    momentum: Optional[jax.Array]
-    clipped: jax.Array
-    loss_scale: Optional[jax.Array]
-    finite: jax.Array  # the loss (and, without fp16 loss scaling, the gradient) is finite
-    overflow: jax.Array  # fp16: the gradients overflowed at this loss scale
-
-
-def create_train_state(setup: RunSetup, tx: optax.GradientTransformation, dtype: Any) -> TrainState:
-    """`dtype` holds the weights; the model computes in the precision's compute dtype."""
-    config = setup.config
-    model = build_model(
-        config.model, setup.dataset.input_shape, setup.out_dim, compute_dtype(config.train.precision), dtype
-    )
-    init_key, dropout_key = jax.random.split(jax.random.PRNGKey(config.seed))
-    sample = jnp.zeros((2, *setup.dataset.input_shape), dtype)
-    init = functools.partial(model.init, train=False)
-    if setup.initial_weights is None:
-        variables = jax.jit(init)(init_key, sample)
-    else:  # only the structure is needed: the values come from the canonical weights
-        variables = import_weights(jax.eval_shape(init, init_key, sample), setup.initial_weights)
-
-    @jax.jit
-    def create(variables: dict[str, Any]) -> TrainState:  # jitted: optimizer-state init op by op is slow
-        loss_scale = LossScale.create(config.train.loss_scale) if config.train.precision == "fp16" else None
-        return TrainState.create(
-            apply_fn=model.apply,
-            params=variables["params"],
-            batch_stats=variables.get("batch_stats", {}),
-            tx=tx,
-            dropout_key=dropout_key,
-            forward_passes=jnp.zeros([], jnp.int32),
-            loss_scale=loss_scale,
-        )
-
-    return create(variables)
-
-
-def make_tx(setup: RunSetup, dtype: Any) -> optax.GradientTransformation:
-    config, train = setup.config, setup.config.train
-    learning_rate, momentum = make_schedules(
-        config.schedule, setup.plan, setup.schedule_horizon, config.optimizer.lr, dtype
-    )
-    tx = make_optimizer(config.optimizer, learning_rate, momentum, train.clip_grad_norm, train.clip_grad_value)
-    if train.accumulation == "multisteps" and train.accumulation_steps > 1:
-        batches = batches_per_epoch(len(setup.dataset.y_train), config.data.batch_size, config.data.drop_last)
-        tx = accumulate(tx, train.accumulation_steps, batches, dtype)
-    return tx
-
-
-def variables_of(state: TrainState) -> dict[str, Any]:
-    return {"params": state.params, "batch_stats": state.batch_stats}
-
-
-def hyperparams_state(opt_state: Any) -> Any:
-    """The optax.inject_hyperparams state (learning rate, momentum), under optax.MultiSteps or not."""
-    return opt_state.inner_opt_state if isinstance(opt_state, optax.MultiStepsState) else opt_state
-
-
-def set_learning_rate(state: TrainState, lr: float, momentum: Optional[float] = None) -> TrainState:
-    """Write a new learning rate (and cycled momentum) into the optimizer state, between epochs."""
-    inner = hyperparams_state(state.opt_state)
-    values = {"learning_rate": lr} if momentum is None else {"learning_rate": lr, "momentum": momentum}
-    hyperparams = {**inner.hyperparams, **{k: jnp.asarray(v, inner.hyperparams[k].dtype) for k, v in values.items()}}
-    inner = inner._replace(hyperparams=hyperparams)
-    if isinstance(state.opt_state, optax.MultiStepsState):
-        return state.replace(opt_state=state.opt_state._replace(inner_opt_state=inner))
-    return state.replace(opt_state=inner)
-
-
-def micro_gradients(
-    state: TrainState, batch_stats: Any, forward_pass: jax.Array, micro: dict[str, Any], scale: float, loss_fn: LossFn
-) -> tuple[jax.Array, Any, Any]:
-    """Loss * scale, the gradient of that times the fp16 loss scale, and the BatchNorm
-    statistics after one micro-batch. The loss is computed in the weights' float dtype."""
-    dropout_key = jax.random.fold_in(state.dropout_key, forward_pass)
-    if "replica" in micro:  # framework-mode dropout: each replica draws its own masks
-        dropout_key = jax.random.fold_in(dropout_key, micro["replica"])
-    loss_scale = 1.0 if state.loss_scale is None else state.loss_scale.scale
-
-    def compute_loss(params: Any) -> tuple[jax.Array, tuple[jax.Array, Any]]:
-        logits, updates = state.apply_fn(
-            {"params": params, "batch_stats": batch_stats},
-            micro["x"],
-            train=True,
-            dropout_masks=micro.get("dropout_masks"),
-            rngs={"dropout": dropout_key},
-            mutable=["batch_stats"],
-        )
-        loss = loss_fn(logits.astype(jax.tree.leaves(params)[0].dtype), micro["y"]) * scale
-        return loss * loss_scale, (loss, updates.get("batch_stats", batch_stats))
-
-    (_, (loss, new_stats)), grads = jax.value_and_grad(compute_loss, has_aux=True)(state.params)
-    return loss, grads, new_stats
-
-
-def replica_gradients(
-    state: TrainState, batch_stats: Any, forward_pass: jax.Array, micro: dict[str, Any], scale: float, loss_fn: LossFn
-) -> tuple[jax.Array, Any, Any]:
-    """micro_gradients of a micro-batch split over N replicas, as torch DDP computes it: each replica
-    runs its shard (BatchNorm normalises with the shard's own statistics) with its loss weighted by
-    N times its share of the global batch (so its backward, fp16 overflows included, sees what a
-    DDP rank sees); the gradients are divided by N and summed (DDP's averaging all-reduce), and the
-    BatchNorm running statistics are replica 0's (rank 0's buffers, broadcast after each update)."""
-    if "replicas" not in micro:
-        return micro_gradients(state, batch_stats, forward_pass, micro, scale, loss_fn)
-    shards = micro["replicas"]
-    replicas = len(shards) if isinstance(shards, tuple) else len(shards["weight"])
-
-    def replica(shard: dict[str, Any]) -> tuple[jax.Array, Any, Any]:
-        return micro_gradients(state, batch_stats, forward_pass, shard, scale * shard["weight"] * replicas, loss_fn)
-
-    if isinstance(shards, dict):  # equal shards, stacked on a replica axis sharded over the devices
-        losses, grads, stats = jax.vmap(replica)(shards)
-        grads = jax.tree.map(lambda g: (g / replicas).sum(0), grads)
-        return losses.sum() / replicas, grads, jax.tree.map(lambda s: s[0], stats)
-    results = [replica(shard) for shard in shards]  # uneven shards: one after another
-    loss = sum(result[0] for result in results) / replicas
-    grads = jax.tree.map(lambda *g: sum(x / replicas for x in g), *[result[1] for result in results])
-    return loss, grads, results[0][2]
-
-
-def step_metrics(
-    state: TrainState, loss: jax.Array, loss_scale: Optional[LossScale] = None, overflow: Any = False
-) -> StepMetrics:
-    """What the update used and measured, read from the optimizer state. With fp16, a gradient
-    overflow is the loss scaler's to handle; only a non-finite loss is not finite."""
-    norm, clipped = optax.tree.get(state.opt_state, "global_norm"), optax.tree.get(state.opt_state, "clipped")
-    hyperparams = hyperparams_state(state.opt_state).hyperparams
-    finite = jnp.isfinite(loss) if loss_scale is not None else jnp.isfinite(loss) & jnp.isfinite(norm)
-    return StepMetrics(
-        loss,
-        hyperparams["learning_rate"],
-        norm,
-        hyperparams.get("momentum"),
-        clipped,
-        None if loss_scale is None else loss_scale.scale,
-        finite,
-        jnp.asarray(overflow),
-    )
-
-
-def where_tree(condition: jax.Array, if_true: Any, if_false: Any) -> Any:
-    return jax.tree.map(lambda a, b: jnp.where(condition, a, b), if_true, if_false)
+from loopspec.schedules import schedule_values
 
 
 def train_step(state: TrainState, window: dict[str, Any], loss_fn: LossFn) -> tuple[TrainState, StepMetrics]:
@@ -242,25 +89,6 @@ def train_step(state: TrainState, window: dict[str, Any], loss_fn: LossFn) -> tu
         loss_scale=None if scaler is None else scaler.update(overflow),
     )
     return new_state, metrics
-
-
-def multisteps_micro_step(
-    state: TrainState, micro: dict[str, Any], scale: float, loss_fn: LossFn
-) -> tuple[TrainState, StepMetrics]:
-    """One micro-batch under optax.MultiSteps: it accumulates, and applies on the window's last."""
-    loss, grads, batch_stats = replica_gradients(state, state.batch_stats, state.forward_passes, micro, 1.0, loss_fn)
-    state = state.apply_gradients(grads=grads, batch_stats=batch_stats, forward_passes=state.forward_passes + 1)
-    return state, step_metrics(state, loss * scale)
-
-
-def state_before_skipped_window(before: TrainState, after: TrainState) -> TrainState:
-    """The state before a skipped window, with the counters that say where the run is: forward
-    passes (dropout keys), the fp16 loss scale (which saw the failure, as torch's GradScaler
-    does) and optax.MultiSteps' window count (its trailing-window rule)."""
-    state = before.replace(forward_passes=after.forward_passes, loss_scale=after.loss_scale)
-    if isinstance(after.opt_state, optax.MultiStepsState):
-        state = state.replace(opt_state=before.opt_state._replace(gradient_step=after.opt_state.gradient_step))
-    return state
 
 
 def eval_step(state: TrainState, x: jax.Array, y: jax.Array, loss_fn: LossFn) -> tuple[jax.Array, jax.Array]:
@@ -320,14 +148,8 @@ class JaxBackend:
         )
         # torch's doubles at every schedule index: what a checkpoint saves, and what an epoch schedule
         # stores (rounded once) after each validation.
-        self.scheduled = torch_schedule_values(
-            config.schedule, setup.schedule_horizon, config.optimizer.lr, setup.plan.total_updates + 1
-        )
+        self.schedule = schedule_values(config, setup.plan, setup.schedule_horizon)
         self.epochs_done = 0
-
-    def schedule_value(self, index: int) -> tuple[float, Optional[float]]:
-        lrs, momenta = self.scheduled
-        return lrs[index], None if momenta is None else momenta[index]
 
     def micro_batch(self, micro: MicroBatch) -> dict[str, Any]:
         """The micro-batch's arrays; with replicas, its contiguous shards and their loss weights,
@@ -365,23 +187,10 @@ class JaxBackend:
     def dispatch(self, window: Sequence[MicroBatch]) -> Dispatched:
         micro_batches = [self.micro_batch(micro) for micro in window]
         if self.multisteps:
-            return self.dispatch_multisteps(micro_batches)
+            self.state, metrics = dispatch_multisteps(self.state, self.micro_fn, micro_batches, self.place)
+            return Dispatched(self.state, metrics)
         self.state, metrics = self.step_fn(self.state, self.place(stack_window(micro_batches)))
         return Dispatched(self.state, metrics)
-
-    def dispatch_multisteps(self, micro_batches: list[dict[str, Any]]) -> Dispatched:
-        """optax.MultiSteps has no in-step guard: the window is read back here and undone on the host."""
-        before, losses = self.state, []
-        for micro in micro_batches:
-            micro = self.place({"tail": micro})["tail"]
-            self.state, metrics = self.micro_fn(self.state, micro, scale=1.0 / len(micro_batches))
-            losses.append(metrics.loss)
-        metrics = jax.device_get(metrics)  # the last micro-step's: MultiSteps applied the update there
-        loss = np.sum(jax.device_get(losses))
-        finite = bool(np.isfinite(loss) and np.isfinite(metrics.grad_norm))
-        if not finite:
-            self.state = state_before_skipped_window(before, self.state)
-        return Dispatched(self.state, metrics._replace(loss=loss, finite=finite))
 
     def read(self, handle: Dispatched) -> StepResult:
         m = jax.device_get(handle.metrics)
@@ -411,97 +220,32 @@ class JaxBackend:
         if self.plateau is not None:
             self.state = set_learning_rate(self.state, self.plateau.step(monitored))
         elif self.setup.plan.interval == "epoch" and self.setup.config.schedule.name != "none":
-            self.state = set_learning_rate(self.state, *self.schedule_value(epochs_done))
+            self.state = set_learning_rate(self.state, *self.schedule.value(epochs_done))
 
     def export_weights(self) -> dict[str, np.ndarray]:
         return export_weights(variables_of(self.state))
 
-    def any_replica_interrupted(self, signum: Optional[int]) -> Optional[int]:
-        return signum  # one process drives every replica
-
     def export_state(self, handle: Optional[Dispatched]) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
         """The state after `handle`'s update (a later update may already be dispatched)."""
         state = jax.device_get(self.state if handle is None else handle.state)
-        inject = hyperparams_state(state.opt_state)
-        tensors = {f"model.{name}": value for name, value in export_weights(variables_of(state)).items()}
-        applied = int(inject.count)  # applied updates (state.step counts optax.MultiSteps' micro-steps)
-        if applied > 0:  # before the first update the optimizer holds only its initial values
-            optimizer = export_optimizer(inject.inner_state)
-            tensors.update({f"optimizer.{name}": value for name, value in optimizer.items()})
-        tensors["rng.jax"] = np.asarray(state.dropout_key)
-        # The doubles the next update uses (the state holds the last update's, rounded), so that a
-        # resumed torch scheduler continues its recurrence exactly.
         if self.plateau is not None:
             lr, momentum = self.plateau.lr, None
-        else:
-            per_step = self.setup.plan.interval == "step"
-            lr, momentum = self.schedule_value(applied if per_step else self.epochs_done)
-        saved: dict[str, Any] = {
-            "hyperparameters": {"lr": float(lr), "momentum": None if momentum is None else float(momentum)}
-        }
-        if self.plateau is not None:
-            plateau = self.plateau
-            saved["plateau"] = {
-                "best": plateau.best,
-                "num_bad_epochs": plateau.num_bad_epochs,
-                "cooldown_counter": plateau.cooldown_counter,
-            }
-        if state.loss_scale is not None:
-            saved["loss_scale"] = {
-                "scale": float(state.loss_scale.scale),
-                "growth_tracker": int(state.loss_scale.growth_tracker),
-            }
-        return tensors, saved
+        else:  # applied updates (state.step counts optax.MultiSteps' micro-steps), or epochs done
+            index = int(hyperparams_state(state.opt_state).count) if self.setup.plan.interval == "step" else None
+            lr, momentum = self.schedule.value(self.epochs_done if index is None else index)
+        return export_training_state(state, lr, momentum, self.plateau)
 
     def import_state(self, checkpoint: Checkpoint) -> None:
-        position, saved, state = checkpoint.state["position"], checkpoint.state, self.state
-        steps = position["step"]
-        variables = import_weights(variables_of(state), checkpoint.prefixed("model"))
-        inject = hyperparams_state(state.opt_state)
-        hyper = saved["hyperparameters"]
-        values = {
-            "learning_rate": hyper["lr"],
-            **({"momentum": hyper["momentum"]} if "momentum" in inject.hyperparams else {}),
-        }
-        inject = inject._replace(
-            count=jnp.asarray(steps, inject.count.dtype),
-            hyperparams={
-                k: jnp.asarray(v, inject.hyperparams[k].dtype) for k, v in {**inject.hyperparams, **values}.items()
-            },
-            # A per-step schedule counts its own updates (optax's WrappedScheduleState).
-            hyperparams_states=jax.tree.map(lambda count: jnp.asarray(steps, count.dtype), inject.hyperparams_states),
-            inner_state=import_optimizer(inject.inner_state, checkpoint.prefixed("optimizer"), steps),
-        )
-        opt_state = inject
-        if isinstance(state.opt_state, optax.MultiStepsState):  # windows so far, applied or skipped
-            windows = (position["epoch"] - 1) * self.setup.plan.updates_per_epoch + position["window"]
-            opt_state = state.opt_state._replace(
-                inner_opt_state=inject, gradient_step=jnp.asarray(windows, state.opt_state.gradient_step.dtype)
-            )
-        loss_scale = state.loss_scale
-        if "loss_scale" in saved:
-            loss_scale = loss_scale.replace(
-                scale=jnp.asarray(saved["loss_scale"]["scale"], jnp.float32),
-                growth_tracker=jnp.asarray(saved["loss_scale"]["growth_tracker"], jnp.int32),
-            )
-        dropout_key = state.dropout_key
-        if "rng.jax" in checkpoint.tensors and saved["backend"] == "jax":  # framework-mode dropout
-            dropout_key = jnp.asarray(checkpoint.tensors["rng.jax"], dropout_key.dtype)
-        self.state = state.replace(
-            params=variables["params"],
-            batch_stats=variables.get("batch_stats", {}),
-            opt_state=opt_state,
-            step=jnp.asarray(steps, state.step.dtype),
-            forward_passes=jnp.asarray(position["forward_passes"], jnp.int32),
-            loss_scale=loss_scale,
-            dropout_key=dropout_key,
-        )
-        self.state = replicate(self.state, self.mesh)
-        self.epochs_done = position["epoch"] - 1
+        state = load_training_state(self.state, checkpoint, self.setup.plan.updates_per_epoch)
+        self.state = replicate(state, self.mesh)
+        self.epochs_done = checkpoint.state["position"]["epoch"] - 1
         if self.plateau is not None:
-            for key, value in saved["plateau"].items():
+            for key, value in checkpoint.state["plateau"].items():
                 setattr(self.plateau, key, value)
-            self.plateau.lr = hyper["lr"]
+            self.plateau.lr = checkpoint.state["hyperparameters"]["lr"]
+
+    def any_replica_interrupted(self, signum: Optional[int]) -> Optional[int]:
+        return signum  # one process drives every replica
 
 
 fit = backend_fit(JaxBackend)

@@ -10,7 +10,7 @@ stopping, checkpoints and the metrics format.
     print(run.summary["val_acc"], run.evaluate())
 """
 
-from loopspec.results import lazy_exports
+from loopspec.backends import lazy_exports
 
 # Imported on first use, so `python -m loopspec.comparison` runs that module once.
 __getattr__, __all__ = lazy_exports(

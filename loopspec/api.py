@@ -10,10 +10,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
+from loopspec.backends import BackendName, backend_module
 from loopspec.comparison import Report, compare_runs
 from loopspec.config import Config
 from loopspec.errors import UserError
-from loopspec.results import BackendName, Run, backend_module
+from loopspec.results import Run
 
 
 def fit(

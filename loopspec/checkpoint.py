@@ -120,6 +120,22 @@ def _prune(root: Path, keep_last: int, best_step: Optional[int]) -> None:
             shutil.rmtree(stale, ignore_errors=True)
 
 
+def hyperparameter_state(
+    lr: float, momentum: Optional[float], plateau: Any = None, loss_scale: Optional[tuple[float, int]] = None
+) -> dict[str, Any]:
+    """The JSON half of a backend's training state, the same keys from both: the learning rate and
+    momentum the next update uses, a plateau scheduler's counters (an object with torch's attribute
+    names: best, num_bad_epochs, cooldown_counter) and the fp16 loss scale (scale, growth tracker)."""
+    state: dict[str, Any] = {
+        "hyperparameters": {"lr": float(lr), "momentum": None if momentum is None else float(momentum)}
+    }
+    if plateau is not None:
+        state["plateau"] = {key: getattr(plateau, key) for key in ("best", "num_bad_epochs", "cooldown_counter")}
+    if loss_scale is not None:
+        state["loss_scale"] = {"scale": float(loss_scale[0]), "growth_tracker": int(loss_scale[1])}
+    return state
+
+
 MAX_STATE_BYTES = 64 << 20  # a state.json is a few kB; far larger is not one
 
 

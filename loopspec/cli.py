@@ -123,7 +123,7 @@ def backend_main(backend: str, prog: str) -> int:
     """A console script: quiet signals first, then the backend's (heavy) import, then the CLI."""
     exit_quietly_on_signals(prog)
     try:
-        from loopspec.results import backend_module
+        from loopspec.backends import backend_module
 
         train = backend_module(backend, "train")
     except UserError as err:

@@ -114,7 +114,7 @@ def validation_metrics(loss_sum: float, logits: np.ndarray, labels: np.ndarray, 
     return metrics
 
 
-class Dispatched(NamedTuple):
+class InFlight(NamedTuple):
     window: list[np.ndarray]
     handle: Any
     forward_passes: int  # training forward passes after this update's window
@@ -305,7 +305,7 @@ class Loop:
         batches = train_batches(
             len(self.setup.dataset.y_train), data.batch_size, self.config.seed, epoch, data.shuffle, data.drop_last
         )
-        pending: collections.deque[Dispatched] = collections.deque()
+        pending: collections.deque[InFlight] = collections.deque()
         windows = update_windows(batches, self.train_cfg.accumulation_steps)
         for index, window in enumerate(windows):
             if index < first_window:  # done before the checkpoint this run resumed from
@@ -315,14 +315,14 @@ class Loop:
                 for i, rows in enumerate(window)
             ]
             self.forward_passes += len(window)
-            pending.append(Dispatched(window, self.backend.dispatch(micro), self.forward_passes, index))
+            pending.append(InFlight(window, self.backend.dispatch(micro), self.forward_passes, index))
             while len(pending) > self.backend.readback_lag:
                 if self.settle(epoch, pending.popleft(), later=bool(pending)):
                     return
         while pending:
             self.settle(epoch, pending.popleft(), later=bool(pending))
 
-    def settle(self, epoch: int, done: Dispatched, later: bool) -> bool:
+    def settle(self, epoch: int, done: InFlight, later: bool) -> bool:
         """Read one update back and apply the run's policy; True when training must stop here."""
         result = self.backend.read(done.handle)
         if result.outcome == "overflow":  # fp16: the scaler skipped the update and backed off
@@ -351,7 +351,7 @@ class Loop:
                 self.stop_if_interrupted()
         return False
 
-    def rewind_to(self, done: Dispatched, later: bool) -> None:
+    def rewind_to(self, done: InFlight, later: bool) -> None:
         if later:
             self.backend.rewind(done.handle)
         self.forward_passes = done.forward_passes
@@ -487,34 +487,34 @@ class BackendClass(Protocol):
 
 
 def backend_fit(backend: BackendClass) -> Callable[..., Optional[Run]]:
-    """The `fit` of one backend: loopspec.loop.fit with the backend filled in."""
+    """The `fit` of one backend: loopspec.fit's signature with the backend fixed, over run_training."""
 
     def fit_backend(
         config: Config | dict[str, Any] | str | Path,
         out_dir: str | Path,
+        overrides: Sequence[str] = (),
         init_path: Optional[str | Path] = None,
         resume: Optional[str | Path] = None,
         overwrite: bool = False,
-        overrides: Sequence[str] = (),
     ) -> Optional[Run]:
-        summary = fit(as_config(config, overrides), out_dir, init_path, backend, resume, overwrite)
+        summary = run_training(as_config(config, overrides), out_dir, backend, init_path, resume, overwrite)
         return None if summary is None else load_run(out_dir)
 
     fit_backend.__doc__ = (
         f"Train with the {backend.name} backend; returns the finished loopspec.results.Run (summary, history, "
         "model). config: a Config, a dict of sections, a file path or a recipe name, with `key=value` overrides. "
         "Writes config.json, run.json, metrics.jsonl, checkpoints/ and init/final.safetensors to out_dir; "
-        "resume and overwrite as in loopspec.loop.fit. In a data-parallel run over several processes "
+        "resume and overwrite as in loopspec.loop.run_training. In a data-parallel run over several processes "
         "(torchrun), ranks other than 0 write nothing and return None."
     )
     return fit_backend
 
 
-def fit(
-    config: Any,
+def run_training(
+    config: Config,
     out_dir: str | Path,
-    init_path: Optional[str | Path],
     backend: BackendClass,
+    init_path: Optional[str | Path] = None,
     resume: Optional[str | Path] = None,
     overwrite: bool = False,
 ) -> Optional[dict[str, Any]]:

@@ -8,14 +8,14 @@ the other backend's model too: `load_run(dir, backend="jax")` on a torch run.
 from __future__ import annotations
 
 import functools
-import importlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Literal, Optional
+from typing import Any, Literal, Optional
 
 import numpy as np
 
+from loopspec.backends import BackendName, backend_module
 from loopspec.config import Config, config_from_dict
 from loopspec.data import Dataset, load_dataset
 from loopspec.errors import UserError
@@ -23,38 +23,6 @@ from loopspec.metrics import classification_metrics, predictions, read_metrics
 from loopspec.models import output_dim, state_dict_shapes
 from loopspec.preprocessing import Preprocessing, load_preprocessing
 from loopspec.weights import load_weights
-
-BackendName = Literal["torch", "jax"]
-BACKEND_PACKAGES = {"torch": "torchloop", "jax": "flaxloop"}
-FRAMEWORK_MODULES = ("torch", "jax", "jaxlib", "flax", "optax")
-
-
-def backend_module(backend: str, module: str) -> Any:
-    """`torchloop.<module>` or `flaxloop.<module>`, imported on first use so loopspec needs neither."""
-    if backend not in BACKEND_PACKAGES:
-        raise UserError(f"unknown backend {backend!r}; use torch or jax")
-    package = BACKEND_PACKAGES[backend]
-    try:
-        return importlib.import_module(f"{package}.{module}")
-    except ModuleNotFoundError as err:
-        if (err.name or "").split(".")[0] not in FRAMEWORK_MODULES:
-            raise
-        extra = "torch" if backend == "torch" else "jax"
-        raise UserError(
-            f"the {backend} backend needs {err.name}, which is not installed; pip install 'jax-torch-parity[{extra}]'"
-        ) from None
-
-
-def lazy_exports(package: str, exports: dict[str, str]) -> tuple[Callable[[str], Any], list[str]]:
-    """A package's module __getattr__ and __all__ exporting `name` from `package.<module>` on first
-    use, so `python -m package.module` does not import that module twice."""
-
-    def attribute(name: str) -> Any:
-        if name not in exports:
-            raise AttributeError(f"module {package!r} has no attribute {name!r}")
-        return getattr(importlib.import_module(f"{package}.{exports[name]}"), name)
-
-    return attribute, list(exports)
 
 
 @dataclass(frozen=True)

@@ -197,3 +197,20 @@ def torch_schedule_values(
     for t in range(1, count):
         lrs.append(lrs[-1] if cfg.name in ("none", "plateau") else next_recurrent_lr(cfg, horizon, base_lr, lrs[-1], t))
     return lrs, None
+
+
+@dataclass(frozen=True)
+class ScheduleValues:
+    """torch's doubles at every schedule index of a run (torch_schedule_values)."""
+
+    lrs: list[float]
+    momenta: Optional[list[float]]
+
+    def value(self, index: int) -> tuple[float, Optional[float]]:
+        """The learning rate (and cycled momentum) at `index`: applied updates, or epochs done."""
+        return self.lrs[index], None if self.momenta is None else self.momenta[index]
+
+
+def schedule_values(config: Config, plan: SchedulePlan, horizon: int) -> ScheduleValues:
+    """Every index a run can reach: up to its last update (a per-epoch index is never past it)."""
+    return ScheduleValues(*torch_schedule_values(config.schedule, horizon, config.optimizer.lr, plan.total_updates + 1))

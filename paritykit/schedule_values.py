@@ -15,10 +15,12 @@ import jax.numpy as jnp
 import numpy as np
 import torch
 
-from flaxloop.schedules import ReduceLROnPlateau, make_schedules, schedule_value
+from flaxloop.schedules import ReduceLROnPlateau, schedule_value
+from flaxloop.schedules import make_schedule as make_jax_schedule
 from loopspec.config import ScheduleConfig
 from loopspec.schedules import SchedulePlan
-from torchloop.schedules import current_momentum, make_scheduler
+from torchloop.schedules import current_momentum
+from torchloop.schedules import make_schedule as make_torch_schedule
 
 OPTIMIZERS = {
     "sgd": torch.optim.SGD,
@@ -39,7 +41,7 @@ def torch_values(
 ) -> tuple[np.ndarray, Optional[np.ndarray]]:
     """lr and momentum before each of plan.total_updates optimizer steps."""
     opt = OPTIMIZERS[optimizer]([torch.nn.Parameter(torch.zeros(1))], lr=base_lr)
-    scheduler = make_scheduler(cfg, opt, length)
+    scheduler = make_torch_schedule(cfg, opt, length)
     lrs, momenta = [], []
     for update in range(plan.total_updates):
         lrs.append(opt.param_groups[0]["lr"])
@@ -83,7 +85,7 @@ def jax_values(
             lrs, momenta = zip(*values)
             stored = lambda v: np.asarray(v, dtype=dtype).astype(np.float64)  # noqa: E731
             return stored(lrs), None if momenta[0] is None else stored(momenta)
-        lr, momentum = make_schedules(cfg, plan, length, base_lr, dtype)
+        lr, momentum = make_jax_schedule(cfg, plan, length, base_lr, dtype)
         counts = jnp.arange(plan.total_updates, dtype=jnp.int32)  # optax's update counter
         read = lambda schedule: np.broadcast_to(  # noqa: E731
             np.asarray(schedule(counts) if callable(schedule) else np.asarray(schedule, dtype), dtype=np.float64),

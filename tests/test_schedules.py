@@ -15,7 +15,7 @@ from loopspec.schedules import SchedulePlan, plan_schedule, schedule_horizon, to
 from parity_tests.schedule_configs import FULL, run_configs
 from paritykit.schedule_values import OPTIMIZERS, jax_values, torch_values
 from paritykit.sensitivity import ulps_apart
-from torchloop.schedules import make_scheduler
+from torchloop.schedules import make_schedule
 
 RTOL = 1e-12
 BASE_LR = 0.1
@@ -139,7 +139,7 @@ PLATEAU_OPTIONS = {
 def test_plateau_matches_torch(stream: str, options: str) -> None:
     cfg = ScheduleConfig(name="plateau", **PLATEAU_OPTIONS[options])
     optimizer = torch_optimizer("sgd")
-    scheduler = make_scheduler(cfg, optimizer, 0)
+    scheduler = make_schedule(cfg, optimizer, 0)
     ours = JaxPlateau(cfg, BASE_LR)
     for epoch, metric in enumerate(METRIC_STREAMS[stream]):
         scheduler.step(metric)

@@ -9,9 +9,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from loopspec.checkpoint import Checkpoint, resolve_resume
+from loopspec.checkpoint import Checkpoint, hyperparameter_state, resolve_resume
 from loopspec.checkpoint_checks import check_fits
 from loopspec.config import config_from_dict, schedule_interval
+from torchloop.schedules import current_momentum
 
 
 def export_weights(model: nn.Module) -> dict[str, np.ndarray]:
@@ -54,6 +55,21 @@ def import_optimizer(
         if entry:
             state[index] = {**entry, "step": torch.tensor(float(steps))} if counts else entry
     optimizer.load_state_dict({"state": state, "param_groups": optimizer.state_dict()["param_groups"]})
+
+
+def export_training_state(
+    model: nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any = None, scaler: Any = None
+) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """Plain torch objects in the checkpoint layout both backends read: model.*, optimizer.* and
+    rng.torch tensors, and the JSON state (the learning rate and momentum the next update uses, a
+    ReduceLROnPlateau's counters, the GradScaler's scale)."""
+    tensors = {f"model.{name}": value for name, value in export_weights(model).items()}
+    tensors.update({f"optimizer.{name}": value for name, value in export_optimizer(model, optimizer)[0].items()})
+    tensors["rng.torch"] = torch.get_rng_state().numpy()
+    plateau = scheduler if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau) else None
+    loss_scale = None if scaler is None else (scaler.get_scale(), scaler._get_growth_tracker())
+    lr, momentum = optimizer.param_groups[0]["lr"], current_momentum(optimizer)
+    return tensors, hyperparameter_state(lr, momentum, plateau, loss_scale)
 
 
 def set_hyperparameters(optimizer: torch.optim.Optimizer, lr: float, momentum: Optional[float]) -> None:

@@ -11,7 +11,7 @@ from loopspec.config import ScheduleConfig, monitor_mode
 from loopspec.schedules import warmup_cosine_factor
 
 
-def make_scheduler(
+def make_schedule(
     cfg: ScheduleConfig, optimizer: torch.optim.Optimizer, length: int
 ) -> Optional[lr_scheduler.LRScheduler | lr_scheduler.ReduceLROnPlateau]:
     """The torch scheduler for cfg.name (None for `none`); `length` is T_max or total_steps."""

@@ -27,7 +27,7 @@ from loopspec.config import Config
 from loopspec.loop import MicroBatch, StepResult, backend_fit
 from loopspec.parallel import Placement, replica_shards
 from loopspec.run import RunSetup
-from torchloop.checkpoint import export_optimizer, export_weights, import_weights, load_training_state
+from torchloop.checkpoint import export_training_state, export_weights, import_weights, load_training_state
 from torchloop.losses import make_loss
 from torchloop.models import build_model
 from torchloop.optim import make_optimizer
@@ -40,7 +40,7 @@ from torchloop.precision import (
     resolve_device,
     set_matmul_precision,
 )
-from torchloop.schedules import current_momentum, make_scheduler
+from torchloop.schedules import current_momentum, make_schedule
 
 # inputs, labels, parity dropout masks, and the loss's weight: this replica's share of the global
 # batch's loss times the replica count (DDP averages the replicas' gradients); 1.0 on one device.
@@ -142,7 +142,7 @@ class TorchBackend:
         if setup.placement.replicas > 1:  # framework-mode dropout: each rank draws its own masks
             torch.manual_seed(config.seed + setup.placement.rank)
         self.optimizer = make_optimizer(config.optimizer, self.model.parameters())
-        self.scheduler = make_scheduler(config.schedule, self.optimizer, setup.schedule_horizon)
+        self.scheduler = make_schedule(config.schedule, self.optimizer, setup.schedule_horizon)
         self.scaler = make_grad_scaler(precision, config.train.loss_scale, self.device)
         # On the host in the run's dtype; each batch moves to the device when it is used.
         self.x_train, self.y_train = torch.as_tensor(data.x_train, dtype=self.dtype), torch.as_tensor(data.y_train)
@@ -151,7 +151,7 @@ class TorchBackend:
     def on_device(self, *tensors: torch.Tensor) -> list[torch.Tensor]:
         return [t.to(self.device, non_blocking=True) for t in tensors]
 
-    def replica_batch(self, micro: MicroBatch) -> TorchMicroBatch:
+    def micro_batch(self, micro: MicroBatch) -> TorchMicroBatch:
         """This replica's contiguous shard of the micro-batch, and its loss weight."""
         placement, rows, masks = self.setup.placement, micro.rows, micro.dropout_masks
         shards = replica_shards(rows, self.setup.dataset.y_train, self.setup.config.loss, placement.replicas)
@@ -164,7 +164,7 @@ class TorchBackend:
 
     def dispatch(self, window: Sequence[MicroBatch]) -> StepResult:
         self.model.train()
-        micro_batches = [self.replica_batch(micro) for micro in window]
+        micro_batches = [self.micro_batch(micro) for micro in window]
         buffers = [buffer.clone() for buffer in self.model.buffers()]
         result = train_step(
             self.network,
@@ -206,29 +206,8 @@ class TorchBackend:
 
     def export_state(self, handle: Optional[StepResult]) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
         """Nothing is dispatched ahead of a read-back, so the current state is the one after `handle`."""
-        tensors = {f"model.{name}": value for name, value in self.export_weights().items()}
-        tensors.update(
-            {f"optimizer.{name}": value for name, value in export_optimizer(self.model, self.optimizer)[0].items()}
-        )
-        tensors["rng.torch"] = torch.get_rng_state().numpy()
-        state: dict[str, Any] = {
-            "hyperparameters": {
-                "lr": self.optimizer.param_groups[0]["lr"],
-                "momentum": current_momentum(self.optimizer),
-            }
-        }
-        if self.setup.config.schedule.name == "plateau":
-            state["plateau"] = {
-                "best": self.scheduler.best,
-                "num_bad_epochs": self.scheduler.num_bad_epochs,
-                "cooldown_counter": self.scheduler.cooldown_counter,
-            }
-        if self.scaler.is_enabled():
-            state["loss_scale"] = {
-                "scale": self.scaler.get_scale(),
-                "growth_tracker": self.scaler._get_growth_tracker(),
-            }
-        return tensors, state
+        scaler = self.scaler if self.scaler.is_enabled() else None
+        return export_training_state(self.model, self.optimizer, self.scheduler, scaler)
 
     def import_state(self, checkpoint: Checkpoint) -> None:
         load_training_state(

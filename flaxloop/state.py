@@ -1,0 +1,104 @@
+"""The TrainState pytree of a JAX run: weights, BatchNorm statistics, the optax state (with the
+learning rate injected), the dropout key and counters, and the fp16 loss scale; and the helpers
+that read and write it between steps. Only JAX keeps its training state in one immutable tree;
+torch's lives in its model, optimizer, scheduler and GradScaler objects."""
+
+from __future__ import annotations
+
+import functools
+from typing import Any, NamedTuple, Optional
+
+import jax
+import jax.numpy as jnp
+import optax
+from flax.training import train_state
+
+from flaxloop.checkpoint import hyperparams_state, import_weights
+from flaxloop.models import build_model
+from flaxloop.precision import LossScale, compute_dtype
+from loopspec.run import RunSetup
+
+
+class TrainState(train_state.TrainState):
+    batch_stats: Any
+    dropout_key: jax.Array
+    forward_passes: jax.Array  # training forward passes so far: each draws its own dropout key
+    loss_scale: Optional[LossScale] = None  # fp16 only
+
+
+def create_train_state(setup: RunSetup, tx: optax.GradientTransformation, dtype: Any) -> TrainState:
+    """`dtype` holds the weights; the model computes in the precision's compute dtype."""
+    config = setup.config
+    model = build_model(
+        config.model, setup.dataset.input_shape, setup.out_dim, compute_dtype(config.train.precision), dtype
+    )
+    init_key, dropout_key = jax.random.split(jax.random.PRNGKey(config.seed))
+    sample = jnp.zeros((2, *setup.dataset.input_shape), dtype)
+    init = functools.partial(model.init, train=False)
+    if setup.initial_weights is None:
+        variables = jax.jit(init)(init_key, sample)
+    else:  # only the structure is needed: the values come from the canonical weights
+        variables = import_weights(jax.eval_shape(init, init_key, sample), setup.initial_weights)
+
+    @jax.jit
+    def create(variables: dict[str, Any]) -> TrainState:  # jitted: optimizer-state init op by op is slow
+        loss_scale = LossScale.create(config.train.loss_scale) if config.train.precision == "fp16" else None
+        return TrainState.create(
+            apply_fn=model.apply,
+            params=variables["params"],
+            batch_stats=variables.get("batch_stats", {}),
+            tx=tx,
+            dropout_key=dropout_key,
+            forward_passes=jnp.zeros([], jnp.int32),
+            loss_scale=loss_scale,
+        )
+
+    return create(variables)
+
+
+def set_learning_rate(state: TrainState, lr: float, momentum: Optional[float] = None) -> TrainState:
+    """Write a new learning rate (and cycled momentum) into the optimizer state, between epochs."""
+    inner = hyperparams_state(state.opt_state)
+    values = {"learning_rate": lr} if momentum is None else {"learning_rate": lr, "momentum": momentum}
+    hyperparams = {**inner.hyperparams, **{k: jnp.asarray(v, inner.hyperparams[k].dtype) for k, v in values.items()}}
+    inner = inner._replace(hyperparams=hyperparams)
+    if isinstance(state.opt_state, optax.MultiStepsState):
+        return state.replace(opt_state=state.opt_state._replace(inner_opt_state=inner))
+    return state.replace(opt_state=inner)
+
+
+class StepMetrics(NamedTuple):
+    """What one update used and measured, on the device until the loop reads it back."""
+
+    loss: jax.Array
+    lr: jax.Array
+    grad_norm: jax.Array
+    momentum: Optional[jax.Array]
+    clipped: jax.Array
+    loss_scale: Optional[jax.Array]
+    finite: jax.Array  # the loss (and, without fp16 loss scaling, the gradient) is finite
+    overflow: jax.Array  # fp16: the gradients overflowed at this loss scale
+
+
+def step_metrics(
+    state: TrainState, loss: jax.Array, loss_scale: Optional[LossScale] = None, overflow: Any = False
+) -> StepMetrics:
+    """What the update used and measured, read from the optimizer state. With fp16, a gradient
+    overflow is the loss scaler's to handle; only a non-finite loss is not finite."""
+    norm, clipped = optax.tree.get(state.opt_state, "global_norm"), optax.tree.get(state.opt_state, "clipped")
+    hyperparams = hyperparams_state(state.opt_state).hyperparams
+    finite = jnp.isfinite(loss) if loss_scale is not None else jnp.isfinite(loss) & jnp.isfinite(norm)
+    return StepMetrics(
+        loss,
+        hyperparams["learning_rate"],
+        norm,
+        hyperparams.get("momentum"),
+        clipped,
+        None if loss_scale is None else loss_scale.scale,
+        finite,
+        jnp.asarray(overflow),
+    )
+
+
+def where_tree(condition: jax.Array, if_true: Any, if_false: Any) -> Any:
+    return jax.tree.map(lambda a, b: jnp.where(condition, a, b), if_true, if_false)

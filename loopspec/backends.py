@@ -1,0 +1,40 @@
+"""The backends as loopspec reaches them: imported on first use, so loopspec needs neither framework."""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any, Callable, Literal
+
+from loopspec.errors import UserError
+
+BackendName = Literal["torch", "jax"]
+BACKEND_PACKAGES = {"torch": "torchloop", "jax": "flaxloop"}
+FRAMEWORK_MODULES = ("torch", "jax", "jaxlib", "flax", "optax")
+
+
+def backend_module(backend: str, module: str) -> Any:
+    """`torchloop.<module>` or `flaxloop.<module>`, imported on first use so loopspec needs neither."""
+    if backend not in BACKEND_PACKAGES:
+        raise UserError(f"unknown backend {backend!r}; use torch or jax")
+    package = BACKEND_PACKAGES[backend]
+    try:
+        return importlib.import_module(f"{package}.{module}")
+    except ModuleNotFoundError as err:
+        if (err.name or "").split(".")[0] not in FRAMEWORK_MODULES:
+            raise
+        extra = "torch" if backend == "torch" else "jax"
+        raise UserError(
+            f"the {backend} backend needs {err.name}, which is not installed; pip install 'jax-torch-parity[{extra}]'"
+        ) from None
+
+
+def lazy_exports(package: str, exports: dict[str, str]) -> tuple[Callable[[str], Any], list[str]]:
+    """A package's module __getattr__ and __all__ exporting `name` from `package.<module>` on first
+    use, so `python -m package.module` does not import that module twice."""
+
+    def attribute(name: str) -> Any:
+        if name not in exports:
+            raise AttributeError(f"module {package!r} has no attribute {name!r}")
+        return getattr(importlib.import_module(f"{package}.{exports[name]}"), name)
+
+    return attribute, list(exports)
