@@ -1,1 +1,2 @@
-"""Throughput benchmarks comparing the two backends (not written yet: see issue 6)."""
+"""Benchmarks: each backend against its bare loop and peers, mixed-precision step times, schedule
+exactness (docs/benchmarks.md). Speed targets are printed as measured ratios, never asserted in tests."""

@@ -110,7 +110,7 @@ def test_tensor_difference_is_judged_at_the_tensor_scale() -> None:
 # ------------------------------------------------------------------ what kind of difference compare sees
 def readme_cli_example() -> list[list[str]]:
     readme = Path("README.md").read_text()
-    section = readme[readme.index("## Training with one backend") :]
+    section = readme[readme.index("## One backend, then the other") :]
     block = section[section.index("```bash") + 7 : section.index("```", section.index("```bash") + 7)]
     return [line.split("#")[0].split() for line in block.strip().splitlines()]
 

@@ -99,7 +99,7 @@ def test_load_run_gives_either_backends_model_of_the_same_weights(tmp_path: Path
 
 def test_the_readme_script_runs(tmp_path: Path) -> None:
     readme = (ROOT / "README.md").read_text()
-    section = readme[readme.index("## Use from Python") : readme.index("## Installing the package")]
+    section = readme[readme.index("## From Python") : readme.index("## What parity means")]
     script = re.search(r"```python\n(.*?)```", section, re.S).group(1)
     assert len([line for line in script.splitlines() if line.strip()]) <= 10
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
