@@ -54,10 +54,8 @@ def bare_step_fn(state: flax_train.TrainState, config: Config) -> tuple[Callable
         x, y = batch
 
         def loss_fn(p: Any) -> tuple[jax.Array, Any]:
-            logits, updates = state.apply_fn(
-                {"params": p, "batch_stats": stats}, x, train=True, mutable=["batch_stats"]
-            )
-            return loss(logits.astype(jnp.float32), y), updates.get("batch_stats", stats)
+            logits, new_stats = state.apply_fn({"params": p, "batch_stats": stats}, x, True)
+            return loss(logits.astype(jnp.float32), y), new_stats
 
         if fp16:
             scaler, finite, (_, stats), grads = scaler.value_and_grad(loss_fn, has_aux=True)(params)
@@ -103,7 +101,7 @@ def run(
         unroll = fused_unroll or (fused_k if device.platform == "cpu" and model_name == "cnn" else 1)
         timed, peak = {}, {}
         for mode in modes:
-            state = flax_train.create_train_state(setup, flax_train.make_tx(setup, dtype), dtype)
+            state = flax_train.JaxBackend(setup).state
             bare, carry = bare_step_fn(state, config)
             box: dict[str, Any] = {"state": state, "carry": carry}
             if mode == "jit":

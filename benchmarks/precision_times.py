@@ -99,7 +99,7 @@ def jax_times(raw: dict, device_name: str, steps: int, repeats: int, out: Path) 
     with precision_scope(config.train.precision, device_name, config.train.tf32):
         setup = prepare_run(config, out / "jax", None, backend="jax", overwrite=True)
         dtype = flax_param(config.train.precision)
-        state = flax_train.create_train_state(setup, flax_train.make_tx(setup, dtype), dtype)
+        state = flax_train.JaxBackend(setup).state
         loss_fn = make_flax_loss(config.loss, setup.dataset.num_classes, setup.out_dim)
         step_fn = jax.jit(functools.partial(flax_train.train_step, loss_fn=loss_fn))
         rows = np.arange(config.data.batch_size)

@@ -22,16 +22,12 @@ def micro_gradients(
     loss_scale = 1.0 if state.loss_scale is None else state.loss_scale.scale
 
     def compute_loss(params: Any) -> tuple[jax.Array, tuple[jax.Array, Any]]:
-        logits, updates = state.apply_fn(
-            {"params": params, "batch_stats": batch_stats},
-            micro["x"],
-            train=True,
-            dropout_masks=micro.get("dropout_masks"),
-            rngs={"dropout": dropout_key},
-            mutable=["batch_stats"],
+        variables = {"params": params, "batch_stats": batch_stats}
+        logits, stats = state.apply_fn(
+            variables, micro["x"], True, {"dropout": dropout_key}, micro.get("dropout_masks")
         )
         loss = loss_fn(logits.astype(jax.tree.leaves(params)[0].dtype), micro["y"]) * scale
-        return loss * loss_scale, (loss, updates.get("batch_stats", batch_stats))
+        return loss * loss_scale, (loss, stats)
 
     (_, (loss, new_stats)), grads = jax.value_and_grad(compute_loss, has_aux=True)(state.params)
     return loss, grads, new_stats

@@ -2,25 +2,28 @@
 
 from __future__ import annotations
 
-import functools
 from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-from flax import linen as nn
 
-from flaxloop.checkpoint import import_weights
-from flaxloop.models import build_model
+from flaxloop.checkpoint import NameMap, import_weights
+from flaxloop.models import FlaxModel, build_model
 from loopspec.models import output_dim
 from loopspec.weights import float_dtype
 
 
 class TrainedModel(NamedTuple):
-    """The flax module and its variables ({"params", "batch_stats"}); call it for eval-mode logits."""
+    """The flax model and its variables ({"params", "batch_stats"}); call it for eval-mode logits.
+    `module` is the flax.linen or flax.nnx module itself; `model` its FlaxModel (flaxloop.models)."""
 
-    module: nn.Module
+    model: FlaxModel
     variables: dict[str, Any]
+
+    @property
+    def module(self) -> Any:
+        return getattr(self.model, "module", self.model)
 
     @property
     def dtype(self) -> Any:
@@ -28,7 +31,9 @@ class TrainedModel(NamedTuple):
 
     def __call__(self, inputs: Any) -> jax.Array:
         with jax.enable_x64(self.dtype == jnp.float64):  # a float64 model computes in float64
-            return self.module.apply(self.variables, jnp.asarray(inputs, self.dtype), train=False)
+            inputs = np.asarray(inputs)
+            dtype = jnp.int32 if np.issubdtype(inputs.dtype, np.integer) else self.dtype
+            return self.model.apply(self.variables, jnp.asarray(inputs, dtype), False)[0]
 
 
 def load_model(run: Any, weights: dict[str, np.ndarray]) -> TrainedModel:
@@ -36,10 +41,12 @@ def load_model(run: Any, weights: dict[str, np.ndarray]) -> TrainedModel:
     out_dim = output_dim(run.config.loss.name, run.num_classes)
     dtype = jnp.float64 if float_dtype(weights) == np.float64 else jnp.float32
     with jax.enable_x64(dtype == jnp.float64):
-        module = build_model(run.config.model, run.input_shape, out_dim, dtype)
-        init = functools.partial(module.init, train=False)
-        shapes = jax.eval_shape(init, jax.random.PRNGKey(0), jnp.zeros((1, *run.input_shape), dtype))
-        return TrainedModel(module, import_weights(shapes, weights))
+        model = build_model(run.config.model, run.input_shape, out_dim, dtype, dtype, run.models.get("jax"))
+        sample = jnp.zeros((1, *run.input_shape), jnp.int32 if run.integer_inputs else dtype)
+        shapes = jax.eval_shape(model.init, jax.random.PRNGKey(0), sample)
+        reference = {name: tuple(value.shape) for name, value in weights.items()}
+        names = NameMap.build(shapes, reference, run.config.model.name_map)
+        return TrainedModel(model, import_weights(shapes, weights, names))
 
 
 def predict(model: TrainedModel, inputs: np.ndarray) -> np.ndarray:

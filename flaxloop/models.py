@@ -1,73 +1,27 @@
-"""The three models as Flax linen modules, mirroring torchloop/models.py layer for layer.
+"""The built-in models as Flax linen modules, mirroring torchloop/models.py layer for layer, and the
+seam every model goes through: `build_model` wraps a built-in, a custom pair's factory or a module
+passed to fit(model=...) (flax.linen or flax.nnx) in one interface, `FlaxModel`, that the training
+step, checkpoints and the pair check use.
 
 Module names follow the torch attribute names (`blocks_0` for `blocks.0`), so
-flaxloop/checkpoint.py maps them onto the canonical state_dict layout mechanically.
+flaxloop/checkpoint.py maps them onto the canonical state_dict layout by its naming convention.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import inspect
 from typing import Any, Optional, Sequence
 
 import jax
 import jax.numpy as jnp
 from flax import linen as nn
 
+from flaxloop.layers import BatchNorm, ParityDropout, finding_dropout_layers
 from loopspec.config import ModelConfig
-
-
-def running_variance(batch_variance: jax.Array, count: int) -> jax.Array:
-    """What torch's running_var tracks: the unbiased variance, n/(n-1) times the biased one."""
-    return batch_variance * (count / (count - 1))
-
-
-class BatchNorm(nn.Module):
-    """BatchNorm with torch's semantics, which flax.linen.BatchNorm does not have.
-
-    torch normalises with the biased batch variance but keeps the *unbiased* one
-    (n/(n-1)) in running_var, weights the new statistic by `momentum` (Flax's momentum is
-    the weight of the old one), and counts num_batches_tracked.
-    """
-
-    momentum: float = 0.1
-    epsilon: float = 1e-5
-    dtype: Any = jnp.float32  # of the output: the compute dtype
-    param_dtype: Any = jnp.float32  # of the parameters, the running statistics and the arithmetic
-
-    @nn.compact
-    def __call__(self, x: jax.Array, train: bool) -> jax.Array:
-        features = x.shape[-1]
-        reduce_axes = tuple(range(x.ndim - 1))
-        x = x.astype(self.param_dtype)  # statistics in float32 under mixed precision, as torch computes them
-        scale = self.param("scale", nn.initializers.ones, (features,), self.param_dtype)
-        bias = self.param("bias", nn.initializers.zeros, (features,), self.param_dtype)
-        running_mean = self.variable("batch_stats", "mean", jnp.zeros, (features,), self.param_dtype)
-        running_var = self.variable("batch_stats", "var", jnp.ones, (features,), self.param_dtype)
-        tracked = self.variable("batch_stats", "num_batches_tracked", jnp.zeros, (), jnp.int32)
-        if train:
-            mean = jnp.mean(x, axis=reduce_axes)
-            var = jnp.mean(jnp.square(x - mean), axis=reduce_axes)
-            if not self.is_initializing():
-                count = x.size // features
-                new_mean, new_var = jax.lax.stop_gradient((mean, running_variance(var, count)))
-                running_mean.value = (1 - self.momentum) * running_mean.value + self.momentum * new_mean
-                running_var.value = (1 - self.momentum) * running_var.value + self.momentum * new_var
-                tracked.value = tracked.value + 1
-        else:
-            mean, var = running_mean.value, running_var.value
-        return ((x - mean) * jax.lax.rsqrt(var + self.epsilon) * scale + bias).astype(self.dtype)
-
-
-class Dropout(nn.Module):
-    """flax Dropout that, given a mask (parity mode), applies it instead of drawing one."""
-
-    rate: float
-
-    @nn.compact
-    def __call__(self, x: jax.Array, train: bool, mask: Optional[jax.Array] = None) -> jax.Array:
-        if mask is not None and train:
-            return x * mask
-        return nn.Dropout(self.rate, deterministic=not train)(x)
+from loopspec.errors import UserError
+from loopspec.models import import_object, model_entry
 
 
 class MLPBlock(nn.Module):
@@ -80,11 +34,11 @@ class MLPBlock(nn.Module):
     bias: bool
 
     @nn.compact
-    def __call__(self, x: jax.Array, train: bool, mask: Optional[jax.Array] = None) -> jax.Array:
+    def __call__(self, x: jax.Array, train: bool) -> jax.Array:
         x = nn.Dense(self.width, use_bias=self.bias, dtype=self.dtype, param_dtype=self.param_dtype, name="linear")(x)
         x = BatchNorm(self.bn_momentum, self.bn_eps, self.dtype, self.param_dtype, name="norm")(x, train)
         x = nn.relu(x)
-        return Dropout(self.dropout, name="dropout")(x, train, mask)
+        return ParityDropout(self.dropout, name="dropout")(x, train)
 
 
 class TabularMLP(nn.Module):
@@ -100,9 +54,7 @@ class TabularMLP(nn.Module):
     bias_before_norm: bool = False
 
     @nn.compact
-    def __call__(
-        self, x: jax.Array, train: bool = False, dropout_masks: Optional[Sequence[jax.Array]] = None
-    ) -> jax.Array:
+    def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
         x = x.reshape(x.shape[0], -1)
         for i, width in enumerate(self.hidden):
             block = MLPBlock(
@@ -115,7 +67,7 @@ class TabularMLP(nn.Module):
                 self.bias_before_norm,
                 name=f"blocks_{i}",
             )
-            x = block(x, train, None if dropout_masks is None else dropout_masks[i])
+            x = block(x, train)
         return nn.Dense(self.out_dim, dtype=self.dtype, param_dtype=self.param_dtype, name="head")(x)
 
 
@@ -127,7 +79,7 @@ class FashionMLP(nn.Module):
     param_dtype: Any = jnp.float32
 
     @nn.compact
-    def __call__(self, x: jax.Array, train: bool = False, dropout_masks: None = None) -> jax.Array:
+    def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
         dense = functools.partial(nn.Dense, dtype=self.dtype, param_dtype=self.param_dtype)
         x = x.reshape(x.shape[0], -1)
         x = nn.relu(dense(512, name="linear_relu_stack_0")(x))
@@ -172,7 +124,7 @@ class BatchNormCNN(nn.Module):
     bias_before_norm: bool = False
 
     @nn.compact
-    def __call__(self, x: jax.Array, train: bool = False, dropout_masks: None = None) -> jax.Array:
+    def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
         x = jnp.transpose(x, (0, 2, 3, 1))
         for i, channels in enumerate(self.channels):
             x = ConvBlock(
@@ -189,32 +141,238 @@ class BatchNormCNN(nn.Module):
         return nn.Dense(self.out_dim, dtype=self.dtype, param_dtype=self.param_dtype, name="classifier")(x)
 
 
-def build_model(
-    cfg: ModelConfig, input_shape: Sequence[int], out_dim: int, dtype: Any, param_dtype: Optional[Any] = None
+def tabular_mlp(cfg: ModelConfig, input_shape: Sequence[int], out_dim: int, dtype: Any, param_dtype: Any) -> nn.Module:
+    return TabularMLP(
+        tuple(cfg.hidden),
+        out_dim,
+        cfg.dropout,
+        cfg.batchnorm_momentum,
+        cfg.batchnorm_eps,
+        dtype,
+        param_dtype,
+        cfg.bias_before_norm,
+    )
+
+
+def fashion_mlp(cfg: ModelConfig, input_shape: Sequence[int], out_dim: int, dtype: Any, param_dtype: Any) -> nn.Module:
+    return FashionMLP(out_dim, dtype, param_dtype)
+
+
+def batchnorm_cnn(
+    cfg: ModelConfig, input_shape: Sequence[int], out_dim: int, dtype: Any, param_dtype: Any
 ) -> nn.Module:
-    """`dtype` is the compute dtype; weights are kept in `param_dtype` (default: `dtype`)."""
+    return BatchNormCNN(
+        tuple(cfg.channels),
+        out_dim,
+        cfg.batchnorm_momentum,
+        cfg.batchnorm_eps,
+        dtype,
+        param_dtype,
+        cfg.bias_before_norm,
+    )
+
+
+# ----------------------------------------------------------------------------- the seam
+Variables = dict[str, Any]  # {"params": ..., "batch_stats": ...} as plain nested dicts
+DropoutLayer = tuple[tuple[Any, ...], tuple[int, ...], float]  # (module path, one sample's shape, rate)
+
+
+class FlaxModel:
+    """What the JAX backend needs of any model, linen or nnx: its variables, a pure apply in train or
+    eval mode (with parity dropout masks keyed by layer path, path_key), and its parity dropout layers."""
+
+    kind = "flax"
+
+    def init(self, key: jax.Array, sample: jax.Array) -> Variables:
+        raise NotImplementedError
+
+    def apply(
+        self,
+        variables: Variables,
+        x: jax.Array,
+        train: bool,
+        rngs: Optional[dict[str, jax.Array]] = None,
+        masks: Optional[dict[str, jax.Array]] = None,
+    ) -> tuple[jax.Array, Any]:
+        """Logits and the BatchNorm statistics after the forward pass (unchanged in eval mode)."""
+        raise NotImplementedError
+
+    def dropout_layers(self, variables: Variables, sample: jax.Array) -> list[DropoutLayer]:
+        """The parity dropout layers in the order one forward pass runs them (a probe in eval mode)."""
+        with finding_dropout_layers() as found:
+            self.apply(variables, sample, train=False)
+        paths = [path for path, _, _ in found]
+        if len(set(paths)) != len(paths):
+            raise UserError("a parity dropout layer runs twice in one forward pass; give each use its own layer")
+        return found
+
+
+def path_key(path: tuple[Any, ...]) -> str:
+    """A module path as one string key: ('blocks_0', 'dropout') -> 'blocks_0/dropout'."""
+    return "/".join(str(part) for part in path)
+
+
+def nest(flat: dict[str, Any], leaf: str) -> dict[str, Any]:
+    """{'a/b': x} -> {a: {b: {leaf: x}}}: per-layer values as a flax collection."""
+    tree: dict[str, Any] = {}
+    for key, value in flat.items():
+        node = tree
+        for part in key.split("/"):
+            node = node.setdefault(part, {})
+        node[leaf] = value
+    return tree
+
+
+class LinenModel(FlaxModel):
+    """A flax.linen module called `module.apply(variables, x, train=...)`; BatchNorm state in batch_stats."""
+
+    kind = "linen"
+
+    def __init__(self, module: nn.Module):
+        self.module = module
+
+    def init(self, key: jax.Array, sample: jax.Array) -> Variables:
+        variables = self.module.init(key, sample, train=False)
+        return {"params": variables["params"], "batch_stats": variables.get("batch_stats", {})}
+
+    def apply(
+        self,
+        variables: Variables,
+        x: jax.Array,
+        train: bool,
+        rngs: Optional[dict[str, jax.Array]] = None,
+        masks: Optional[dict[str, jax.Array]] = None,
+    ) -> tuple[jax.Array, Any]:
+        stats = variables.get("batch_stats", {})
+        given = {"params": variables["params"], "batch_stats": stats}
+        if masks:
+            given["dropout_masks"] = nest(masks, "mask")
+        if not train:
+            return self.module.apply(given, x, train=False), stats
+        logits, updates = self.module.apply(given, x, train=True, rngs=rngs or {}, mutable=["batch_stats"])
+        return logits, updates.get("batch_stats", stats)
+
+
+class NnxModel(FlaxModel):
+    """A flax.nnx module called `module(x)`, switched by its own `train()` / `eval()`; its nnx.Param and
+    nnx.BatchStat variables travel as plain dicts, merged back for each pure apply."""
+
+    kind = "nnx"
+
+    def __init__(self, module: Any):
+        from flax import nnx
+
+        self.nnx = nnx
+        self.graph, self.params, self.stats, self.rest = nnx.split(module, nnx.Param, nnx.BatchStat, ...)
+
+    def init(self, key: jax.Array, sample: jax.Array) -> Variables:
+        return {"params": self.params.to_pure_dict(), "batch_stats": self.stats.to_pure_dict()}
+
+    def merged(self, variables: Variables) -> Any:
+        params, stats = jax.tree.map(lambda v: v, self.params), jax.tree.map(lambda v: v, self.stats)
+        params.replace_by_pure_dict(variables["params"])
+        if variables.get("batch_stats"):
+            stats.replace_by_pure_dict(variables["batch_stats"])
+        return self.nnx.merge(self.graph, params, stats, self.rest)
+
+    def apply(
+        self,
+        variables: Variables,
+        x: jax.Array,
+        train: bool,
+        rngs: Optional[dict[str, jax.Array]] = None,
+        masks: Optional[dict[str, jax.Array]] = None,
+    ) -> tuple[jax.Array, Any]:
+        module = self.merged(variables)
+        module.train() if train else module.eval()
+        if train and rngs and "dropout" in rngs:  # framework-mode dropout: this pass's own key
+            with contextlib.suppress(Exception):
+                self.nnx.reseed(module, dropout=rngs["dropout"], default=rngs["dropout"])
+        if masks:
+            for path, layer in self.nnx.iter_modules(module):
+                if path_key(path) in masks:
+                    layer.mask = masks[path_key(path)]
+        logits = module(x)
+        return logits, self.nnx.state(module, self.nnx.BatchStat).to_pure_dict()
+
+    def dropout_layers(self, variables: Variables, sample: jax.Array) -> list[DropoutLayer]:
+        module = self.merged(variables)
+        paths = {id(layer): path for path, layer in self.nnx.iter_modules(module)}
+        module.eval()
+        with finding_dropout_layers() as found:
+            module(sample)
+        layers = [(paths[id(layer)], shape, rate) for layer, shape, rate in found]
+        if len({path for path, _, _ in layers}) != len(layers):
+            raise UserError("a parity dropout layer runs twice in one forward pass; give each use its own layer")
+        return layers
+
+
+def as_flax_model(module: Any) -> FlaxModel:
+    """A flax.linen Module or a flax.nnx Module behind the one interface; anything else is one line."""
+    from flax import nnx
+
+    if isinstance(module, FlaxModel):
+        return module
+    if isinstance(module, nn.Module):
+        parameters = inspect.signature(type(module).__call__).parameters
+        if "train" not in parameters:
+            raise UserError(
+                f"the flax.linen module {type(module).__name__} must take `train` in __call__(x, train: bool) "
+                "(BatchNorm and dropout switch on it); flax.nnx modules switch with train()/eval() instead"
+            )
+        return LinenModel(module)
+    if isinstance(module, nnx.Module):
+        return NnxModel(module)
+    raise UserError(f"the flax model must be a flax.linen or flax.nnx Module, got {type(module).__name__}")
+
+
+def build_model(
+    cfg: ModelConfig,
+    input_shape: Sequence[int],
+    out_dim: int,
+    dtype: Any,
+    param_dtype: Optional[Any] = None,
+    model: Any = None,
+) -> FlaxModel:
+    """The model the config names behind the FlaxModel interface: a built-in's registered builder
+    (computing in `dtype`, weights in `param_dtype`); a custom pair's `model.flax` factory called with
+    `model.kwargs`; or `model`, a module passed to fit(model=...) as it is."""
     param_dtype = dtype if param_dtype is None else param_dtype
-    if cfg.name == "mlp":
-        return TabularMLP(
-            tuple(cfg.hidden),
-            out_dim,
-            cfg.dropout,
-            cfg.batchnorm_momentum,
-            cfg.batchnorm_eps,
-            dtype,
-            param_dtype,
-            cfg.bias_before_norm,
-        )
-    if cfg.name == "fashion_mlp":
-        return FashionMLP(out_dim, dtype, param_dtype)
-    if cfg.name == "cnn":
-        return BatchNormCNN(
-            tuple(cfg.channels),
-            out_dim,
-            cfg.batchnorm_momentum,
-            cfg.batchnorm_eps,
-            dtype,
-            param_dtype,
-            cfg.bias_before_norm,
-        )
-    raise ValueError(f"unknown model {cfg.name}")
+    entry = model_entry(cfg)
+    if model is None and entry.flax is None:
+        raise UserError("model custom needs model.flax ('pkg.module:factory') or a module passed as fit(model=...)")
+    if model is None:
+        factory = import_object(entry.flax, "model.flax")
+        try:
+            if entry.builtin:
+                model = factory(cfg, tuple(input_shape), out_dim, dtype, param_dtype)
+            else:
+                model = factory(**cfg.kwargs)
+        except UserError:
+            raise
+        except Exception as err:  # noqa: BLE001 - a user's factory failing is reported in one line
+            raise UserError(f"model.flax {entry.flax!r} failed: {type(err).__name__}: {err}") from None
+    return as_flax_model(model)
+
+
+def weight_shapes(
+    cfg: ModelConfig,
+    input_shape: Sequence[int],
+    out_dim: int,
+    model: Any = None,
+    reference: Optional[dict[str, tuple[int, ...]]] = None,
+    integer_inputs: bool = False,
+) -> dict[str, tuple[int, ...]]:
+    """The tensors of the model the config names (or of `model`) under torch's names and layouts: its
+    variables' shapes through the name map (matched against `reference`, the given initial weights'
+    names and shapes, when there are any)."""
+    from flaxloop.checkpoint import NameMap, flax_leaves, torch_layout_shape
+
+    flax_model = build_model(cfg, input_shape, out_dim, jnp.float32, jnp.float32, model)
+    sample = jnp.zeros((2, *input_shape), jnp.int32 if integer_inputs else jnp.float32)
+    shapes = jax.eval_shape(flax_model.init, jax.random.PRNGKey(0), sample)
+    names = NameMap.build(shapes, reference, cfg.name_map)
+    return {
+        names.torch_name(collection, path): torch_layout_shape(str(path[-1]), value.shape)
+        for (collection, path), value in flax_leaves(shapes).items()
+    }

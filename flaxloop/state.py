@@ -5,17 +5,17 @@ torch's lives in its model, optimizer, scheduler and GradScaler objects."""
 
 from __future__ import annotations
 
-import functools
 from typing import Any, NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 from flax.training import train_state
 
-from flaxloop.checkpoint import hyperparams_state, import_weights
-from flaxloop.models import build_model
-from flaxloop.precision import LossScale, compute_dtype
+from flaxloop.checkpoint import NameMap, hyperparams_state, import_weights
+from flaxloop.models import FlaxModel
+from flaxloop.precision import LossScale
 from loopspec.run import RunSetup
 
 
@@ -26,19 +26,17 @@ class TrainState(train_state.TrainState):
     loss_scale: Optional[LossScale] = None  # fp16 only
 
 
-def create_train_state(setup: RunSetup, tx: optax.GradientTransformation, dtype: Any) -> TrainState:
-    """`dtype` holds the weights; the model computes in the precision's compute dtype."""
+def create_train_state(
+    setup: RunSetup, model: FlaxModel, names: NameMap, tx: optax.GradientTransformation, dtype: Any
+) -> TrainState:
+    """The model's variables from the run's initial weights (or its own init), and the optimizer's."""
     config = setup.config
-    model = build_model(
-        config.model, setup.dataset.input_shape, setup.out_dim, compute_dtype(config.train.precision), dtype
-    )
     init_key, dropout_key = jax.random.split(jax.random.PRNGKey(config.seed))
-    sample = jnp.zeros((2, *setup.dataset.input_shape), dtype)
-    init = functools.partial(model.init, train=False)
+    sample = model_sample(setup, dtype)
     if setup.initial_weights is None:
-        variables = jax.jit(init)(init_key, sample)
+        variables = jax.jit(model.init)(init_key, sample)
     else:  # only the structure is needed: the values come from the canonical weights
-        variables = import_weights(jax.eval_shape(init, init_key, sample), setup.initial_weights)
+        variables = import_weights(jax.eval_shape(model.init, init_key, sample), setup.initial_weights, names)
 
     @jax.jit
     def create(variables: dict[str, Any]) -> TrainState:  # jitted: optimizer-state init op by op is slow
@@ -54,6 +52,12 @@ def create_train_state(setup: RunSetup, tx: optax.GradientTransformation, dtype:
         )
 
     return create(variables)
+
+
+def model_sample(setup: RunSetup, dtype: Any) -> jax.Array:
+    """Two zero samples of the data's shape: float inputs in the weights' dtype, token ids as int32."""
+    integer = np.issubdtype(setup.dataset.x_train.dtype, np.integer)
+    return jnp.zeros((2, *setup.dataset.input_shape), jnp.int32 if integer else dtype)
 
 
 def set_learning_rate(state: TrainState, lr: float, momentum: Optional[float] = None) -> TrainState:

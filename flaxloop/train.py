@@ -24,6 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from flaxloop.checkpoint import (
+    NameMap,
     export_training_state,
     export_weights,
     hyperparams_state,
@@ -32,12 +33,21 @@ from flaxloop.checkpoint import (
 )
 from flaxloop.gradients import replica_gradients
 from flaxloop.losses import LossFn, make_loss
+from flaxloop.models import build_model, path_key
 from flaxloop.multisteps import dispatch_multisteps, multisteps_micro_step
 from flaxloop.optim import make_tx
 from flaxloop.parallel import replica_mesh, replica_scope, replicate, request_cpu_devices, shard_replica_axis
-from flaxloop.precision import param_dtype, precision_scope, resolve_device
+from flaxloop.precision import compute_dtype, param_dtype, precision_scope, resolve_device
 from flaxloop.schedules import ReduceLROnPlateau
-from flaxloop.state import StepMetrics, TrainState, create_train_state, set_learning_rate, step_metrics, where_tree
+from flaxloop.state import (
+    StepMetrics,
+    TrainState,
+    create_train_state,
+    model_sample,
+    set_learning_rate,
+    step_metrics,
+    where_tree,
+)
 from loopspec.checkpoint import Checkpoint
 from loopspec.cli import run_cli
 from loopspec.config import Config
@@ -92,7 +102,8 @@ def train_step(state: TrainState, window: dict[str, Any], loss_fn: LossFn) -> tu
 
 
 def eval_step(state: TrainState, x: jax.Array, y: jax.Array, loss_fn: LossFn) -> tuple[jax.Array, jax.Array]:
-    logits = state.apply_fn(variables_of(state), x, train=False).astype(x.dtype)  # the loss in the weights' dtype
+    logits, _ = state.apply_fn(variables_of(state), x, False)
+    logits = logits.astype(jax.tree.leaves(state.params)[0].dtype)  # the loss in the weights' dtype
     return loss_fn(logits, y), logits
 
 
@@ -108,6 +119,11 @@ def stack_window(micro_batches: list[dict[str, Any]]) -> dict[str, Any]:
     if not equal:
         window["tail"] = micro_batches[-1]
     return window
+
+
+def inputs_as(x: np.ndarray, dtype: Any) -> np.ndarray:
+    """Float inputs in the weights' dtype; integer inputs (token ids) as int32, JAX's default int."""
+    return x.astype(np.int32) if np.issubdtype(x.dtype, np.integer) else x.astype(dtype)
 
 
 class Dispatched(NamedTuple):
@@ -134,9 +150,20 @@ class JaxBackend:
     def __init__(self, setup: RunSetup):
         config, data = setup.config, setup.dataset
         self.setup, self.dtype = setup, param_dtype(config.train.precision)
-        self.x_train, self.x_val = data.x_train.astype(self.dtype), data.x_val.astype(self.dtype)
+        self.x_train, self.x_val = inputs_as(data.x_train, self.dtype), inputs_as(data.x_val, self.dtype)
         self.mesh = replica_mesh(setup.placement, resolve_device(config.train.device))
-        self.state = replicate(create_train_state(setup, make_tx(setup, self.dtype), self.dtype), self.mesh)
+        compute = compute_dtype(config.train.precision)
+        self.model = build_model(
+            config.model, data.input_shape, setup.out_dim, compute, self.dtype, setup.models.get("jax")
+        )
+        sample = model_sample(setup, self.dtype)
+        self.names = NameMap.build(
+            jax.eval_shape(self.model.init, jax.random.PRNGKey(0), sample), setup.weight_shapes, config.model.name_map
+        )
+        state = create_train_state(setup, self.model, self.names, make_tx(setup, self.dtype), self.dtype)
+        layers = self.model.dropout_layers(variables_of(state), sample) if setup.parity_dropout_asked else []
+        setup.dropout_layers = [(path_key(path), shape, rate) for path, shape, rate in layers]
+        self.state = replicate(state, self.mesh)
         loss_fn = make_loss(config.loss, data.num_classes, setup.out_dim)
         train = config.train
         self.multisteps = train.accumulation == "multisteps" and train.accumulation_steps > 1
@@ -160,7 +187,10 @@ class JaxBackend:
         for position, weight in parts:
             shard = {"x": self.x_train[rows[position]], "y": self.setup.dataset.y_train[rows[position]]}
             if micro.dropout_masks is not None:
-                shard["dropout_masks"] = [m[position].astype(self.dtype) for m in micro.dropout_masks]
+                keys = [key for key, _, _ in self.setup.dropout_layers]
+                shard["dropout_masks"] = {
+                    key: m[position].astype(self.dtype) for key, m in zip(keys, micro.dropout_masks)
+                }
             if placement.replicas > 1:
                 shard["weight"] = np.asarray(weight, self.dtype)
                 shard["replica"] = np.asarray(len(shards), np.int32)
@@ -223,7 +253,7 @@ class JaxBackend:
             self.state = set_learning_rate(self.state, *self.schedule.value(epochs_done))
 
     def export_weights(self) -> dict[str, np.ndarray]:
-        return export_weights(variables_of(self.state))
+        return export_weights(variables_of(self.state), self.names)
 
     def export_state(self, handle: Optional[Dispatched]) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
         """The state after `handle`'s update (a later update may already be dispatched)."""
@@ -233,10 +263,10 @@ class JaxBackend:
         else:  # applied updates (state.step counts optax.MultiSteps' micro-steps), or epochs done
             index = int(hyperparams_state(state.opt_state).count) if self.setup.plan.interval == "step" else None
             lr, momentum = self.schedule.value(self.epochs_done if index is None else index)
-        return export_training_state(state, lr, momentum, self.plateau)
+        return export_training_state(state, lr, momentum, self.plateau, self.names)
 
     def import_state(self, checkpoint: Checkpoint) -> None:
-        state = load_training_state(self.state, checkpoint, self.setup.plan.updates_per_epoch)
+        state = load_training_state(self.state, checkpoint, self.setup.plan.updates_per_epoch, self.names)
         self.state = replicate(state, self.mesh)
         self.epochs_done = checkpoint.state["position"]["epoch"] - 1
         if self.plateau is not None:

@@ -22,20 +22,28 @@ def fit(
     out_dir: str | Path,
     backend: BackendName = "torch",
     overrides: Sequence[str] = (),
-    init_path: Optional[str | Path] = None,
+    init: Any = None,
     resume: Optional[str | Path] = None,
     overwrite: bool = False,
+    model: Any = None,
+    data: Any = None,
 ) -> Run:
     """Train as configured with `backend` ("torch" or "jax") and return the finished run.
 
     config: a Config, a dict of sections (missing keys keep their defaults), a file path, or a
     shipped recipe's name ("digits_cnn"); validated the same way in each form, then `overrides`
-    ("train.epochs=5", ...) are applied. init_path: a safetensors file of initial weights. resume: a
-    checkpoint, a run directory, or "auto". overwrite: replace a run already in out_dir.
-    Raises loopspec.errors.UserError (one line: the problem and the fix) on bad input.
+    ("train.epochs=5", ...) are applied. model: your own model instead of the config's (a torch
+    nn.Module; a flax.linen or flax.nnx Module; or an import string "pkg.module:factory"; see
+    docs/models.md). data: a dict of arrays x_train, y_train, x_val, y_val, or an .npz path. init:
+    initial weights (a safetensors path, a dict of arrays under torch's names, or a Run); a custom
+    model on JAX needs them. resume: a checkpoint, a run directory, or "auto". overwrite: replace a
+    run already in out_dir. Raises loopspec.errors.UserError (one line: the problem and the fix) on
+    bad input.
     """
     train = backend_module(backend, "train")
-    return train.fit(config, out_dir, init_path=init_path, resume=resume, overwrite=overwrite, overrides=overrides)
+    return train.fit(
+        config, out_dir, overrides=overrides, init=init, resume=resume, overwrite=overwrite, model=model, data=data
+    )
 
 
 def compare(

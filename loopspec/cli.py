@@ -96,7 +96,7 @@ def run_cli(prog: str, backend: str, fit: Callable[..., Any], argv: Optional[Seq
         overrides = list(args.set) + ([f"train.precision={precision}"] if precision else [])
         overrides += ["train.verbose=0"] if args.quiet else []
         config = resolve_config(args, overrides)
-        fit(config, args.out, init_path=args.init, resume=args.resume, overwrite=args.overwrite)
+        fit(config, args.out, init=args.init, resume=args.resume, overwrite=args.overwrite)
     except UserError as err:
         print(f"{prog}: error: {err}", file=sys.stderr)
         return 2

@@ -52,6 +52,7 @@ def load_dataset(cfg: DataConfig) -> Dataset:
         "cifar10": _cifar10,
         "csv": _csv,
         "npz": _npz,
+        "arrays": _arrays,
     }
     try:
         dataset = loaders[cfg.name](cfg)
@@ -417,6 +418,42 @@ def _npz(cfg: DataConfig) -> Dataset:
     return Dataset("npz", xs["train"], y_train, xs["val"], y_val, num_classes)
 
 
+def _arrays(cfg: DataConfig) -> Dataset:
+    """Arrays as given, any sample shape: an .npz file (data.path), or those passed to fit(data=...)."""
+    if cfg.path is None:
+        raise DataError(
+            "data.name arrays holds the arrays passed to fit(data=...); pass them again, or save them with "
+            "numpy.savez and set data.path"
+        )
+    path = _require(Path(cfg.path), "npz file", "npz")
+    with open(path, "rb") as handle:
+        magic = handle.read(6)
+    if not magic.startswith((b"PK\x03\x04", b"PK\x05\x06")):
+        raise DataError(f"{path} is not an .npz archive; data.name arrays needs {SOURCES['npz']}")
+    with np.load(path) as archive:
+        return arrays_dataset({key: archive[key] for key in archive.files}, str(path))
+
+
+def arrays_dataset(arrays: Any, where: str = "data") -> Dataset:
+    """A dataset from a dict of arrays x_train, y_train, x_val, y_val (any sample shape; float features
+    or integer ids; integer class labels), as fit(data=...) takes them."""
+    if not isinstance(arrays, dict):
+        raise DataError(f"{where} must be a dict of arrays x_train, y_train, x_val, y_val or an .npz path")
+    missing = [k for k in ("x_train", "y_train", "x_val", "y_val") if k not in arrays]
+    if missing:
+        raise DataError(f"{where} lacks {', '.join(missing)}; it must hold x_train, y_train, x_val, y_val")
+    xs = {}
+    for split in ("train", "val"):
+        x = np.asarray(arrays[f"x_{split}"])
+        xs[split] = x if np.issubdtype(x.dtype, np.integer) else x.astype(np.float64)
+    y_train = _integer_labels(np.asarray(arrays["y_train"]), f"{where} y_train")
+    y_val = _integer_labels(np.asarray(arrays["y_val"]), f"{where} y_val")
+    num_classes = int(max(y_train.max(), y_val.max())) + 1
+    dataset = Dataset("arrays", xs["train"], y_train, xs["val"], y_val, num_classes)
+    check_dataset(dataset)
+    return dataset
+
+
 def _integer_labels(labels: np.ndarray, where: str) -> np.ndarray:
     labels = np.asarray(labels)
     if labels.ndim != 1:
@@ -435,7 +472,8 @@ def _check_finite(x: np.ndarray, where: str) -> None:
 
 
 def check_dataset(dataset: Dataset) -> None:
-    """Shape, label and finiteness checks shared by every loader."""
+    """Shape, label and finiteness checks shared by every loader. Samples may have any shape; float
+    features must be finite, integer inputs (token ids) non-negative."""
     for split in ("train", "val"):
         x, y = getattr(dataset, f"x_{split}"), getattr(dataset, f"y_{split}")
         where = f"dataset {dataset.name} ({split} split)"
@@ -443,9 +481,15 @@ def check_dataset(dataset: Dataset) -> None:
             raise DataError(f"{where} is empty")
         if len(x) != len(y):
             raise DataError(f"{where}: {len(x)} samples but {len(y)} labels")
-        if x.ndim not in (2, 4):
-            raise DataError(f"{where}: features must be (N, F) or (N, C, H, W), got {x.shape}")
-        _check_finite(x, where)
+        if x.ndim < 2:
+            raise DataError(f"{where}: inputs must be (N, ...) with one sample per row, got {x.shape}")
+        if np.issubdtype(x.dtype, np.integer):
+            if x.min(initial=0) < 0:
+                raise DataError(f"{where}: integer inputs (token ids) must be non-negative, got {x.min()}")
+        elif not np.issubdtype(x.dtype, np.floating):
+            raise DataError(f"{where}: inputs must be floats or integer ids, got {x.dtype}")
+        else:
+            _check_finite(x, where)
         if y.min() < 0 or y.max() >= dataset.num_classes:
             raise DataError(f"{where}: labels must lie in [0, {dataset.num_classes}), got [{y.min()}, {y.max()}]")
     if dataset.x_train.shape[1:] != dataset.x_val.shape[1:]:

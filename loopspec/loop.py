@@ -38,7 +38,8 @@ from loopspec.checkpoint import (
     restarts_same_run,
     save_checkpoint,
 )
-from loopspec.config import Config, as_config, resolved_config
+from loopspec.config import Config, as_config, config_from_dict, resolved_config
+from loopspec.data import Dataset, arrays_dataset
 from loopspec.early_stopping import EarlyStopping
 from loopspec.errors import RunInterrupted, TrainingDiverged, UserError
 from loopspec.metrics import classification_metrics, predictions, read_metrics
@@ -493,41 +494,72 @@ def backend_fit(backend: BackendClass) -> Callable[..., Optional[Run]]:
         config: Config | dict[str, Any] | str | Path,
         out_dir: str | Path,
         overrides: Sequence[str] = (),
-        init_path: Optional[str | Path] = None,
+        init: Any = None,
         resume: Optional[str | Path] = None,
         overwrite: bool = False,
+        model: Any = None,
+        data: Any = None,
     ) -> Optional[Run]:
-        summary = run_training(as_config(config, overrides), out_dir, backend, init_path, resume, overwrite)
-        return None if summary is None else load_run(out_dir)
+        config, models, dataset = with_model_and_data(as_config(config, overrides), backend.name, model, data)
+        summary = run_training(config, out_dir, backend, init, resume, overwrite, models, dataset)
+        return None if summary is None else load_run(out_dir, models=models)
 
     fit_backend.__doc__ = (
         f"Train with the {backend.name} backend; returns the finished loopspec.results.Run (summary, history, "
         "model). config: a Config, a dict of sections, a file path or a recipe name, with `key=value` overrides. "
-        "Writes config.json, run.json, metrics.jsonl, checkpoints/ and init/final.safetensors to out_dir; "
-        "resume and overwrite as in loopspec.loop.run_training. In a data-parallel run over several processes "
-        "(torchrun), ranks other than 0 write nothing and return None."
+        "model: a module of this backend's framework, or an import string 'pkg.module:factory'; data: a dict "
+        "of arrays x_train, y_train, x_val, y_val or an .npz path; init: initial weights (a safetensors path, a "
+        "dict of arrays under torch's names, or a Run). Writes config.json, run.json, metrics.jsonl, "
+        "checkpoints/ and init/final.safetensors to out_dir; resume and overwrite as in "
+        "loopspec.loop.run_training. In a data-parallel run over several processes (torchrun), ranks other "
+        "than 0 write nothing and return None."
     )
     return fit_backend
+
+
+def with_model_and_data(
+    config: Config, backend: str, model: Any, data: Any
+) -> tuple[Config, dict[str, Any], Optional[Dataset]]:
+    """The config with fit's `model` and `data` taken in: an import string becomes model.torch or
+    model.flax (model.name custom); a module object travels beside the config; arrays become the
+    `arrays` dataset (an .npz path is recorded, so the run reloads its data)."""
+    raw, models, dataset = config.to_dict(), {}, None
+    if model is not None:
+        raw["model"]["name"] = "custom"
+        if isinstance(model, str):
+            raw["model"]["torch" if backend == "torch" else "flax"] = model
+        else:
+            models[backend] = model
+    if isinstance(data, (str, Path)):
+        raw["data"].update(name="arrays", path=str(Path(data).resolve()))
+    elif data is not None:
+        raw["data"].update(name="arrays", path=None)
+        dataset = arrays_dataset(data)
+    return config_from_dict(raw), models, dataset
 
 
 def run_training(
     config: Config,
     out_dir: str | Path,
     backend: BackendClass,
-    init_path: Optional[str | Path] = None,
+    init: Any = None,
     resume: Optional[str | Path] = None,
     overwrite: bool = False,
+    models: Optional[dict[str, Any]] = None,
+    dataset: Optional[Dataset] = None,
 ) -> Optional[dict[str, Any]]:
     """Check the device and precision, prepare the run directory, build the backend's state, train.
     Returns the summary record; None on the ranks of a data-parallel run that do not write (rank > 0).
 
-    resume: a checkpoint directory, a run directory (its newest checkpoint) or "auto" (this run
-    directory's newest checkpoint when it has one, else a fresh start in its place: what a job that
-    may be preempted passes every time). overwrite: replace a run already in out_dir.
+    init: initial weights (loopspec.run.initial_tensors). resume: a checkpoint directory, a run
+    directory (its newest checkpoint) or "auto" (this run directory's newest checkpoint when it has
+    one, else a fresh start in its place: what a job that may be preempted passes every time).
+    overwrite: replace a run already in out_dir. models: backend -> a module passed to fit; dataset:
+    arrays passed to fit.
     """
     out_dir = Path(out_dir)
     with backend.scope(config) as placement:
-        setup = plan_run(config, out_dir, init_path, backend.name, placement)
+        setup = plan_run(config, out_dir, init, backend.name, placement, models, dataset)
         warn = lambda message: console_logger().warning(f"[{backend.name}] {message}")  # noqa: E731
         fits = checkpoint_fits(setup)
 

@@ -14,6 +14,7 @@ from typing import Optional
 
 from loopspec.config import Config
 from loopspec.errors import ConfigError
+from loopspec.models import activations_per_sample
 
 GENERATED_FEATURES = {
     "intrusion": lambda data: (41,),
@@ -60,28 +61,15 @@ def check_generated_data(config: Config) -> None:
     )
 
 
-def activations_per_sample(config: Config, input_shape: tuple[int, ...]) -> int:
-    """Values one training sample keeps for the backward pass: its input and, per layer, the outputs
-    of the linear or conv, BatchNorm, ReLU and dropout or pooling (four per layer)."""
-    model, total = config.model, math.prod(input_shape)
-    if model.name == "cnn":
-        _, height, width = input_shape
-        for channels in model.channels:
-            total += 4 * channels * height * width
-            height, width = height // 2, width // 2
-        return total
-    return total + 4 * sum(model.hidden if model.name == "mlp" else (512, 512))
-
-
-def check_model(
+def check_model_memory(
     config: Config, shapes: dict[str, tuple[int, ...]], input_shape: tuple[int, ...], num_train: int
 ) -> None:
     """Weights with their optimizer state, and one training batch's activations."""
     weights = sum(math.prod(shape) for shape in shapes.values())
     batch = min(config.data.batch_size, num_train)
-    needed = (weights * PER_WEIGHT + batch * activations_per_sample(config, input_shape) * 2) * 8
+    needed = (weights * PER_WEIGHT + batch * activations_per_sample(config.model, input_shape, weights) * 2) * 8
     check_fits(
         f"the model ({weights:,} weights) with batches of {batch}",
         needed,
-        "use narrower layers (model.hidden, model.channels) or a smaller data.batch_size",
+        "use a narrower model or a smaller data.batch_size",
     )

@@ -1,17 +1,26 @@
-"""The models as the config describes them, framework-neutral: output width, input checks, and
-the name and shape of every tensor in the canonical layout (torch's state_dict).
+"""The model seam, framework-neutral: every model is a registered pair of builders, one per backend.
 
-torchloop/models.py and flaxloop/models.py build these networks; this is what both must have.
+The built-in models (mlp, fashion_mlp, cnn) are registrations like a user's pair: an entry names
+each backend's builder by import string, what input the model takes, how many activations a
+sample keeps (the memory estimate) and whether a batch of one sample breaks it (BatchNorm over
+(N, F)). A user's pair (`model.name: custom`) is an entry built from the config's `torch` and
+`flax` import strings, or from module objects passed to `loopspec.fit(model=...)`. Tensor names
+and shapes come from the model itself (each backend reads them from its module), never from a table.
 """
 
 from __future__ import annotations
 
-import numpy as np
+import importlib
+import math
+from dataclasses import dataclass
+from typing import Any, Callable, Optional
 
 from loopspec.config import ModelConfig
 from loopspec.errors import UserError
 
 BINARY_LOGIT_LOSSES = ("bce", "focal")
+InputCheck = Callable[[ModelConfig, tuple[int, ...]], None]
+Activations = Callable[[ModelConfig, tuple[int, ...]], int]
 
 
 def output_dim(loss_name: str, num_classes: int) -> int:
@@ -19,53 +28,115 @@ def output_dim(loss_name: str, num_classes: int) -> int:
     return 1 if loss_name in BINARY_LOGIT_LOSSES and num_classes == 2 else num_classes
 
 
-def check_model_input(model: ModelConfig, input_shape: tuple[int, ...], loss_name: str, num_classes: int) -> None:
-    if model.name == "cnn":
-        if len(input_shape) != 3:
-            raise UserError(f"model cnn needs images (N, C, H, W); this dataset gives samples of shape {input_shape}")
-        if min(input_shape[1:]) < 8:
-            raise UserError(f"model cnn halves the image three times and needs H, W >= 8; got {input_shape[1:]}")
-    if loss_name == "bce" and num_classes > 2:
-        raise UserError(
-            f"loss bce needs a binary dataset; this one has {num_classes} classes (use cross_entropy or focal)"
-        )
+@dataclass(frozen=True)
+class ModelEntry:
+    """One model pair: each backend's builder as `pkg.module:function`, called (config, input_shape,
+    out_dim, ...) for a built-in, or a user factory called with the config's kwargs."""
+
+    name: str
+    torch: Optional[str]
+    flax: Optional[str]
+    check_input: Optional[InputCheck] = None
+    activations: Optional[Activations] = None  # values a training sample keeps for the backward pass
+    single_row_batchnorm: bool = True  # a BatchNorm over (N, F) rows: a batch (or shard) of one breaks it
+    builtin: bool = False
 
 
-def state_dict_shapes(model: ModelConfig, input_shape: tuple[int, ...], out_dim: int) -> dict[str, tuple[int, ...]]:
-    """Name -> shape of every tensor in the model's torch state_dict, in registration order."""
-    shapes: dict[str, tuple[int, ...]] = {}
+REGISTRY: dict[str, ModelEntry] = {}
 
-    def linear(name: str, fan_in: int, fan_out: int, bias: bool = True) -> None:
-        shapes[f"{name}.weight"] = (fan_out, fan_in)
-        if bias:
-            shapes[f"{name}.bias"] = (fan_out,)
 
-    def batchnorm(name: str, features: int) -> None:
-        for leaf in ("weight", "bias", "running_mean", "running_var"):
-            shapes[f"{name}.{leaf}"] = (features,)
-        shapes[f"{name}.num_batches_tracked"] = ()
+def register_model(entry: ModelEntry) -> None:
+    REGISTRY[entry.name] = entry
 
-    flat = int(np.prod(input_shape))
-    if model.name == "mlp":
-        width = flat
-        for i, hidden in enumerate(model.hidden):
-            linear(f"blocks.{i}.linear", width, hidden, model.bias_before_norm)
-            batchnorm(f"blocks.{i}.norm", hidden)
-            width = hidden
-        linear("head", width, out_dim)
-    elif model.name == "fashion_mlp":
-        linear("linear_relu_stack.0", flat, 512)
-        linear("linear_relu_stack.2", 512, 512)
-        linear("linear_relu_stack.4", 512, out_dim)
-    elif model.name == "cnn":
-        channels, height, width = input_shape
-        for i, out_channels in enumerate(model.channels):
-            shapes[f"features.{i}.conv.weight"] = (out_channels, channels, 3, 3)
-            if model.bias_before_norm:
-                shapes[f"features.{i}.conv.bias"] = (out_channels,)
-            batchnorm(f"features.{i}.norm", out_channels)
-            channels, height, width = out_channels, height // 2, width // 2
-        linear("classifier", channels * height * width, out_dim)
-    else:
-        raise ValueError(model.name)
-    return shapes
+
+def model_entry(cfg: ModelConfig) -> ModelEntry:
+    """The registered entry of a built-in model, or the custom pair the config names."""
+    if cfg.name != "custom":
+        return REGISTRY[cfg.name]
+    return ModelEntry("custom", cfg.torch, cfg.flax)
+
+
+def import_object(spec: str, what: str) -> Any:
+    """`pkg.module:attribute` imported; a failure is one line naming the string and the cause."""
+    module_name, sep, attribute = spec.partition(":")
+    if not sep or not module_name or not attribute:
+        raise UserError(f"{what} {spec!r} must be an import string 'pkg.module:factory'")
+    try:
+        module = importlib.import_module(module_name)
+    except Exception as err:  # noqa: BLE001 - any failure of a user's module is reported, not raised
+        raise UserError(f"{what} {spec!r}: importing {module_name} failed: {type(err).__name__}: {err}") from None
+    try:
+        return getattr(module, attribute)
+    except AttributeError:
+        raise UserError(f"{what} {spec!r}: module {module_name} has no attribute {attribute!r}") from None
+
+
+def check_model_input(cfg: ModelConfig, input_shape: tuple[int, ...]) -> None:
+    entry = model_entry(cfg)
+    if entry.check_input is not None:
+        entry.check_input(cfg, input_shape)
+
+
+def activations_per_sample(cfg: ModelConfig, input_shape: tuple[int, ...], weights: int) -> int:
+    """The model's own estimate; for a pair without one, its weight count as a stand-in (a layer's
+    activations are of the order of its width, its weights of width squared)."""
+    entry = model_entry(cfg)
+    if entry.activations is not None:
+        return entry.activations(cfg, input_shape)
+    return math.prod(input_shape) + max(1, math.isqrt(weights)) * 16
+
+
+# ----------------------------------------------------------------------------- the built-in models
+
+
+def cnn_input(cfg: ModelConfig, input_shape: tuple[int, ...]) -> None:
+    if len(input_shape) != 3:
+        raise UserError(f"model cnn needs images (N, C, H, W); this dataset gives samples of shape {input_shape}")
+    if min(input_shape[1:]) < 8:
+        raise UserError(f"model cnn halves the image three times and needs H, W >= 8; got {input_shape[1:]}")
+
+
+def cnn_activations(cfg: ModelConfig, input_shape: tuple[int, ...]) -> int:
+    """The input and, per block, the conv, BatchNorm, ReLU and pooling outputs."""
+    total = math.prod(input_shape)
+    _, height, width = input_shape
+    for channels in cfg.channels:
+        total += 4 * channels * height * width
+        height, width = height // 2, width // 2
+    return total
+
+
+def mlp_activations(cfg: ModelConfig, input_shape: tuple[int, ...]) -> int:
+    """The input and, per block, the linear, BatchNorm, ReLU and dropout outputs."""
+    return math.prod(input_shape) + 4 * sum(cfg.hidden)
+
+
+def fashion_activations(cfg: ModelConfig, input_shape: tuple[int, ...]) -> int:
+    return math.prod(input_shape) + 4 * (512 + 512)
+
+
+register_model(
+    ModelEntry("mlp", "torchloop.models:tabular_mlp", "flaxloop.models:tabular_mlp", None, mlp_activations, True, True)
+)
+register_model(
+    ModelEntry(
+        "fashion_mlp",
+        "torchloop.models:fashion_mlp",
+        "flaxloop.models:fashion_mlp",
+        None,
+        fashion_activations,
+        False,
+        True,
+    )
+)
+register_model(
+    ModelEntry(
+        "cnn",
+        "torchloop.models:batchnorm_cnn",
+        "flaxloop.models:batchnorm_cnn",
+        cnn_input,
+        cnn_activations,
+        False,
+        True,
+    )
+)

@@ -63,14 +63,14 @@ def resolve_replicas(devices: int | str, available: int, how: str) -> int:
     return wanted
 
 
-def check_shards(batch_size: int, num_train: int, drop_last: bool, replicas: int, model: str) -> None:
+def check_shards(batch_size: int, num_train: int, drop_last: bool, replicas: int, single_row_batchnorm: bool) -> None:
     """Every replica gets rows from every micro-batch, the epoch's short last one included (a tabular
     BatchNorm needs two rows per shard in training, as torch's BatchNorm1d does)."""
     if replicas == 1:
         return
     last = num_train % batch_size
     smallest = batch_size if drop_last or last == 0 else min(batch_size, last)
-    least = replicas * (2 if model == "mlp" else 1)
+    least = replicas * (2 if single_row_batchnorm else 1)
     if smallest < least:
         which = "data.batch_size" if smallest == batch_size else f"the epoch's last batch ({last} rows)"
         fix = (

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import functools
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Optional
 
@@ -20,7 +20,6 @@ from loopspec.config import Config, config_from_dict
 from loopspec.data import Dataset, load_dataset
 from loopspec.errors import UserError
 from loopspec.metrics import classification_metrics, predictions, read_metrics
-from loopspec.models import output_dim, state_dict_shapes
 from loopspec.preprocessing import Preprocessing, load_preprocessing
 from loopspec.weights import load_weights
 
@@ -35,6 +34,8 @@ class Run:
     backend: BackendName
     input_shape: tuple[int, ...]
     num_classes: int
+    models: dict[str, Any] = field(default_factory=dict, compare=False)  # backend -> a module given to fit/load_run
+    integer_inputs: bool = False  # the model takes token ids
 
     @property
     def history(self) -> dict[str, list[dict[str, Any]]]:
@@ -50,10 +51,12 @@ class Run:
         return summaries[-1]
 
     def weights(self, which: Literal["final", "best", "init"] = "final") -> dict[str, np.ndarray]:
-        """The run's `which`.safetensors in the canonical (torch state_dict) layout, checked against the
-        run's model (names, shapes, dtypes, finite values) like --init weights."""
-        out_dim = output_dim(self.config.loss.name, self.num_classes)
-        shapes = state_dict_shapes(self.config.model, self.input_shape, out_dim)
+        """The run's `which`.safetensors in the canonical (torch state_dict) layout, checked (names,
+        shapes, dtypes, finite values) against the run's own tensors, as init.safetensors holds them."""
+        layout = self.out_dir / "init.safetensors"
+        shapes = None
+        if which != "init" and layout.is_file():
+            shapes = {name: tuple(value.shape) for name, value in load_weights(layout).items()}
         return load_weights(self.out_dir / f"{which}.safetensors", shapes)
 
     @functools.cached_property
@@ -100,8 +103,12 @@ class Run:
         return classification_metrics(np.asarray(labels), predictions(logits), self.num_classes)
 
 
-def load_run(run_dir: str | Path, backend: Optional[BackendName] = None) -> Run:
-    """Open a run directory; `backend` picks the model's framework (default: the one that trained it)."""
+def load_run(
+    run_dir: str | Path, backend: Optional[BackendName] = None, model: Any = None, models: Optional[dict] = None
+) -> Run:
+    """Open a run directory; `backend` picks the model's framework (default: the one that trained it).
+    model: for a custom pair, the module (or import string) to load the weights into, when the run's
+    config has no import string for that backend."""
     out_dir = Path(run_dir)
     for name in ("config.json", "run.json"):
         if not (out_dir / name).is_file():
@@ -111,7 +118,15 @@ def load_run(run_dir: str | Path, backend: Optional[BackendName] = None) -> Run:
         facts = json.loads((out_dir / "run.json").read_text())
         backend = backend or facts["backend"]
         input_shape, num_classes = tuple(int(n) for n in facts["input_shape"]), int(facts["num_classes"])
+        integer_inputs = bool(facts.get("integer_inputs", False))
     except (OSError, ValueError, RecursionError, KeyError, TypeError) as err:
         reason = "nested too deeply" if isinstance(err, RecursionError) else f"{type(err).__name__}: {err}"
         raise UserError(f"{out_dir} holds a damaged config.json or run.json ({reason})") from None
-    return Run(out_dir, config, backend, input_shape, num_classes)
+    models = dict(models or {})
+    if isinstance(model, str):
+        raw = config.to_dict()
+        raw["model"]["torch" if backend == "torch" else "flax"] = model
+        config = config_from_dict(raw)
+    elif model is not None:
+        models[backend] = model
+    return Run(out_dir, config, backend, input_shape, num_classes, models, integer_inputs)

@@ -11,21 +11,23 @@ from typing import Any, Callable, Optional, TextIO
 
 import numpy as np
 
+from loopspec.backends import backend_module
 from loopspec.batching import batches_per_epoch
 from loopspec.checkpoint import load_checkpoint
 from loopspec.checkpoint_checks import BUFFER_SUFFIXES, check_fits
-from loopspec.config import Config, LossConfig, resolved_config
+from loopspec.checks import check_data_and_config
+from loopspec.config import Config, resolved_config
 from loopspec.data import Dataset, load_dataset
-from loopspec.dropout import parity_dropout_masks
-from loopspec.errors import ConfigError, UserError
+from loopspec.dropout import parity_dropout_mask
+from loopspec.errors import UserError
 from loopspec.files import write_json_atomic
-from loopspec.memory import check_generated_data, check_model
-from loopspec.models import check_model_input, output_dim, state_dict_shapes
-from loopspec.parallel import Placement, check_shards
+from loopspec.memory import check_generated_data
+from loopspec.models import model_entry, output_dim
+from loopspec.parallel import Placement
 from loopspec.preprocessing import save_preprocessing
 from loopspec.schedules import SchedulePlan, plan_schedule, schedule_horizon
 from loopspec.sinks import check_loggers
-from loopspec.weights import canonical_init, load_weights
+from loopspec.weights import canonical_init, check_weights, load_weights
 
 
 @dataclass
@@ -35,12 +37,16 @@ class RunSetup:
     out_dir: Path
     backend: str
     out_dim: int
-    weight_shapes: dict[str, tuple[int, ...]]
-    initial_weights: Optional[dict[str, np.ndarray]]  # canonical layout; None: framework init
+    weight_shapes: dict[str, tuple[int, ...]]  # the model's own tensors under torch's state_dict names
+    initial_weights: Optional[dict[str, np.ndarray]]  # canonical layout; None: the model's own init
     plan: SchedulePlan
     schedule_horizon: int  # intervals the schedule's shape spans: T_max (cosine) or total_steps
     lock: Optional[TextIO] = None  # held while the run writes its directory
     placement: Placement = field(default_factory=Placement)  # this process's replica; only rank 0 writes
+    models: dict[str, Any] = field(default_factory=dict)  # backend -> a module passed to fit(model=...)
+    # The model's parity dropout layers in the order a forward pass runs them: (name, one sample's
+    # shape, rate). The backend finds them when it builds the model; masks are keyed by that order.
+    dropout_layers: list[tuple[str, tuple[int, ...], float]] = field(default_factory=list)
 
     def release(self) -> None:
         if self.lock is not None:
@@ -51,33 +57,42 @@ class RunSetup:
         return self.config.schedule.name == "onecycle" and self.config.schedule.cycle_momentum
 
     @property
+    def parity_dropout_asked(self) -> bool:
+        return self.config.model.dropout_mode == "parity"
+
+    @property
     def parity_dropout(self) -> bool:
-        model = self.config.model
-        return model.name == "mlp" and model.dropout > 0 and model.dropout_mode == "parity"
+        return self.parity_dropout_asked and any(rate > 0 for _, _, rate in self.dropout_layers)
 
     @property
     def clipping(self) -> bool:
         return self.config.train.clip_grad_norm is not None or self.config.train.clip_grad_value is not None
 
     def dropout_masks(self, forward_pass: int, batch_size: int) -> Optional[list[np.ndarray]]:
-        """Parity-mode masks for one training forward pass; None in framework mode."""
+        """Parity-mode masks for one training forward pass, one per layer in running order; None in
+        framework mode."""
         if not self.parity_dropout:
             return None
-        shapes = [(batch_size, width) for width in self.config.model.hidden]
-        return parity_dropout_masks(self.config.seed, forward_pass, shapes, self.config.model.dropout)
+        return [
+            parity_dropout_mask(self.config.seed, layer, forward_pass, (batch_size, *shape), rate)
+            for layer, (_, shape, rate) in enumerate(self.dropout_layers)
+        ]
+
+
+WeightShapes = Callable[..., dict[str, tuple[int, ...]]]  # (config, input_shape, out_dim, model, reference)
 
 
 def prepare_run(
     config: Config,
     out_dir: str | Path,
-    init_path: str | Path | None,
+    init: Any,
     backend: str,
     resumed_from: Optional[Path] = None,
     overwrite: bool = False,
     placement: Optional[Placement] = None,
 ) -> RunSetup:
     """plan_run, then claim_run: everything checked, then the run directory claimed and written."""
-    setup = plan_run(config, out_dir, init_path, backend, placement)
+    setup = plan_run(config, out_dir, init, backend, placement)
     claim_run(setup, resumed_from, overwrite)
     return setup
 
@@ -85,33 +100,70 @@ def prepare_run(
 def plan_run(
     config: Config,
     out_dir: str | Path,
-    init_path: str | Path | None,
+    init: Any,
     backend: str,
     placement: Optional[Placement] = None,
+    models: Optional[dict[str, Any]] = None,
+    dataset: Optional[Dataset] = None,
 ) -> RunSetup:
-    """Load data, check it fits the model, resolve initial weights, plan the schedule; nothing is written."""
+    """Load data (or take `dataset`, arrays passed to fit), read the model's tensors from the backend's
+    own module (`models`: modules passed to fit), check everything against the data, resolve initial
+    weights (`init`: a safetensors path, a dict of arrays under torch names, or a Run), plan the
+    schedule; nothing is written."""
     check_generated_data(config)
     check_loggers(config.train.loggers)
-    dataset = load_dataset(config.data)
-    check_model_input(config.model, dataset.input_shape, config.loss.name, dataset.num_classes)
-    check_loss_options(config, dataset)
-    check_monitors(config, dataset)
-    check_batch_sizes(config, len(dataset.y_train))
+    dataset = dataset if dataset is not None else load_dataset(config.data)
+    check_data_and_config(config, dataset, None)
     plan = plan_schedule(config, len(dataset.y_train))
     out_dim = output_dim(config.loss.name, dataset.num_classes)
-    shapes = state_dict_shapes(config.model, dataset.input_shape, out_dim)
-    check_model(config, shapes, dataset.input_shape, len(dataset.y_train))
-    if init_path is not None:
-        initial = load_weights(init_path, shapes)
-    elif config.model.init == "canonical":
+    models = models or {}
+    given = initial_tensors(init)
+    reference = None if given is None else {name: tuple(value.shape) for name, value in given.items()}
+    weight_shapes: WeightShapes = backend_module(backend, "models").weight_shapes
+    integer_inputs = bool(np.issubdtype(dataset.x_train.dtype, np.integer))
+    names_from = None if model_entry(config.model).builtin else reference  # a custom pair's names come from torch
+    shapes = weight_shapes(config.model, dataset.input_shape, out_dim, models.get(backend), names_from, integer_inputs)
+    placement = placement or Placement()
+    check_data_and_config(config, dataset, shapes, placement.replicas)
+    if given is not None:
+        check_weights(given, shapes, init_source(init))
+        initial: Optional[dict[str, np.ndarray]] = given
+    elif model_entry(config.model).builtin and config.model.init == "canonical":
         initial = canonical_init(shapes, config.seed)
+    elif backend == "jax" and not model_entry(config.model).builtin:
+        raise UserError(
+            "a custom model on JAX starts from given weights under torch's names: pass --init W.safetensors or "
+            "fit(init=...) (the torch run's init.safetensors, its module's state_dict, or its Run)"
+        )
     else:
         initial = None
-    out_dir, lock, placement = Path(out_dir), None, placement or Placement()
-    data = config.data
-    check_shards(data.batch_size, len(dataset.y_train), data.drop_last, placement.replicas, config.model.name)
     horizon = schedule_horizon(config, plan)
-    return RunSetup(config, dataset, out_dir, backend, out_dim, shapes, initial, plan, horizon, lock, placement)
+    setup = RunSetup(config, dataset, Path(out_dir), backend, out_dim, shapes, initial, plan, horizon, None, placement)
+    setup.models = models
+    return setup
+
+
+def initial_tensors(init: Any) -> Optional[dict[str, np.ndarray]]:
+    """Initial weights under torch's names from a safetensors path, a dict of arrays (a state_dict's
+    values may be tensors), or a run (its init.safetensors)."""
+    if init is None:
+        return None
+    if isinstance(init, (str, Path)):
+        return load_weights(init)
+    if hasattr(init, "out_dir"):  # a loopspec.results.Run
+        return load_weights(Path(init.out_dir) / "init.safetensors")
+    if isinstance(init, dict):
+        tensors = {}
+        for name, value in init.items():
+            if hasattr(value, "detach"):  # a torch tensor
+                value = value.detach().cpu().numpy()
+            tensors[str(name)] = np.asarray(value)
+        return tensors
+    raise UserError(f"init must be a safetensors path, a dict of arrays or a Run, got {type(init).__name__}")
+
+
+def init_source(init: Any) -> str:
+    return str(init) if isinstance(init, (str, Path)) else "the initial weights"
 
 
 def claim_run(setup: RunSetup, resumed_from: Optional[Path], overwrite: bool) -> None:
@@ -123,7 +175,12 @@ def claim_run(setup: RunSetup, resumed_from: Optional[Path], overwrite: bool) ->
     setup.lock = claim_run_directory(out_dir, resumed_from, overwrite)
     write_json_atomic(out_dir / "config.json", resolved_config(setup.config))
     # What rebuilding the model needs without reloading the data (loopspec.results.load_run).
-    facts = {"backend": setup.backend, "input_shape": list(dataset.input_shape), "num_classes": dataset.num_classes}
+    facts = {
+        "backend": setup.backend,
+        "input_shape": list(dataset.input_shape),
+        "num_classes": dataset.num_classes,
+        "integer_inputs": bool(np.issubdtype(dataset.x_train.dtype, np.integer)),  # token ids
+    }
     write_json_atomic(out_dir / "run.json", facts)
     save_preprocessing(out_dir, dataset.preprocessing)
 
@@ -214,60 +271,4 @@ def refuse_foreign_directory(
             f"{out_dir} has checkpoints newer than {Path(resumed_from).name} ({', '.join(p.name for p in newer[:3])}): "
             "continuing from an older one would mix two continuations in one directory; resume from the newest "
             f"(--resume {out_dir}), into an empty directory, or pass --overwrite to discard the newer checkpoints"
-        )
-
-
-# Focal loss options that fit one output layout only: (option, one logit?) -> what to use instead.
-# One logit is the binary sigmoid focal loss; one logit per class the softmax form.
-FOCAL_LAYOUT_OPTIONS = {
-    ("alpha", False): "the softmax focal loss weights classes with loss.class_weights (set loss.alpha: null)",
-    ("class_weights", True): "the one-logit (sigmoid) focal loss weights class 1 with loss.alpha",
-}
-
-
-def check_loss_options(config: Config, dataset: Dataset) -> None:
-    """Reject a loss option the task cannot use, once the data says binary or multi-class."""
-    loss, defaults = config.loss, LossConfig()
-    one_logit = output_dim(loss.name, dataset.num_classes) == 1
-    for (option, layout), instead in FOCAL_LAYOUT_OPTIONS.items():
-        if loss.name == "focal" and one_logit == layout and getattr(loss, option) != getattr(defaults, option):
-            raise ConfigError(
-                f"loss.{option} does not apply: dataset {dataset.name} has {dataset.num_classes} classes, so the "
-                f"focal loss uses {'one logit' if one_logit else 'one logit per class'}; {instead}"
-            )
-    if loss.class_weights is not None and len(loss.class_weights) != dataset.num_classes:
-        raise ConfigError(
-            f"loss.class_weights has {len(loss.class_weights)} entries; "
-            f"dataset {dataset.name} has {dataset.num_classes} classes"
-        )
-
-
-BINARY_METRICS = ("val_precision", "val_recall", "val_f1")  # of class 1: defined for binary tasks only
-
-
-def check_monitors(config: Config, dataset: Dataset) -> None:
-    """A monitored metric must be one the task records (precision, recall and F1 are of class 1)."""
-    monitors = {"train.early_stopping.monitor": config.train.early_stopping.monitor}
-    if config.schedule.name == "plateau":
-        monitors["schedule.monitor"] = config.schedule.monitor
-    for key, monitor in monitors.items():
-        if monitor in BINARY_METRICS and dataset.num_classes != 2:
-            raise ConfigError(
-                f"{key} {monitor} needs a binary task ({monitor[4:]} is of class 1); dataset "
-                f"{dataset.name} has {dataset.num_classes} classes: use val_loss, val_acc or train_loss"
-            )
-
-
-def check_batch_sizes(config: Config, num_train: int) -> None:
-    """Reject, before training, a batch torch's BatchNorm1d would refuse mid-run (one sample)."""
-    data = config.data
-    if data.drop_last and num_train < data.batch_size:
-        raise ConfigError(
-            f"data.drop_last with batch_size {data.batch_size} leaves no batch: "
-            f"the training split has {num_train} samples"
-        )
-    if config.model.name == "mlp" and not data.drop_last and num_train % data.batch_size == 1:
-        raise ConfigError(
-            f"the last training batch would hold 1 sample ({num_train} samples, batch_size {data.batch_size}), "
-            "which BatchNorm1d cannot normalise; set data.drop_last: true or change data.batch_size"
         )

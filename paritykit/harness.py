@@ -58,7 +58,7 @@ def run_backends(
     runs = {}
     for backend in backends:
         runs[backend] = out / backend
-        fits[backend](config, runs[backend], init_path=init)
+        fits[backend](config, runs[backend], init=init)
     return runs
 
 

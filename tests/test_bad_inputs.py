@@ -96,11 +96,11 @@ def weights_file(tensors: Callable[[], dict[str, np.ndarray]] | bytes) -> Case:
 def intrusion_weights(change: Callable[[dict[str, np.ndarray]], None]) -> Callable[[], dict[str, np.ndarray]]:
     def make() -> dict[str, np.ndarray]:
         from loopspec.config import load_config
-        from loopspec.models import state_dict_shapes
         from loopspec.weights import canonical_init
+        from torchloop.models import weight_shapes
 
         config = load_config(CONFIG, [arg for arg in BASE if arg != "--set"])
-        tensors = canonical_init(state_dict_shapes(config.model, (41,), 1), 0)
+        tensors = canonical_init(weight_shapes(config.model, (41,), 1), 0)
         change(tensors)
         return tensors
 

@@ -182,7 +182,7 @@ def test_a_diverged_run_is_one_line_with_exit_code_3(capsys: pytest.CaptureFixtu
     from loopspec.cli import run_cli
     from loopspec.errors import TrainingDiverged
 
-    def diverge(config, out, init_path=None, **options):
+    def diverge(config, out, init=None, **options):
         raise TrainingDiverged("non-finite loss (nan) or gradient norm (nan) at update 7 (epoch 1); likely cause: ...")
 
     code = run_cli("python -m torchloop.train", "torch", diverge, ["--config", "configs/digits_cnn.yaml", "--out", "x"])

@@ -10,12 +10,13 @@ import pytest
 import torch
 
 from flaxloop import checkpoint as flax_checkpoint
+from flaxloop import layers as flax_layers
 from flaxloop import losses as flax_losses
 from flaxloop import models as flax_models
 from flaxloop.optim import make_optimizer as make_flax_optimizer
 from loopspec.config import LossConfig, ModelConfig, OptimizerConfig
-from loopspec.models import state_dict_shapes
 from loopspec.weights import canonical_init
+from torchloop import layers as torch_layers
 from torchloop import losses as torch_losses
 from torchloop import models as torch_models
 from torchloop.optim import make_optimizer as make_torch_optimizer
@@ -120,7 +121,7 @@ def test_batchnorm_running_statistics_follow_torch() -> None:
     """Unbiased running variance, torch's momentum convention, num_batches_tracked."""
     rng = np.random.default_rng(2)
     torch_bn = torch.nn.BatchNorm1d(6, momentum=0.2).double()
-    flax_bn = flax_models.BatchNorm(momentum=0.2, dtype=jnp.float64, param_dtype=jnp.float64)
+    flax_bn = flax_layers.BatchNorm(momentum=0.2, dtype=jnp.float64, param_dtype=jnp.float64)
     with jax.enable_x64(True):
         variables = flax_bn.init(jax.random.PRNGKey(0), jnp.zeros((4, 6)), train=True)
         for _ in range(3):
@@ -154,36 +155,41 @@ MODEL_CASES = {
 
 @pytest.mark.parametrize("name", list(MODEL_CASES))
 def test_models_share_layout_and_forward(name: str) -> None:
-    """Same state_dict names and shapes; same outputs in train and eval mode from the same weights."""
+    """Same state_dict names and shapes, read from each backend's own module; same outputs in train and
+    eval mode (parity dropout masks given by layer) from the same weights."""
     cfg, input_shape, out_dim = MODEL_CASES[name]
-    shapes = state_dict_shapes(cfg, input_shape, out_dim)
-    weights = canonical_init(shapes, seed=3)
     torch_model = torch_models.build_model(cfg, input_shape, out_dim).double()
-    assert {k: tuple(v.shape) for k, v in torch_model.state_dict().items()} == shapes
+    shapes = torch_models.model_tensors(torch_model)
+    assert flax_models.weight_shapes(cfg, input_shape, out_dim) == shapes
+    weights = canonical_init(shapes, seed=3)
     torch_model.load_state_dict({k: torch.from_numpy(v) for k, v in weights.items()})
 
     rng = np.random.default_rng(4)
     x = rng.normal(size=(8, *input_shape))
-    masks = [rng.integers(0, 2, size=(8, w)) / 0.75 for w in cfg.hidden] if cfg.name == "mlp" else None
+    layers = torch_layers.dropout_layers(torch_model, torch.zeros((2, *input_shape), dtype=torch.float64))
+    masks = [rng.integers(0, 2, size=(8, *shape)) / 0.75 for _, shape, _, _ in layers]
     torch_model.train()
-    train_out = torch_model(torch.tensor(x), None if masks is None else [torch.tensor(m) for m in masks])
+    with torch_layers.parity_masks([layer for *_, layer in layers], [torch.tensor(m) for m in masks]):
+        train_out = torch_model(torch.tensor(x))
     torch_model.eval()
     eval_out = torch_model(torch.tensor(x))
     with jax.enable_x64(True):
         flax_model = flax_models.build_model(cfg, input_shape, out_dim, jnp.float64)
-        template = flax_model.init(jax.random.PRNGKey(0), jnp.zeros((2, *input_shape)), train=False)
+        template = flax_model.init(jax.random.PRNGKey(0), jnp.zeros((2, *input_shape)))
         exported = flax_checkpoint.export_weights(template)
         assert {k: v.shape for k, v in exported.items()} == shapes
         variables = flax_checkpoint.import_weights(dict(template), weights)
-        got_train, updates = flax_model.apply(
-            variables, jnp.asarray(x), train=True, dropout_masks=masks, mutable=["batch_stats"]
-        )
+        found = flax_model.dropout_layers(variables, jnp.zeros((2, *input_shape)))
+        assert [shape for _, shape, _ in found] == [shape for _, shape, _, _ in layers]
+        keyed = {flax_models.path_key(path): jnp.asarray(m) for (path, _, _), m in zip(found, masks)}
+        got_train, stats = flax_model.apply(variables, jnp.asarray(x), True, masks=keyed)
         # torch's train-mode forward updated its running statistics; eval with the same.
-        got_eval = flax_model.apply({"params": variables["params"], **updates}, jnp.asarray(x), train=False)
+        trained = {"params": variables["params"], "batch_stats": stats}
+        got_eval, _ = flax_model.apply(trained, jnp.asarray(x), False)
         np.testing.assert_allclose(np.asarray(got_train), train_out.detach().numpy(), rtol=1e-11, atol=1e-12)
         np.testing.assert_allclose(np.asarray(got_eval), eval_out.detach().numpy(), rtol=1e-11, atol=1e-12)
         round_trip = flax_checkpoint.export_weights(variables)
         for key, value in weights.items():
             np.testing.assert_array_equal(round_trip[key], value)
-        for key, value in flax_checkpoint.export_weights({"params": variables["params"], **updates}).items():
+        for key, value in flax_checkpoint.export_weights(trained).items():
             np.testing.assert_allclose(value, torch_model.state_dict()[key].numpy(), rtol=1e-12, atol=1e-14)

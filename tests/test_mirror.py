@@ -13,13 +13,28 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-MODULES = ["train", "checkpoint", "losses", "optim", "schedules", "precision", "parallel", "inference", "models"]
+MODULES = [
+    "train",
+    "checkpoint",
+    "losses",
+    "optim",
+    "schedules",
+    "precision",
+    "parallel",
+    "inference",
+    "models",
+    "layers",
+]
 
 # module -> backend -> {name: why only this framework needs it}
 FRAMEWORK_ONLY: dict[str, dict[str, dict[str, str]]] = {
     "train": {
-        "torch": {"Backend.on_device": "torch moves each batch to the device itself"},
+        "torch": {
+            "Backend.on_device": "torch moves each batch to the device itself",
+            "Backend.input_dtype": "torch tensors are typed when made; JAX casts the inputs once (inputs_as)",
+        },
         "jax": {
+            "inputs_as": "JAX casts the inputs once, token ids as int32 (torch types each tensor it makes)",
             "stack_window": "lax.scan needs equal micro-batches stacked",
             "dispatched": "a jitted step's handle: JAX reads an update back one later",
             "Backend.place": "JAX places shards on a device mesh; DDP's ranks hold their own",
@@ -31,9 +46,13 @@ FRAMEWORK_ONLY: dict[str, dict[str, dict[str, str]]] = {
             "fits_model": "load_training_state takes a user's nn.Module, checked before loading",
         },
         "jax": {
-            "canonical_name": "flax names differ from torch's state_dict names",
-            "to_torch_layout": "flax kernels are (in, out) and HWIO",
-            "from_torch_layout": "flax kernels are (in, out) and HWIO",
+            "convention_name": "flax names differ from torch's state_dict names",
+            "normalized": "flax names differ from torch's state_dict names",
+            "to_torch_layout": "flax kernels are (in, out) and (k..., in, out)",
+            "torch_layout_shape": "flax kernels are (in, out) and (k..., in, out)",
+            "from_torch_layout": "flax kernels are (in, out) and (k..., in, out)",
+            "flax_leaves": "flax variables are nested collections",
+            "name_map": "flax leaves get torch's names through the name map",
             "variables_of": "flax variables are collections of a TrainState",
             "hyperparams_state": "optax keeps lr and momentum in its (MultiSteps-wrapped) state",
             "slot_fields": "optax states name their slots differently from torch",
@@ -107,10 +126,28 @@ FRAMEWORK_ONLY: dict[str, dict[str, dict[str, str]]] = {
         "jax": {"trained_model": "a flax module is stateless: the model travels with its variables"},
     },
     "models": {
-        "torch": {},
+        "torch": {"model_tensors": "a torch module's state_dict is the layout itself"},
+        "jax": {
+            "flax_model": "linen and nnx modules behind one interface",
+            "path_key": "flax layers are keyed by their paths",
+            "nest": "flax takes per-layer values as a nested collection",
+            "linen_model": "linen and nnx modules behind one interface",
+            "nnx_model": "linen and nnx modules behind one interface",
+            "as_flax_model": "linen and nnx modules behind one interface",
+        },
+    },
+    "layers": {
+        "torch": {
+            "parity_masks": "a torch layer holds its mask for one forward pass",
+            "dropout_layers": "torch finds its layers with forward hooks (flax: FlaxModel.dropout_layers)",
+        },
         "jax": {
             "running_variance": "flax's BatchNorm keeps the biased variance",
-            "batch_norm": "flax's BatchNorm has other semantics than torch's",
+            "normalise": "torch's BatchNorm arithmetic, shared by the linen and nnx layers",
+            "batch_norm": "flax's BatchNorm has other semantics than torch's (torch: nn.BatchNorm*d)",
+            "nnx_batch_norm": "the same for flax.nnx",
+            "nnx_parity_dropout": "the same for flax.nnx",
+            "finding_dropout_layers": "flax layers record themselves while a probe runs",
         },
     },
 }

@@ -1,22 +1,19 @@
-"""The three models as nn.Modules; state_dict names are the canonical weight layout."""
+"""The built-in models as nn.Modules, registered in loopspec.models like any user's pair; their
+state_dict names are the canonical weight layout. `build_model` builds any registered or custom
+model, `model_tensors` reads its tensors' names and shapes from the module itself."""
 
 from __future__ import annotations
 
-from typing import Optional, Sequence
+import math
+from typing import Any, Sequence
 
 import torch
 from torch import nn
 
 from loopspec.config import ModelConfig
-
-
-class Dropout(nn.Dropout):
-    """nn.Dropout that, given a mask (parity mode), applies it instead of drawing one."""
-
-    def forward(self, x: torch.Tensor, mask: Optional[torch.Tensor] = None) -> torch.Tensor:
-        if mask is None or not self.training:
-            return super().forward(x)
-        return x * mask
+from loopspec.errors import UserError
+from loopspec.models import import_object, model_entry
+from torchloop.layers import ParityDropout
 
 
 class MLPBlock(nn.Module):
@@ -25,10 +22,10 @@ class MLPBlock(nn.Module):
         self.linear = nn.Linear(fan_in, width, bias=bias)
         self.norm = nn.BatchNorm1d(width, eps=bn_eps, momentum=bn_momentum)
         self.act = nn.ReLU()
-        self.dropout = Dropout(dropout)
+        self.dropout = ParityDropout(dropout)
 
-    def forward(self, x: torch.Tensor, mask: Optional[torch.Tensor] = None) -> torch.Tensor:
-        return self.dropout(self.act(self.norm(self.linear(x))), mask)
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.dropout(self.act(self.norm(self.linear(x))))
 
 
 class TabularMLP(nn.Module):
@@ -52,10 +49,10 @@ class TabularMLP(nn.Module):
         )
         self.head = nn.Linear(widths[-1], out_dim)
 
-    def forward(self, x: torch.Tensor, dropout_masks: Optional[Sequence[torch.Tensor]] = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x.flatten(1)
-        for i, block in enumerate(self.blocks):
-            x = block(x, None if dropout_masks is None else dropout_masks[i])
+        for block in self.blocks:
+            x = block(x)
         return self.head(x)
 
 
@@ -73,7 +70,7 @@ class FashionMLP(nn.Module):
             nn.Linear(512, out_dim),
         )
 
-    def forward(self, x: torch.Tensor, dropout_masks: None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.linear_relu_stack(self.flatten(x))
 
 
@@ -110,30 +107,64 @@ class BatchNormCNN(nn.Module):
         self.features = nn.ModuleList(blocks)
         self.classifier = nn.Linear(in_channels * height * width, out_dim)
 
-    def forward(self, x: torch.Tensor, dropout_masks: None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         for block in self.features:
             x = block(x)
         return self.classifier(x.flatten(1))
 
 
-def build_model(cfg: ModelConfig, input_shape: Sequence[int], out_dim: int) -> nn.Module:
-    in_features = 1
-    for size in input_shape:
-        in_features *= size
-    if cfg.name == "mlp":
-        return TabularMLP(
-            in_features,
-            cfg.hidden,
-            out_dim,
-            cfg.dropout,
-            cfg.batchnorm_momentum,
-            cfg.batchnorm_eps,
-            cfg.bias_before_norm,
-        )
-    if cfg.name == "fashion_mlp":
-        return FashionMLP(in_features, out_dim)
-    if cfg.name == "cnn":
-        return BatchNormCNN(
-            input_shape, cfg.channels, out_dim, cfg.batchnorm_momentum, cfg.batchnorm_eps, cfg.bias_before_norm
-        )
-    raise ValueError(f"unknown model {cfg.name}")
+def tabular_mlp(cfg: ModelConfig, input_shape: Sequence[int], out_dim: int) -> nn.Module:
+    return TabularMLP(
+        math.prod(input_shape),
+        cfg.hidden,
+        out_dim,
+        cfg.dropout,
+        cfg.batchnorm_momentum,
+        cfg.batchnorm_eps,
+        cfg.bias_before_norm,
+    )
+
+
+def fashion_mlp(cfg: ModelConfig, input_shape: Sequence[int], out_dim: int) -> nn.Module:
+    return FashionMLP(math.prod(input_shape), out_dim)
+
+
+def batchnorm_cnn(cfg: ModelConfig, input_shape: Sequence[int], out_dim: int) -> nn.Module:
+    return BatchNormCNN(
+        input_shape, cfg.channels, out_dim, cfg.batchnorm_momentum, cfg.batchnorm_eps, cfg.bias_before_norm
+    )
+
+
+def build_model(cfg: ModelConfig, input_shape: Sequence[int], out_dim: int, model: Any = None) -> nn.Module:
+    """The module the config names: a built-in's registered builder; a custom pair's `model.torch`
+    factory called with `model.kwargs`; or `model`, a module passed to fit(model=...) as it is."""
+    entry = model_entry(cfg)
+    if model is None and entry.torch is None:
+        raise UserError("model custom needs model.torch ('pkg.module:factory') or a module passed as fit(model=...)")
+    if model is None:
+        factory = import_object(entry.torch, "model.torch")
+        args = (cfg, tuple(input_shape), out_dim) if entry.builtin else ()
+        try:
+            model = factory(*args, **({} if entry.builtin else cfg.kwargs))
+        except Exception as err:  # noqa: BLE001 - a user's factory failing is reported in one line
+            raise UserError(f"model.torch {entry.torch!r} failed: {type(err).__name__}: {err}") from None
+    if not isinstance(model, nn.Module):
+        raise UserError(f"the torch model must be a torch.nn.Module, got {type(model).__name__}")
+    return model
+
+
+def model_tensors(model: nn.Module) -> dict[str, tuple[int, ...]]:
+    """Name and shape of every tensor of the module's state_dict: the canonical layout."""
+    return {name: tuple(tensor.shape) for name, tensor in model.state_dict().items()}
+
+
+def weight_shapes(
+    cfg: ModelConfig,
+    input_shape: Sequence[int],
+    out_dim: int,
+    model: Any = None,
+    reference: Any = None,
+    integer_inputs: bool = False,
+) -> dict[str, tuple[int, ...]]:
+    """The tensors of the model the config names (or of `model`), read from its state_dict."""
+    return model_tensors(build_model(cfg, input_shape, out_dim, model))

@@ -28,6 +28,7 @@ from loopspec.loop import MicroBatch, StepResult, backend_fit
 from loopspec.parallel import Placement, replica_shards
 from loopspec.run import RunSetup
 from torchloop.checkpoint import export_training_state, export_weights, import_weights, load_training_state
+from torchloop.layers import ParityDropout, dropout_layers, parity_masks
 from torchloop.losses import make_loss
 from torchloop.models import build_model
 from torchloop.optim import make_optimizer
@@ -56,6 +57,7 @@ def train_step(
     compute_dtype: torch.dtype,
     clip_grad_norm: Optional[float] = None,
     clip_grad_value: Optional[float] = None,
+    dropout_layers: Sequence[ParityDropout] = (),
 ) -> StepResult:
     """One optimizer update from the mean gradient of the micro-batches (one, without accumulation).
 
@@ -70,8 +72,11 @@ def train_step(
         # DDP: only the window's last backward all-reduces the gradients (no_sync covers forward and backward).
         last = index == len(micro_batches) - 1
         with contextlib.nullcontext() if last or not hasattr(model, "no_sync") else model.no_sync():
-            with torch.autocast(device_type, dtype=compute_dtype, enabled=mixed):
-                logits = model(x, dropout_masks)
+            with (
+                torch.autocast(device_type, dtype=compute_dtype, enabled=mixed),
+                parity_masks(dropout_layers, dropout_masks),
+            ):
+                logits = model(x)
             micro_loss = loss_fn(logits.float() if mixed else logits, y) * weight / len(micro_batches)
             scaler.scale(micro_loss).backward()
         loss = micro_loss.detach() if loss is None else loss + micro_loss.detach()
@@ -134,9 +139,14 @@ class TorchBackend:
         self.device, precision = resolve_device(config.train.device), config.train.precision
         self.dtype, self.compute = param_dtype(precision), compute_dtype(precision)
         torch.manual_seed(config.seed)  # framework init and framework-mode dropout
-        self.model = build_model(config.model, data.input_shape, setup.out_dim).to(device=self.device, dtype=self.dtype)
+        model = build_model(config.model, data.input_shape, setup.out_dim, setup.models.get("torch"))
+        self.model = model.to(device=self.device, dtype=self.dtype)
         if setup.initial_weights is not None:  # after the cast, so float64 runs get float64 weights
             import_weights(self.model, setup.initial_weights)
+        probe = torch.zeros((2, *data.input_shape), dtype=self.input_dtype(data.x_train), device=self.device)
+        found = dropout_layers(self.model, probe) if setup.parity_dropout_asked else []
+        setup.dropout_layers = [(name, shape, rate) for name, shape, rate, _ in found]
+        self.dropout_modules = [layer for _, _, _, layer in found]
         self.loss_fn = make_loss(config.loss, data.num_classes, setup.out_dim).to(device=self.device, dtype=self.dtype)
         self.network = distributed(self.model, setup.placement, self.device)  # what trains: DDP or the model
         if setup.placement.replicas > 1:  # framework-mode dropout: each rank draws its own masks
@@ -144,9 +154,13 @@ class TorchBackend:
         self.optimizer = make_optimizer(config.optimizer, self.model.parameters())
         self.scheduler = make_schedule(config.schedule, self.optimizer, setup.schedule_horizon)
         self.scaler = make_grad_scaler(precision, config.train.loss_scale, self.device)
-        # On the host in the run's dtype; each batch moves to the device when it is used.
-        self.x_train, self.y_train = torch.as_tensor(data.x_train, dtype=self.dtype), torch.as_tensor(data.y_train)
-        self.x_val, self.y_val = torch.as_tensor(data.x_val, dtype=self.dtype), torch.as_tensor(data.y_val)
+        # On the host in the run's dtype (token ids as int64); each batch moves to the device when it is used.
+        self.x_train = torch.as_tensor(data.x_train, dtype=self.input_dtype(data.x_train))
+        self.x_val = torch.as_tensor(data.x_val, dtype=self.input_dtype(data.x_val))
+        self.y_train, self.y_val = torch.as_tensor(data.y_train), torch.as_tensor(data.y_val)
+
+    def input_dtype(self, x: np.ndarray) -> torch.dtype:
+        return torch.int64 if np.issubdtype(x.dtype, np.integer) else self.dtype
 
     def on_device(self, *tensors: torch.Tensor) -> list[torch.Tensor]:
         return [t.to(self.device, non_blocking=True) for t in tensors]
@@ -175,6 +189,7 @@ class TorchBackend:
             self.compute,
             self.train_cfg.clip_grad_norm,
             self.train_cfg.clip_grad_value,
+            self.dropout_modules,
         )
         if result.outcome == "nonfinite":  # the window's BatchNorm statistics saw the bad values: undo them
             with torch.no_grad():

@@ -16,6 +16,7 @@ from loopspec.config.load import (
     resolved_config,
 )
 from loopspec.config.rules import (
+    FILE_DATASETS,
     RULES,
     Rule,
     monitor_mode,
@@ -24,7 +25,6 @@ from loopspec.config.rules import (
     schedule_interval,
 )
 from loopspec.config.schema import (
-    FILE_DATASETS,
     CheckpointConfig,
     Config,
     DataConfig,

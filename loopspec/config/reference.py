@@ -38,6 +38,8 @@ def allowed(hint: Any) -> str:
         return ", ".join(f"`{choice}`" for choice in args)
     if origin is list:
         return f"list of {allowed(args[0])}"
+    if origin is dict:
+        return "mapping"
     if origin is typing.Union:
         parts = [allowed(arg) for arg in args if arg is not type(None)]
         return " or ".join(parts) + (", or `null`" if type(None) in args else "")

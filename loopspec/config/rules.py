@@ -19,6 +19,7 @@ from typing import Any, Callable, Optional
 from loopspec.errors import ConfigError
 
 FILE_DATASETS = ("idx", "cifar10", "csv", "npz")
+PATH_DATASETS = (*FILE_DATASETS, "arrays")  # arrays: an optional .npz of the arrays passed to fit
 GENERATED_DATASETS = ("intrusion", "synthetic_images")
 STEP_INTERVAL_SCHEDULES = ("warmup_cosine", "onecycle")  # the rest step per epoch by default
 
@@ -66,6 +67,11 @@ def coerce(value: Any, hint: Any, key: str) -> Any:
             what = f"{SECTION_WORDS[section]} ({key})" if leaf == "name" and section in SECTION_WORDS else key
             raise ConfigError(f"unknown {what} {value!r}; allowed: {', '.join(choices)}")
         return value
+    if origin is dict:
+        if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
+            raise ConfigError(f"{key} must be a mapping with string keys, got {value!r}")
+        _, item = typing.get_args(hint)
+        return {k: v if item is Any else coerce(v, item, f"{key}.{k}") for k, v in value.items()}
     if origin is list:
         (item,) = typing.get_args(hint)
         if not isinstance(value, (list, tuple)):

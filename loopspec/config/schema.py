@@ -15,14 +15,14 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, Optional, Union
 
 from loopspec.config.rules import (
-    FILE_DATASETS,
     GENERATED_DATASETS,
+    PATH_DATASETS,
     check_config,
     check_section,
 )
 
-Dataset = Literal["intrusion", "synthetic_images", "digits", "idx", "cifar10", "csv", "npz"]
-Model = Literal["mlp", "fashion_mlp", "cnn"]
+Dataset = Literal["intrusion", "synthetic_images", "digits", "idx", "cifar10", "csv", "npz", "arrays"]
+Model = Literal["mlp", "fashion_mlp", "cnn", "custom"]
 Loss = Literal["cross_entropy", "bce", "focal", "mse", "l1"]
 Optimizer = Literal["sgd", "adam", "adamw", "rmsprop", "adagrad"]
 Schedule = Literal["none", "step", "multistep", "exponential", "cosine", "warmup_cosine", "onecycle", "plateau"]
@@ -63,14 +63,16 @@ class DataConfig(Section):
     name: Dataset = option(
         "intrusion",
         doc="`intrusion` (generated, NSL-KDD-shaped), `synthetic_images` (generated), `digits` (scikit-learn's "
-        "8x8, shipped), or a file: `idx`, `cifar10`, `csv`, `npz`",
+        "8x8, shipped), a file: `idx`, `cifar10`, `csv`, `npz`, or `arrays` (passed to fit(data=...), or an .npz "
+        "read as it is)",
     )
     path: Optional[str] = option(
         None,
-        applies=FILE_DATASETS,
+        applies=PATH_DATASETS,
         doc="file datasets: `idx` a folder with train-images-idx3-ubyte[.gz] and train-labels-idx1-ubyte[.gz] "
         "(or the images file); `cifar10` the cifar-10-batches-py folder; `csv` a file with a header row; `npz` "
-        "a file with x_train, y_train, x_val, y_val. A relative path is read from the current directory",
+        "a file with x_train, y_train, x_val, y_val (`arrays`: the same, samples of any shape kept as they are). A "
+        "relative path is read from the current directory",
     )
     label_column: str = option(
         "label", applies=("csv",), doc="the column of integer class ids; every other column is a feature"
@@ -93,6 +95,9 @@ class DataConfig(Section):
     drop_last: bool = option(False, doc="drop the short last training batch")
 
 
+CUSTOM = ("custom",)
+
+
 @dataclass(frozen=True)
 class ModelConfig(Section):
     """The network. Both backends build it; its tensors carry torch's state_dict names."""
@@ -101,14 +106,30 @@ class ModelConfig(Section):
     name: Model = option(
         "mlp",
         doc="`mlp` (Linear-BatchNorm1d-ReLU-Dropout blocks), `fashion_mlp` (Flatten, 784-512-512-10), `cnn` "
-        "(three Conv3x3-BatchNorm2d-ReLU-MaxPool2 blocks and a linear head; NCHW input)",
+        "(three Conv3x3-BatchNorm2d-ReLU-MaxPool2 blocks and a linear head; NCHW input), or `custom`: your own "
+        "pair, from `torch` and `flax` (docs/models.md)",
+    )
+    torch: Optional[str] = option(
+        None, applies=CUSTOM, doc="`pkg.module:factory` returning the torch.nn.Module (called with `kwargs`)"
+    )
+    flax: Optional[str] = option(
+        None,
+        applies=CUSTOM,
+        doc="`pkg.module:factory` returning the flax.linen or flax.nnx Module (called with `kwargs`)",
+    )
+    kwargs: dict[str, Any] = option(factory=dict, applies=CUSTOM, doc="keyword arguments for both factories")
+    name_map: dict[str, str] = option(
+        factory=dict,
+        applies=CUSTOM,
+        doc="flax parameter path (`blocks_0/attn/kernel`) -> torch state_dict name, where the naming convention "
+        "cannot tell (docs/models.md)",
     )
     hidden: list[int] = option(factory=lambda: [256, 128], applies=("mlp",), min_length=1, ge=1, doc="block widths")
     channels: list[int] = option(factory=lambda: [32, 64, 128], applies=("cnn",), length=3, ge=1, doc="block widths")
     dropout: float = option(0.3, applies=("mlp",), ge=0.0, lt=1.0, doc="dropout rate")
     dropout_mode: Literal["framework", "parity"] = option(
         "framework",
-        applies=("mlp",),
+        applies=("mlp", "custom"),
         doc="`framework`: each framework's own RNG; `parity`: both draw the same masks from one counter-based "
         "generator keyed by seed, layer and forward pass, so runs with dropout match",
     )
@@ -125,8 +146,9 @@ class ModelConfig(Section):
     batchnorm_eps: float = option(1e-5, applies=("mlp", "cnn"), gt=0.0, doc="torch's default on both backends")
     init: Literal["canonical", "framework"] = option(
         "canonical",
-        doc="`canonical`: torch's default init drawn in NumPy from seed, identical on both backends; `framework`: "
-        "each framework initialises itself",
+        doc="`canonical`: torch's default init drawn in NumPy from seed, identical on both backends (built-in "
+        "models); `framework`: each framework initialises itself (a custom pair: torch's module's own init, and "
+        "JAX starts from --init weights)",
     )
 
 
