@@ -74,6 +74,16 @@ def flax_leaves(variables: dict[str, Any]) -> dict[tuple[str, Path], Any]:
     }
 
 
+def unflatten_leaves(leaves: dict[tuple[str, Path], Any]) -> dict[str, Any]:
+    """flax_leaves inverted: {(collection, path): leaf} -> {collection: nested dict}."""
+    variables: dict[str, Any] = {}
+    for collection in ("params", "batch_stats"):
+        flat = {path: leaf for (kind, path), leaf in leaves.items() if kind == collection}
+        if flat:
+            variables[collection] = traverse_util.unflatten_dict(flat)
+    return variables
+
+
 @dataclass(frozen=True)
 class NameMap:
     """Every flax leaf's torch state_dict name, one to one: `model.name_map` first (`path/in/flax` or

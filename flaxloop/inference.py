@@ -10,6 +10,7 @@ import numpy as np
 
 from flaxloop.checkpoint import NameMap, import_weights
 from flaxloop.models import FlaxModel, build_model
+from flaxloop.state import in_dtype
 from loopspec.models import output_dim
 from loopspec.weights import float_dtype
 
@@ -43,7 +44,7 @@ def load_model(run: Any, weights: dict[str, np.ndarray]) -> TrainedModel:
     with jax.enable_x64(dtype == jnp.float64):
         model = build_model(run.config.model, run.input_shape, out_dim, dtype, dtype, run.models.get("jax"))
         sample = jnp.zeros((1, *run.input_shape), jnp.int32 if run.integer_inputs else dtype)
-        shapes = jax.eval_shape(model.init, jax.random.PRNGKey(0), sample)
+        shapes = in_dtype(jax.eval_shape(model.init, jax.random.PRNGKey(0), sample), dtype)
         reference = {name: tuple(value.shape) for name, value in weights.items()}
         names = NameMap.build(shapes, reference, run.config.model.name_map)
         return TrainedModel(model, import_weights(shapes, weights, names))

@@ -46,7 +46,7 @@ def normalise(
     """torch's BatchNorm arithmetic over the last axis; updates the running statistics in training."""
     features = x.shape[-1]
     reduce_axes = tuple(range(x.ndim - 1))
-    x = x.astype(param_dtype)  # statistics in float32 under mixed precision, as torch computes them
+    x = x.astype(jnp.asarray(scale).dtype)  # in the weights' dtype: float32 under mixed precision, as torch
     if train:
         batch_mean = jnp.mean(x, axis=reduce_axes)
         batch_var = jnp.mean(jnp.square(x - batch_mean), axis=reduce_axes)
@@ -154,7 +154,7 @@ class NnxParityDropout(nnx.Module):
         self.rate = rate
         self.dropout = nnx.Dropout(rate, rngs=rngs)
         self.deterministic = False
-        self.mask: Optional[jax.Array] = None
+        self.mask: Optional[jax.Array] = nnx.data(None)  # data, not structure: the loop sets it per pass
 
     def __call__(self, x: jax.Array) -> jax.Array:
         found = _FOUND.get()

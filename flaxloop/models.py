@@ -326,6 +326,16 @@ def as_flax_model(module: Any) -> FlaxModel:
     raise UserError(f"the flax model must be a flax.linen or flax.nnx Module, got {type(module).__name__}")
 
 
+def dtype_arguments(factory: Any, dtype: Any, param_dtype: Any) -> dict[str, Any]:
+    """The run's compute and weight dtypes, for a factory that takes `dtype` / `param_dtype` (flax's
+    names): how a custom module computes in bf16 with float32 weights, or wholly in float64."""
+    try:
+        parameters = inspect.signature(factory).parameters
+    except (TypeError, ValueError):
+        return {}
+    return {name: value for name, value in (("dtype", dtype), ("param_dtype", param_dtype)) if name in parameters}
+
+
 def build_model(
     cfg: ModelConfig,
     input_shape: Sequence[int],
@@ -347,7 +357,7 @@ def build_model(
             if entry.builtin:
                 model = factory(cfg, tuple(input_shape), out_dim, dtype, param_dtype)
             else:
-                model = factory(**cfg.kwargs)
+                model = factory(**cfg.kwargs, **dtype_arguments(factory, dtype, param_dtype))
         except UserError:
             raise
         except Exception as err:  # noqa: BLE001 - a user's factory failing is reported in one line
@@ -366,13 +376,22 @@ def weight_shapes(
     """The tensors of the model the config names (or of `model`) under torch's names and layouts: its
     variables' shapes through the name map (matched against `reference`, the given initial weights'
     names and shapes, when there are any)."""
-    from flaxloop.checkpoint import NameMap, flax_leaves, torch_layout_shape
+    from flaxloop.checkpoint import NameMap, flax_leaves, torch_layout_shape, unflatten_leaves
 
     flax_model = build_model(cfg, input_shape, out_dim, jnp.float32, jnp.float32, model)
     sample = jnp.zeros((2, *input_shape), jnp.int32 if integer_inputs else jnp.float32)
-    shapes = jax.eval_shape(flax_model.init, jax.random.PRNGKey(0), sample)
-    names = NameMap.build(shapes, reference, cfg.name_map)
+    created: list = []  # the leaves in the order the model creates them (a jax output dict is sorted)
+
+    def leaves(key: jax.Array, x: jax.Array) -> list:
+        found = flax_leaves(flax_model.init(key, x))
+        created.extend(found)
+        return list(found.values())
+
+    traced = jax.eval_shape(leaves, jax.random.PRNGKey(0), sample)
+    shapes = dict(zip(list(created), traced))
+    variables = unflatten_leaves(shapes)
+    names = NameMap.build(variables, reference, cfg.name_map)
     return {
         names.torch_name(collection, path): torch_layout_shape(str(path[-1]), value.shape)
-        for (collection, path), value in flax_leaves(shapes).items()
+        for (collection, path), value in shapes.items()
     }

@@ -34,9 +34,10 @@ def create_train_state(
     init_key, dropout_key = jax.random.split(jax.random.PRNGKey(config.seed))
     sample = model_sample(setup, dtype)
     if setup.initial_weights is None:
-        variables = jax.jit(model.init)(init_key, sample)
+        variables = in_dtype(jax.jit(model.init)(init_key, sample), dtype)
     else:  # only the structure is needed: the values come from the canonical weights
-        variables = import_weights(jax.eval_shape(model.init, init_key, sample), setup.initial_weights, names)
+        shapes = in_dtype(jax.eval_shape(model.init, init_key, sample), dtype)
+        variables = import_weights(shapes, setup.initial_weights, names)
 
     @jax.jit
     def create(variables: dict[str, Any]) -> TrainState:  # jitted: optimizer-state init op by op is slow
@@ -52,6 +53,18 @@ def create_train_state(
         )
 
     return create(variables)
+
+
+def in_dtype(tree: Any, dtype: Any) -> Any:
+    """Every floating leaf (array or shape) in the run's weight dtype: a user's module may declare
+    float32 parameters, and a float64 run keeps them in float64 (integer counters stay)."""
+
+    def cast(leaf: Any) -> Any:
+        if not jnp.issubdtype(leaf.dtype, jnp.floating) or leaf.dtype == dtype:
+            return leaf
+        return jax.ShapeDtypeStruct(leaf.shape, dtype) if isinstance(leaf, jax.ShapeDtypeStruct) else leaf.astype(dtype)
+
+    return jax.tree.map(cast, tree)
 
 
 def model_sample(setup: RunSetup, dtype: Any) -> jax.Array:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import math
-import zlib
 from pathlib import Path
 
 import numpy as np
@@ -27,10 +26,9 @@ def canonical_init(shapes: dict[str, tuple[int, ...]], seed: int) -> dict[str, n
     Linear and Conv2d weights and biases are U(-1/sqrt(fan_in), 1/sqrt(fan_in)) (what
     kaiming_uniform_(a=sqrt(5)) reduces to); BatchNorm starts at weight 1, bias 0.
     """
+    rng = np.random.default_rng(np.random.SeedSequence([seed, 0x1417]))
     weights: dict[str, np.ndarray] = {}
-    for name, shape in shapes.items():
-        # Each tensor's own stream, keyed by its name: the same values whatever order a framework lists them in.
-        rng = np.random.default_rng(np.random.SeedSequence([seed, 0x1417, zlib.crc32(name.encode())]))
+    for name, shape in shapes.items():  # drawn in the order the model creates its layers (both backends list it)
         layer, leaf = name.rsplit(".", 1)
         is_norm = f"{layer}.running_mean" in shapes
         if leaf == "num_batches_tracked":

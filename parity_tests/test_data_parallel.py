@@ -66,7 +66,7 @@ def test_two_replicas_equal_one_device_without_batchnorm(backend: str, accumulat
         raw = {**raw, "train": {**raw["train"], "accumulation_steps": 2, "accumulation": "multisteps"}}
     one = train(backend, raw, tmp_path / "one", 1)
     two = train(backend, raw, tmp_path / "two", 2)
-    report = compare_runs(one, two, rtol=1e-12)
+    report = compare_runs(one, two, rtol=1e-10)  # summed in another order: rounding, 1e-12 measured
     assert report.agree, f"\n{report.render()}"
     steps = read_metrics(two / "metrics.jsonl")["step"]
     assert len(steps) == 2 * (12 if accumulation == "none" else 6)  # 560 rows in 50s: 11 batches and one of 10

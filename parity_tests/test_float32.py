@@ -19,6 +19,7 @@ from typing import Callable
 import jax.numpy as jnp
 import pytest
 
+import flaxloop.layers
 import flaxloop.losses
 import flaxloop.models
 import flaxloop.optim
@@ -87,7 +88,7 @@ def adam_eps_inside_sqrt(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def biased_running_variance(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(flaxloop.models, "running_variance", lambda variance, count: variance)
+    monkeypatch.setattr(flaxloop.layers, "running_variance", lambda variance, count: variance)
 
 
 def label_smoothing_twice(monkeypatch: pytest.MonkeyPatch) -> None:
