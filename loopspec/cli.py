@@ -58,6 +58,11 @@ def build_parser(prog: str, backend: str) -> argparse.ArgumentParser:
         help="override a config key by dotted path, e.g. --set optimizer.lr=0.01 (repeatable)",
     )
     parser.add_argument("--init", help="start from these weights (safetensors, torch state_dict names)")
+    parser.add_argument(
+        "--model",
+        metavar="PKG.MODULE:FACTORY",
+        help=f"your own {backend} model: an import string of a factory called with model.kwargs (docs/models.md)",
+    )
     parser.add_argument("--dtype", choices=list(DTYPES), help="float32 or float64: shorthand for --precision fp32|fp64")
     parser.add_argument("--precision", choices=PRECISIONS, help="shorthand for --set train.precision=...")
     parser.add_argument(
@@ -95,6 +100,8 @@ def run_cli(prog: str, backend: str, fit: Callable[..., Any], argv: Optional[Seq
         precision = args.precision or DTYPES.get(args.dtype)
         overrides = list(args.set) + ([f"train.precision={precision}"] if precision else [])
         overrides += ["train.verbose=0"] if args.quiet else []
+        if args.model is not None:
+            overrides += ["model.name=custom", f"model.{'torch' if backend == 'torch' else 'flax'}={args.model}"]
         config = resolve_config(args, overrides)
         fit(config, args.out, init=args.init, resume=args.resume, overwrite=args.overwrite)
     except UserError as err:

@@ -558,6 +558,10 @@ def run_training(
     arrays passed to fit.
     """
     out_dir = Path(out_dir)
+    if init is None and resume is not None and config.model.name == "custom":  # names from the checkpoint
+        quiet = lambda message: None  # noqa: E731  (resolved again, with its checks and warnings, below)
+        found = resolve_resume(resume, out_dir, warn=quiet) if str(resume) != "auto" or out_dir.exists() else None
+        init = found.prefixed("model") if found is not None else None
     with backend.scope(config) as placement:
         setup = plan_run(config, out_dir, init, backend.name, placement, models, dataset)
         warn = lambda message: console_logger().warning(f"[{backend.name}] {message}")  # noqa: E731

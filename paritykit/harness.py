@@ -58,7 +58,10 @@ def run_backends(
     runs = {}
     for backend in backends:
         runs[backend] = out / backend
-        fits[backend](config, runs[backend], init=init)
+        given = init
+        if given is None and backend == "jax" and config.model.name == "custom" and "torch" in runs:
+            given = runs["torch"] / "init.safetensors"  # a custom pair starts from torch's module's own init
+        fits[backend](config, runs[backend], init=given)
     return runs
 
 

@@ -31,7 +31,7 @@ from flax import nnx
 
 from flaxloop.checkpoint import NameMap, export_weights, import_weights
 from flaxloop.losses import make_loss as make_flax_loss
-from flaxloop.models import FlaxModel, LinenModel, NnxModel, as_flax_model, path_key
+from flaxloop.models import FlaxModel, LinenModel, NnxModel, as_flax_model, dtype_arguments, path_key
 from flaxloop.state import in_dtype
 from loopspec.comparison import Report, compare_runs
 from loopspec.config import Config, as_config, config_from_dict
@@ -132,11 +132,13 @@ def torch_module(model: Any, kwargs: dict[str, Any]) -> torch.nn.Module:
     return model
 
 
-def flax_module(model: Any, kwargs: dict[str, Any]) -> Any:
+def flax_module(model: Any, kwargs: dict[str, Any], dtype: Any = jnp.float64) -> Any:
+    """A flax module object as given, or from an import string (a factory that takes `dtype` /
+    `param_dtype` gets `dtype`: the probe runs in float64)."""
     if isinstance(model, str):
         factory = import_object(model, "the flax model")
         try:
-            model = factory(**kwargs)
+            model = factory(**kwargs, **dtype_arguments(factory, dtype, dtype))
         except Exception as err:  # noqa: BLE001
             raise UserError(f"the flax model {model!r} failed to build: {type(err).__name__}: {err}") from None
     as_flax_model(model)  # not a module, or a linen module without `train`: one line
@@ -315,6 +317,10 @@ def probe(
     x, y = dataset.x_train[rows], dataset.y_train[rows]
     integer = np.issubdtype(x.dtype, np.integer)
     x_torch = torch.as_tensor(x, dtype=torch.int64 if integer else torch.float64)
+    for mode in ("eval", "train"):  # the torch model alone first: a forward that raises, a wrong width, NaNs
+        with torch.no_grad():
+            logits, _ = torch_outputs(copy.deepcopy(reference).train(mode == "train"), x_torch)
+        check_logits(logits, out_dim, dataset, mode)
     with jax.enable_x64(True):
         model = as_flax_model(flax_model)
         sample = jnp.asarray(x, jnp.int32 if integer else jnp.float64)
@@ -441,6 +447,7 @@ def check_models(
         raw["model"]["name_map"] = dict(name_map)
     config = config_from_dict(raw)
     kwargs = config.model.kwargs
+    strings = {"torch": torch_model, "jax": flax_model}
     torch_model, flax_model = torch_module(torch_model, kwargs), flax_module(flax_model, kwargs)
     dataset = dataset_of(config, data)
     report = PairReport()
@@ -453,7 +460,8 @@ def check_models(
     )
     runs = {}
     for backend, module in (("torch", torch_model), ("jax", flax_model)):
-        given = copy.deepcopy(module) if backend == "torch" else module
+        given = strings[backend] if isinstance(strings[backend], str) else module  # a string: the run's dtypes
+        given = copy.deepcopy(given) if backend == "torch" and not isinstance(given, str) else given
         run = fit(config, out / backend, backend=backend, model=given, data=arrays, init=weights, overwrite=True)
         runs[backend] = run.out_dir
     report.runs = runs

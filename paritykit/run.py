@@ -24,11 +24,11 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Any, Optional, Sequence
 
 from loopspec.cli import command_name
 from loopspec.comparison import compare_runs
-from loopspec.config import load_config
+from loopspec.config import Config, load_config
 from loopspec.errors import UserError
 from loopspec.metrics import read_metrics
 from paritykit.sensitivity import EXACT_ULPS, Trajectory, Verdict, exact_checks
@@ -57,7 +57,10 @@ def train_both(
             "--overwrite",
         ]
         command += [arg for item in overrides for arg in ("--set", item)]
-        command += ["--init", str(init)] if init is not None else []
+        given = init
+        if given is None and backend == "jax" and load_config(config, overrides).model.name == "custom":
+            given = out / "torch" / "init.safetensors"  # a custom pair starts from torch's module's own init
+        command += ["--init", str(given)] if given is not None else []
         print(f"$ {' '.join(command)}", flush=True)
         result = subprocess.run(command)
         if result.returncode != 0:
@@ -144,6 +147,13 @@ def summarize_float32(out: Path, verdict: Verdict, plateau: bool = False) -> boo
 MARKER = "parity-run.json"
 
 
+def pair_check(config: Config) -> Any:
+    """A custom pair's float64 probe (paritykit.pairs.check_models without its trainings)."""
+    from paritykit.pairs import check_models
+
+    return check_models(config, config.model.torch, config.model.flax, None, "", train=False)
+
+
 def claim_output(out: Path, config: str, overwrite: bool) -> None:
     """parity-run replaces its own earlier output in --out, and nothing else: a directory that holds
     anything but a parity-run's runs is refused (one line) unless --overwrite."""
@@ -166,10 +176,23 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--dtype", choices=("float32", "float64"), help="run only this dtype (default: both)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     parser.add_argument("--overwrite", action="store_true", help="replace --out even if parity-run did not write it")
+    parser.add_argument("--torch-model", metavar="PKG.MODULE:FACTORY", help="your torch model (docs/models.md)")
+    parser.add_argument("--flax-model", metavar="PKG.MODULE:FACTORY", help="its flax port (linen or nnx)")
     args = parser.parse_args(argv)
+    if (args.torch_model is None) != (args.flax_model is None):
+        parser.error("give both --torch-model and --flax-model (a pair), or neither")
+    if args.torch_model is not None:
+        args.set = [*args.set, "model.name=custom", f"model.torch={args.torch_model}", f"model.flax={args.flax_model}"]
     dtypes = [args.dtype] if args.dtype else ["float64", "float32"]
     try:
         claim_output(Path(args.out), args.config, args.overwrite)
+        config = load_config(args.config, args.set)
+        if config.model.name == "custom":  # the pair check first: before any training time is spent
+            pair = pair_check(config)
+            print(pair.render())
+            if not pair.agree:
+                print("verdict: FAIL (the pair check found a difference before training)")
+                return 1
     except UserError as err:
         print(f"{parser.prog}: error: {err}", file=sys.stderr)
         return 2

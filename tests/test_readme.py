@@ -33,7 +33,9 @@ def test_the_config_reference_is_generated_from_the_schema() -> None:
 def test_the_readme_is_short_and_every_link_resolves() -> None:
     assert len(README.splitlines()) < 250
     for page in [Path("README.md"), *sorted(Path("docs").glob("*.md"))]:
-        for target in re.findall(r"\]\(([\w./-]+\.(?:md|png|py|yaml|json|txt)|[\w.-]+/)(?:#[^)]*)?\)", page.read_text()):
+        for target in re.findall(
+            r"\]\(([\w./-]+\.(?:md|png|py|yaml|json|txt)|[\w.-]+/)(?:#[^)]*)?\)", page.read_text()
+        ):
             if target.startswith(("http://", "https://")):
                 continue
             assert (page.parent / target).exists(), f"{page}: link to {target} resolves to nothing"

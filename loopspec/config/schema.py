@@ -83,7 +83,7 @@ class DataConfig(Section):
     num_classes: int = option(10, applies=("synthetic_images",), ge=2, doc="classes")
     val_fraction: float = option(
         0.2,
-        applies=tuple(d for d in Dataset.__args__ if d != "npz"),
+        applies=tuple(d for d in Dataset.__args__ if d not in ("npz", "arrays")),
         gt=0.0,
         lt=1.0,
         doc="the seeded validation split (npz brings its own)",
