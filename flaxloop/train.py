@@ -164,7 +164,7 @@ class JaxBackend:
         layers = self.model.dropout_layers(variables_of(state), sample) if setup.parity_dropout_asked else []
         setup.dropout_layers = [(path_key(path), shape, rate) for path, shape, rate in layers]
         self.state = replicate(state, self.mesh)
-        loss_fn = make_loss(config.loss, data.num_classes, setup.out_dim)
+        loss_fn = setup.losses.get("jax") or make_loss(config.loss, data.num_classes, setup.out_dim)
         train = config.train
         self.multisteps = train.accumulation == "multisteps" and train.accumulation_steps > 1
         self.step_fn = jax.jit(functools.partial(train_step, loss_fn=loss_fn))

@@ -27,6 +27,7 @@ def fit(
     overwrite: bool = False,
     model: Any = None,
     data: Any = None,
+    loss: Any = None,
 ) -> Run:
     """Train as configured with `backend` ("torch" or "jax") and return the finished run.
 
@@ -34,7 +35,8 @@ def fit(
     shipped recipe's name ("digits_cnn"); validated the same way in each form, then `overrides`
     ("train.epochs=5", ...) are applied. model: your own model instead of the config's (a torch
     nn.Module; a flax.linen or flax.nnx Module; or an import string "pkg.module:factory"; see
-    docs/models.md). data: a dict of arrays x_train, y_train, x_val, y_val, or an .npz path. init:
+    docs/models.md). data: a dict of arrays x_train, y_train, x_val, y_val, or an .npz path. loss: your
+    own loss, (logits, labels) -> the mean, in the backend's framework (instead of the config's). init:
     initial weights (a safetensors path, a dict of arrays under torch's names, or a Run); a custom
     model on JAX needs them. resume: a checkpoint, a run directory, or "auto". overwrite: replace a
     run already in out_dir. Raises loopspec.errors.UserError (one line: the problem and the fix) on
@@ -42,7 +44,15 @@ def fit(
     """
     train = backend_module(backend, "train")
     return train.fit(
-        config, out_dir, overrides=overrides, init=init, resume=resume, overwrite=overwrite, model=model, data=data
+        config,
+        out_dir,
+        overrides=overrides,
+        init=init,
+        resume=resume,
+        overwrite=overwrite,
+        model=model,
+        data=data,
+        loss=loss,
     )
 
 

@@ -499,16 +499,19 @@ def backend_fit(backend: BackendClass) -> Callable[..., Optional[Run]]:
         overwrite: bool = False,
         model: Any = None,
         data: Any = None,
+        loss: Any = None,
     ) -> Optional[Run]:
         config, models, dataset = with_model_and_data(as_config(config, overrides), backend.name, model, data)
-        summary = run_training(config, out_dir, backend, init, resume, overwrite, models, dataset)
+        losses = {} if loss is None else {backend.name: loss}
+        summary = run_training(config, out_dir, backend, init, resume, overwrite, models, dataset, losses)
         return None if summary is None else load_run(out_dir, models=models)
 
     fit_backend.__doc__ = (
         f"Train with the {backend.name} backend; returns the finished loopspec.results.Run (summary, history, "
         "model). config: a Config, a dict of sections, a file path or a recipe name, with `key=value` overrides. "
         "model: a module of this backend's framework, or an import string 'pkg.module:factory'; data: a dict "
-        "of arrays x_train, y_train, x_val, y_val or an .npz path; init: initial weights (a safetensors path, a "
+        "of arrays x_train, y_train, x_val, y_val or an .npz path; loss: (logits, labels) -> the mean loss, in "
+        "this backend's framework; init: initial weights (a safetensors path, a "
         "dict of arrays under torch's names, or a Run). Writes config.json, run.json, metrics.jsonl, "
         "checkpoints/ and init/final.safetensors to out_dir; resume and overwrite as in "
         "loopspec.loop.run_training. In a data-parallel run over several processes (torchrun), ranks other "
@@ -547,6 +550,7 @@ def run_training(
     overwrite: bool = False,
     models: Optional[dict[str, Any]] = None,
     dataset: Optional[Dataset] = None,
+    losses: Optional[dict[str, Any]] = None,
 ) -> Optional[dict[str, Any]]:
     """Check the device and precision, prepare the run directory, build the backend's state, train.
     Returns the summary record; None on the ranks of a data-parallel run that do not write (rank > 0).
@@ -564,6 +568,7 @@ def run_training(
         init = found.prefixed("model") if found is not None else None
     with backend.scope(config) as placement:
         setup = plan_run(config, out_dir, init, backend.name, placement, models, dataset)
+        setup.losses = dict(losses or {})
         warn = lambda message: console_logger().warning(f"[{backend.name}] {message}")  # noqa: E731
         fits = checkpoint_fits(setup)
 

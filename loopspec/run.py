@@ -44,6 +44,7 @@ class RunSetup:
     lock: Optional[TextIO] = None  # held while the run writes its directory
     placement: Placement = field(default_factory=Placement)  # this process's replica; only rank 0 writes
     models: dict[str, Any] = field(default_factory=dict)  # backend -> a module passed to fit(model=...)
+    losses: dict[str, Any] = field(default_factory=dict)  # backend -> (logits, labels) -> mean, from fit(loss=...)
     # The model's parity dropout layers in the order a forward pass runs them: (name, one sample's
     # shape, rate). The backend finds them when it builds the model; masks are keyed by that order.
     dropout_layers: list[tuple[str, tuple[int, ...], float]] = field(default_factory=list)

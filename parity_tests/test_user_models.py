@@ -340,3 +340,30 @@ def test_both_backends_run_a_pair_from_fit_with_module_objects(tmp_path: Path) -
     refused = copy.deepcopy(config)
     with pytest.raises(UserError, match="needs model.flax|starts from given weights"):
         fit(refused, tmp_path / "jax-no-init", backend="jax", model=pairs.linen_conv_net_1d(), data=data)
+
+
+def test_a_loss_pair_is_checked_and_trains_both_sides(tmp_path: Path) -> None:
+    """loss=(torch_fn, jax_fn): a label-smoothed cross-entropy written by hand on each side."""
+    import jax
+    import jax.numpy as jnp
+    import torch
+
+    def torch_loss(logits: Any, labels: Any) -> Any:
+        return torch.nn.functional.cross_entropy(logits, labels, label_smoothing=0.2)
+
+    def jax_loss(logits: Any, labels: Any) -> Any:
+        targets = jax.nn.one_hot(labels, logits.shape[-1], dtype=logits.dtype) * 0.8 + 0.2 / logits.shape[-1]
+        return -jnp.mean(jnp.sum(targets * jax.nn.log_softmax(logits), axis=-1))
+
+    name = "1-D conv net (linen)"
+    torch_factory, flax_factory, kind, _ = PAIRS[name]
+    report = check_models(
+        pair_config(name, 40), torch_factory, flax_factory, arrays(kind), tmp_path, loss=(torch_loss, jax_loss)
+    )
+    assert report.agree, report.render()
+    assert any(q.stage == "loss" and q.name == "the loss pair" for q in report.quantities)
+    wrong = (torch_loss, lambda logits, labels: jax_loss(logits, labels) * 1.01)
+    planted = check_models(
+        pair_config(name, 40), torch_factory, flax_factory, arrays(kind), "", loss=wrong, train=False
+    )
+    assert planted.first_difference.stage == "loss"

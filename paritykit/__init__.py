@@ -6,4 +6,11 @@ harness.py          one config through both backends in this process
 sensitivity.py      the float32 verdict: the run's own self-divergence envelope
 statistics.py       accuracy over seeds (Welch's t-test, family-wise error)
 schedule_values.py  lr and momentum as each backend's schedule produces them
+pairs.py            the pair check of a user's torch / flax model pair (`check_models`)
+compare.py          parity-compare: loopspec.comparison with the float32 verdict
 """
+
+from loopspec.backends import lazy_exports
+
+# Imported on first use: `python -m paritykit.run` does not load both frameworks before it needs them.
+__getattr__, __all__ = lazy_exports(__name__, {"check_models": "pairs"})

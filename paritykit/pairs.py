@@ -308,6 +308,7 @@ def probe(
     dataset: Dataset,
     name_map: dict[str, str],
     report: PairReport,
+    loss: Optional[tuple[Any, Any]] = None,
 ) -> dict[str, np.ndarray]:
     """Stage 1 in float64; returns the torch module's initial weights (both trainings start there)."""
     reference = copy.deepcopy(torch_model).double()
@@ -348,7 +349,7 @@ def probe(
         check_logits(logits, out_dim, dataset, "train")
         compare_outputs("train forward", records, flax_records, name_map, report)
         compare_buffers(reference, model, variables, names, sample, keyed, report)
-        compare_loss_and_gradients(config, reference, model, variables, names, found, masks, keyed, x, y, report)
+        compare_loss_and_gradients(config, reference, model, variables, names, found, masks, keyed, x, y, report, loss)
     return weights
 
 
@@ -394,11 +395,15 @@ def compare_loss_and_gradients(
     x: np.ndarray,
     y: np.ndarray,
     report: PairReport,
+    loss_pair: Optional[tuple[Any, Any]] = None,
 ) -> None:
     num_classes = int(max(y.max() + 1, 2))
     out_dim = output_dim(config.loss.name, num_classes)
-    torch_loss_fn = make_torch_loss(config.loss, num_classes, out_dim).double()
-    flax_loss_fn = make_flax_loss(config.loss, num_classes, out_dim)
+    if loss_pair is None:
+        torch_loss_fn, flax_loss_fn = make_torch_loss(config.loss, num_classes, out_dim).double(), None
+        flax_loss_fn = make_flax_loss(config.loss, num_classes, out_dim)
+    else:
+        torch_loss_fn, flax_loss_fn = loss_pair
     integer = np.issubdtype(x.dtype, np.integer)
     fresh = copy.deepcopy(reference).double().train()
     with parity_masks(
@@ -407,6 +412,10 @@ def compare_loss_and_gradients(
     ):
         logits = fresh(torch.as_tensor(x, dtype=torch.int64 if integer else torch.float64))
     loss = torch_loss_fn(logits, torch.as_tensor(y))
+    if loss.ndim != 0:
+        raise UserError(
+            f"the torch loss gives shape {tuple(loss.shape)}; a loss maps (logits, labels) to a mean scalar"
+        )
     loss.backward()
     torch_grads = {name: p.grad.detach().numpy() for name, p in fresh.named_parameters() if p.grad is not None}
     sample = jnp.asarray(x, jnp.int32 if integer else jnp.float64)
@@ -418,7 +427,8 @@ def compare_loss_and_gradients(
     value, grads = jax.value_and_grad(flax_loss)(variables["params"])
     if not np.isfinite(float(value)):
         raise UserError("the flax model's loss at start-up is NaN/inf")
-    report.quantities.append(Quantity("loss", config.loss.name, "scalar", relative(loss.item(), float(value))))
+    label = config.loss.name if loss_pair is None else "the loss pair"
+    report.quantities.append(Quantity("loss", label, "scalar", relative(loss.item(), float(value))))
     exported = export_weights({"params": grads}, names)
     for name, grad in torch_grads.items():
         if name in exported:
@@ -433,11 +443,14 @@ def check_models(
     out_dir: str | Path,
     *,
     name_map: Optional[dict[str, str]] = None,
+    loss: Optional[tuple[Any, Any]] = None,
     train: bool = True,
 ) -> PairReport:
     """Stage 1 (the probe, float64) and stage 2 (both trainings from the torch module's initial weights).
     `torch_model`/`flax_model`: modules or import strings 'pkg.module:factory' (called with the
-    config's model.kwargs); `data`: a dict of arrays or an .npz path (None: the config's dataset)."""
+    config's model.kwargs); `data`: a dict of arrays or an .npz path (None: the config's dataset);
+    `loss`: a pair (torch_fn, jax_fn), each (logits, labels) -> the mean loss, checked on the probe
+    batch like the models and used by both trainings (None: the config's loss)."""
     from loopspec import fit
 
     config = as_config(config)
@@ -451,7 +464,7 @@ def check_models(
     torch_model, flax_model = torch_module(torch_model, kwargs), flax_module(flax_model, kwargs)
     dataset = dataset_of(config, data)
     report = PairReport()
-    weights = probe(config, torch_model, flax_model, dataset, config.model.name_map, report)
+    weights = probe(config, torch_model, flax_model, dataset, config.model.name_map, report, loss)
     if not train:
         return report
     out = Path(out_dir)
@@ -462,7 +475,10 @@ def check_models(
     for backend, module in (("torch", torch_model), ("jax", flax_model)):
         given = strings[backend] if isinstance(strings[backend], str) else module  # a string: the run's dtypes
         given = copy.deepcopy(given) if backend == "torch" and not isinstance(given, str) else given
-        run = fit(config, out / backend, backend=backend, model=given, data=arrays, init=weights, overwrite=True)
+        own = None if loss is None else loss[0 if backend == "torch" else 1]
+        run = fit(
+            config, out / backend, backend=backend, model=given, data=arrays, init=weights, overwrite=True, loss=own
+        )
         runs[backend] = run.out_dir
     report.runs = runs
     if config.train.precision == "fp64":

@@ -78,3 +78,19 @@ def test_the_plain_pytorch_loading_example_runs(tmp_path: Path) -> None:
     exec(code, namespace)  # noqa: S102 - the README's own example
     assert namespace["position"]["step"] == 5
     assert set(namespace["optimizer"].state_dict()["state"][0]) == {"step", "exp_avg", "exp_avg_sq"}
+
+
+def test_the_bring_your_own_models_script_runs(tmp_path: Path) -> None:
+    """The README's script: at most 30 lines besides the two model classes; it prints AGREE."""
+    import os
+    import subprocess
+    import sys
+
+    section = README[README.index("## Bring your own models") : README.index("## What parity means")]
+    script = re.search(r"```python\n(.*?)```", section, re.S).group(1)
+    outside_classes = re.sub(r"\nclass .*?(?=\n\n\n)", "", script, flags=re.S)
+    assert len([line for line in outside_classes.splitlines() if line.strip()]) <= 30
+    env = {**os.environ, "PYTHONPATH": str(Path.cwd())}
+    done = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.rstrip().endswith("AGREE") and "DISAGREE" not in done.stdout, done.stdout[-2000:]

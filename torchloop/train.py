@@ -147,7 +147,8 @@ class TorchBackend:
         found = dropout_layers(self.model, probe) if setup.parity_dropout_asked else []
         setup.dropout_layers = [(name, shape, rate) for name, shape, rate, _ in found]
         self.dropout_modules = [layer for _, _, _, layer in found]
-        self.loss_fn = make_loss(config.loss, data.num_classes, setup.out_dim).to(device=self.device, dtype=self.dtype)
+        given = setup.losses.get("torch")  # fit(loss=...): (logits, labels) -> the mean loss
+        self.loss_fn = given or make_loss(config.loss, data.num_classes, setup.out_dim).to(self.device, self.dtype)
         self.network = distributed(self.model, setup.placement, self.device)  # what trains: DDP or the model
         if setup.placement.replicas > 1:  # framework-mode dropout: each rank draws its own masks
             torch.manual_seed(config.seed + setup.placement.rank)
