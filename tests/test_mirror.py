@@ -52,6 +52,7 @@ FRAMEWORK_ONLY: dict[str, dict[str, dict[str, str]]] = {
             "torch_layout_shape": "flax kernels are (in, out) and (k..., in, out)",
             "from_torch_layout": "flax kernels are (in, out) and (k..., in, out)",
             "flax_leaves": "flax variables are nested collections",
+            "unflatten_leaves": "flax variables are nested collections",
             "name_map": "flax leaves get torch's names through the name map",
             "variables_of": "flax variables are collections of a TrainState",
             "hyperparams_state": "optax keeps lr and momentum in its (MultiSteps-wrapped) state",
@@ -134,6 +135,7 @@ FRAMEWORK_ONLY: dict[str, dict[str, dict[str, str]]] = {
             "linen_model": "linen and nnx modules behind one interface",
             "nnx_model": "linen and nnx modules behind one interface",
             "as_flax_model": "linen and nnx modules behind one interface",
+            "dtype_arguments": "flax modules take their dtypes at construction (torch casts with .to)",
         },
     },
     "layers": {
