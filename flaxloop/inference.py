@@ -46,7 +46,7 @@ def load_model(run: Any, weights: dict[str, np.ndarray]) -> TrainedModel:
         sample = jnp.zeros((1, *run.input_shape), jnp.int32 if run.integer_inputs else dtype)
         shapes = in_dtype(jax.eval_shape(model.init, jax.random.PRNGKey(0), sample), dtype)
         reference = {name: tuple(value.shape) for name, value in weights.items()}
-        names = NameMap.build(shapes, reference, run.config.model.name_map)
+        names = NameMap.build(shapes, reference, model.names(run.config.model.name_map))
         return TrainedModel(model, import_weights(shapes, weights, names))
 
 

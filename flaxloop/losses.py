@@ -53,7 +53,25 @@ def softmax_focal_loss(
     return loss.mean()
 
 
+def token_level(loss: LossFn) -> LossFn:
+    """Logits (N, T, V) and labels (N, T) as N*T rows, the mean over every token (as torchloop's
+    TokenLevel); (N, C) logits pass as they are."""
+
+    def flattened(logits: jax.Array, labels: jax.Array) -> jax.Array:
+        if logits.ndim > 2:
+            logits, labels = logits.reshape(-1, logits.shape[-1]), labels.reshape(-1)
+        return loss(logits, labels)
+
+    return flattened
+
+
 def make_loss(cfg: LossConfig, num_classes: int, out_dim: int) -> LossFn:
+    return token_level(sample_loss(cfg, out_dim))
+
+
+def sample_loss(cfg: LossConfig, out_dim: int) -> LossFn:
+    """The loss over (N, C) logits and (N,) class ids."""
+
     def binary_targets(logits: jax.Array, labels: jax.Array) -> jax.Array:
         return labels.astype(logits.dtype)[:, None]
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import inspect
+import math
 from typing import Any, Optional, Sequence
 
 import jax
@@ -141,6 +142,194 @@ class BatchNormCNN(nn.Module):
         return nn.Dense(self.out_dim, dtype=self.dtype, param_dtype=self.param_dtype, name="classifier")(x)
 
 
+class CausalSelfAttention(nn.Module):
+    """nanoGPT's attention (torchloop.models.CausalSelfAttention): scores scaled by 1/sqrt(head dim)
+    unless `scale` says otherwise (a planted mistake in the tests), masked to the past."""
+
+    n_embd: int
+    n_head: int
+    dropout: float
+    bias: bool
+    dtype: Any
+    param_dtype: Any
+    scale: Optional[float] = None
+
+    @nn.compact
+    def __call__(self, x: jax.Array, train: bool) -> jax.Array:
+        batch, length, width = x.shape
+        dense = functools.partial(nn.Dense, use_bias=self.bias, dtype=self.dtype, param_dtype=self.param_dtype)
+        q, k, v = jnp.split(dense(3 * width, name="c_attn")(x), 3, axis=-1)
+        head_dim = width // self.n_head
+        scale = 1.0 / math.sqrt(head_dim) if self.scale is None else self.scale
+        if self.dropout == 0:  # the fused kernel, as torch's scaled_dot_product_attention; (B, T, H, D)
+            q, k, v = (t.reshape(batch, length, self.n_head, head_dim) for t in (q, k, v))
+            y = jax.nn.dot_product_attention(q, k, v, scale=scale, is_causal=True)
+        else:
+            q, k, v = (t.reshape(batch, length, self.n_head, head_dim).transpose(0, 2, 1, 3) for t in (q, k, v))
+            scores = (q @ k.transpose(0, 1, 3, 2)) * scale
+            causal = jnp.tril(jnp.ones((length, length), bool))
+            # torch's softmax under autocast runs in float32, as here.
+            weights = jax.nn.softmax(
+                jnp.where(causal, scores, -jnp.inf).astype(jnp.promote_types(scores.dtype, jnp.float32)), axis=-1
+            )
+            weights = ParityDropout(self.dropout, name="attn_dropout")(weights.astype(v.dtype), train)
+            y = (weights @ v).transpose(0, 2, 1, 3)
+        y = dense(width, name="c_proj")(y.reshape(batch, length, width))
+        return ParityDropout(self.dropout, name="resid_dropout")(y, train)
+
+
+class GPTMLP(nn.Module):
+    n_embd: int
+    dropout: float
+    bias: bool
+    dtype: Any
+    param_dtype: Any
+    approximate_gelu: bool = False  # torch's nn.GELU is exact; True is a planted mistake in the tests
+
+    @nn.compact
+    def __call__(self, x: jax.Array, train: bool) -> jax.Array:
+        dense = functools.partial(nn.Dense, use_bias=self.bias, dtype=self.dtype, param_dtype=self.param_dtype)
+        x = nn.gelu(dense(4 * self.n_embd, name="c_fc")(x), approximate=self.approximate_gelu)
+        return ParityDropout(self.dropout, name="dropout")(dense(self.n_embd, name="c_proj")(x), train)
+
+
+class GPTBlock(nn.Module):
+    n_embd: int
+    n_head: int
+    dropout: float
+    bias: bool
+    dtype: Any
+    param_dtype: Any
+    ln_eps: float = 1e-5
+    approximate_gelu: bool = False
+    attention_scale: Optional[float] = None
+
+    @nn.compact
+    def __call__(self, x: jax.Array, train: bool) -> jax.Array:
+        norm = functools.partial(layer_norm, self.ln_eps, self.bias, self.param_dtype)
+        x = x + CausalSelfAttention(
+            self.n_embd,
+            self.n_head,
+            self.dropout,
+            self.bias,
+            self.dtype,
+            self.param_dtype,
+            self.attention_scale,
+            name="attn",
+        )(norm("ln_1")(x), train)
+        mlp = GPTMLP(
+            self.n_embd, self.dropout, self.bias, self.dtype, self.param_dtype, self.approximate_gelu, name="mlp"
+        )
+        return x + mlp(norm("ln_2")(x), train)
+
+
+def layer_norm(eps: float, bias: bool, param_dtype: Any, name: str) -> nn.LayerNorm:
+    """torch's LayerNorm: eps 1e-5 (flax's default is 1e-6) and the two-pass variance torch computes,
+    in the weights' dtype (torch's autocast keeps LayerNorm in float32)."""
+    return nn.LayerNorm(epsilon=eps, use_bias=bias, use_fast_variance=False, param_dtype=param_dtype, name=name)
+
+
+class GPTTransformer(nn.Module):
+    """torch's `transformer` ModuleDict: wte, wpe, drop, h_<n>, ln_f (setup names them as torch does)."""
+
+    vocab_size: int
+    block_size: int
+    n_layer: int
+    n_head: int
+    n_embd: int
+    dropout: float
+    bias: bool
+    dtype: Any
+    param_dtype: Any
+    ln_eps: float = 1e-5
+    approximate_gelu: bool = False
+    attention_scale: Optional[float] = None
+
+    def setup(self) -> None:
+        # Embeddings stay in the weights' dtype, as torch's nn.Embedding does under autocast.
+        self.wte = nn.Embed(self.vocab_size, self.n_embd, param_dtype=self.param_dtype)
+        self.wpe = nn.Embed(self.block_size, self.n_embd, param_dtype=self.param_dtype)
+        self.drop = ParityDropout(self.dropout)
+        self.h = [
+            GPTBlock(
+                self.n_embd,
+                self.n_head,
+                self.dropout,
+                self.bias,
+                self.dtype,
+                self.param_dtype,
+                self.ln_eps,
+                self.approximate_gelu,
+                self.attention_scale,
+            )
+            for _ in range(self.n_layer)
+        ]
+        self.ln_f = layer_norm(self.ln_eps, self.bias, self.param_dtype, None)
+
+    def __call__(self, tokens: jax.Array, train: bool) -> jax.Array:
+        x = self.drop(self.wte(tokens) + self.wpe(jnp.arange(tokens.shape[1])), train)
+        for block in self.h:
+            x = block(x, train)
+        return self.ln_f(x)
+
+    def attend(self, x: jax.Array) -> jax.Array:
+        """The tied head: Embed.attend's product with the token table, in the compute dtype (torch's
+        autocast runs the head as a Linear; Embed.attend would promote to the table's float32)."""
+        return x.astype(self.dtype) @ self.wte.embedding.astype(self.dtype).T
+
+
+class GPT(nn.Module):
+    """torchloop.models.GPT in linen: token ids (N, T) in, logits (N, T, V) out; with tie_weights the
+    head is the token embedding (GPTTransformer.attend), whose gradient then sums both uses, as torch's does.
+    ln_eps, approximate_gelu and attention_scale exist for the tests that plant porting mistakes."""
+
+    vocab_size: int
+    block_size: int
+    n_layer: int
+    n_head: int
+    n_embd: int
+    dropout: float = 0.0
+    bias: bool = True
+    tie_weights: bool = True
+    dtype: Any = jnp.float32
+    param_dtype: Any = jnp.float32
+    ln_eps: float = 1e-5
+    approximate_gelu: bool = False
+    attention_scale: Optional[float] = None
+
+    def torch_name_map(self) -> dict[str, str]:
+        """The blocks' LayerNorms: `ln_1`, `ln_2` are torch names, not list items `ln.1`, `ln.2`."""
+        return {
+            f"transformer/h_{i}/{norm}/{leaf}": f"transformer.h.{i}.{norm}.{torch_leaf}"
+            for i in range(self.n_layer)
+            for norm in ("ln_1", "ln_2")
+            for leaf, torch_leaf in (("scale", "weight"), ("bias", "bias"))
+        }
+
+    @nn.compact
+    def __call__(self, tokens: jax.Array, train: bool = False) -> jax.Array:
+        transformer = GPTTransformer(
+            self.vocab_size,
+            self.block_size,
+            self.n_layer,
+            self.n_head,
+            self.n_embd,
+            self.dropout,
+            self.bias,
+            self.dtype,
+            self.param_dtype,
+            self.ln_eps,
+            self.approximate_gelu,
+            self.attention_scale,
+            name="transformer",
+        )
+        x = transformer(tokens, train)
+        if self.tie_weights:
+            return transformer.attend(x)
+        head = nn.Dense(self.vocab_size, use_bias=False, dtype=self.dtype, param_dtype=self.param_dtype, name="lm_head")
+        return head(x)
+
+
 def tabular_mlp(cfg: ModelConfig, input_shape: Sequence[int], out_dim: int, dtype: Any, param_dtype: Any) -> nn.Module:
     return TabularMLP(
         tuple(cfg.hidden),
@@ -172,6 +361,21 @@ def batchnorm_cnn(
     )
 
 
+def gpt(cfg: ModelConfig, input_shape: Sequence[int], out_dim: int, dtype: Any, param_dtype: Any) -> nn.Module:
+    return GPT(
+        out_dim,
+        input_shape[0],
+        cfg.n_layer,
+        cfg.n_head,
+        cfg.n_embd,
+        cfg.dropout,
+        cfg.bias,
+        cfg.tie_weights,
+        dtype,
+        param_dtype,
+    )
+
+
 # ----------------------------------------------------------------------------- the seam
 Variables = dict[str, Any]  # {"params": ..., "batch_stats": ...} as plain nested dicts
 DropoutLayer = tuple[tuple[Any, ...], tuple[int, ...], float]  # (module path, one sample's shape, rate)
@@ -182,9 +386,16 @@ class FlaxModel:
     eval mode (with parity dropout masks keyed by layer path, path_key), and its parity dropout layers."""
 
     kind = "flax"
+    # flax path -> torch name for what the naming convention cannot say: a module's own
+    # `torch_name_map()` (the built-in gpt's `ln_1`, which the convention would read as `ln.1`).
+    name_map: dict[str, str] = {}
 
     def init(self, key: jax.Array, sample: jax.Array) -> Variables:
         raise NotImplementedError
+
+    def names(self, configured: Optional[dict[str, str]]) -> dict[str, str]:
+        """The name map: the module's own, then the config's model.name_map over it."""
+        return {**self.name_map, **(configured or {})}
 
     def apply(
         self,
@@ -205,6 +416,12 @@ class FlaxModel:
         if len(set(paths)) != len(paths):
             raise UserError("a parity dropout layer runs twice in one forward pass; give each use its own layer")
         return found
+
+
+def own_name_map(module: Any) -> dict[str, str]:
+    """A module's `torch_name_map()` ({flax path: torch name}), if it defines one."""
+    method = getattr(module, "torch_name_map", None)
+    return dict(method()) if callable(method) else {}
 
 
 def path_key(path: tuple[Any, ...]) -> str:
@@ -230,6 +447,7 @@ class LinenModel(FlaxModel):
 
     def __init__(self, module: nn.Module):
         self.module = module
+        self.name_map = own_name_map(module)
 
     def init(self, key: jax.Array, sample: jax.Array) -> Variables:
         variables = self.module.init(key, sample, train=False)
@@ -263,6 +481,7 @@ class NnxModel(FlaxModel):
         from flax import nnx
 
         self.nnx = nnx
+        self.name_map = own_name_map(module)
         self.graph, self.params, self.stats, self.rest = nnx.split(module, nnx.Param, nnx.BatchStat, ...)
 
     def init(self, key: jax.Array, sample: jax.Array) -> Variables:
@@ -390,7 +609,7 @@ def weight_shapes(
     traced = jax.eval_shape(leaves, jax.random.PRNGKey(0), sample)
     shapes = dict(zip(list(created), traced))
     variables = unflatten_leaves(shapes)
-    names = NameMap.build(variables, reference, cfg.name_map)
+    names = NameMap.build(variables, reference, flax_model.names(cfg.name_map))
     return {
         names.torch_name(collection, path): torch_layout_shape(str(path[-1]), value.shape)
         for (collection, path), value in shapes.items()

@@ -167,6 +167,11 @@ def clip_grad_norm_torch(max_norm: float) -> optax.GradientTransformation:
     return optax.GradientTransformation(lambda params: optax.EmptyState(), update_fn)
 
 
+def decay_mask(params: Any) -> Any:
+    """`decay: matrices` (nanoGPT): True for tensors of 2+ dimensions; biases and norms do not decay."""
+    return jax.tree.map(lambda p: p.ndim >= 2, params)
+
+
 def optimizer_chain(
     cfg: OptimizerConfig,
     learning_rate: Any,
@@ -189,7 +194,8 @@ def optimizer_chain(
     momentum = momentum if cycled else cfg.momentum
     # torch adds L2 to the gradient for every optimizer except AdamW, which decays weights
     # after the Adam scaling (decoupled).
-    coupled = [optax.add_decayed_weights(weight_decay)] if weight_decay and cfg.name != "adamw" else []
+    mask = decay_mask if cfg.decay == "matrices" else None
+    coupled = [optax.add_decayed_weights(weight_decay, mask)] if weight_decay and cfg.name != "adamw" else []
     if cfg.name == "sgd":
         if (cycled or cfg.momentum) and cfg.dampening:
             core = [dampened_trace(momentum, cfg.dampening)]
@@ -201,7 +207,7 @@ def optimizer_chain(
         b1, b2 = (momentum if cycled else cfg.betas[0]), cfg.betas[1]
         core = [scale_by_torch_adam(b1, b2, eps, cfg.amsgrad)]
         if cfg.name == "adamw" and weight_decay:
-            core.append(optax.add_decayed_weights(weight_decay))
+            core.append(optax.add_decayed_weights(weight_decay, mask))
     elif cfg.name == "rmsprop":
         scale = optax.scale_by_stddev if cfg.centered else optax.scale_by_rms
         core = [scale(decay=cfg.alpha, eps=eps, initial_scale=0.0, eps_in_sqrt=False)]

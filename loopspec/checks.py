@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from typing import Optional
 
+import numpy as np
+
 from loopspec.config import Config, LossConfig
 from loopspec.data import Dataset
 from loopspec.errors import ConfigError, UserError
@@ -19,6 +21,7 @@ def check_data_and_config(
 ) -> None:
     """Everything the data must satisfy for this config; `shapes` (the model's tensors) when known."""
     check_model_input(config.model, dataset.input_shape)
+    check_token_inputs(config, dataset)
     check_loss_options(config, dataset)
     check_monitors(config, dataset)
     num_train = len(dataset.y_train)
@@ -27,6 +30,29 @@ def check_data_and_config(
         check_model_memory(config, shapes, dataset.input_shape, num_train)
     data = config.data
     check_shards(data.batch_size, num_train, data.drop_last, replicas, single_row_batchnorm(config, shapes))
+
+
+def check_token_inputs(config: Config, dataset: Dataset) -> None:
+    """A model over token ids (gpt) needs integer inputs below the vocabulary (the label classes), and
+    token labels (N, T) as long as the inputs."""
+    if not model_entry(config.model).token_inputs:
+        return
+    name = config.model.name
+    for x, y in ((dataset.x_train, dataset.y_train), (dataset.x_val, dataset.y_val)):
+        if not np.issubdtype(x.dtype, np.integer):
+            raise UserError(
+                f"model {name} takes token ids; dataset {dataset.name} gives {x.dtype} features (use data.name text)"
+            )
+        if x.size and (x.min() < 0 or x.max() >= dataset.num_classes):
+            raise UserError(
+                f"model {name}: token ids run {x.min()}..{x.max()}, outside the vocabulary of "
+                f"{dataset.num_classes} (the label classes)"
+            )
+        if y.shape != x.shape:
+            raise UserError(
+                f"model {name} predicts the next token at every position: labels must be shaped as the "
+                f"inputs {x.shape[1:]}, got {y.shape[1:]}"
+            )
 
 
 def single_row_batchnorm(config: Config, shapes: Optional[dict[str, tuple[int, ...]]]) -> bool:

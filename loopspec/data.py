@@ -53,6 +53,7 @@ def load_dataset(cfg: DataConfig) -> Dataset:
         "csv": _csv,
         "npz": _npz,
         "arrays": _arrays,
+        "text": _text,
     }
     try:
         dataset = loaders[cfg.name](cfg)
@@ -454,10 +455,42 @@ def arrays_dataset(arrays: Any, where: str = "data") -> Dataset:
     return dataset
 
 
+CORPUS = Path(__file__).resolve().parent / "corpus" / "parity.txt"
+
+
+def _text(cfg: DataConfig) -> Dataset:
+    """Characters as token ids (the sorted set of the text's characters), split in two contiguous parts
+    (the last val_fraction for validation), cut into samples of block_size ids whose labels are the
+    next id at every position (nanoGPT's character-level data). data.path: a UTF-8 file; null: a
+    short text shipped with the package (loopspec/corpus/parity.txt)."""
+    path = CORPUS if cfg.path is None else _require(Path(cfg.path), "text file")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:
+        raise DataError(f"{path} is not UTF-8 text (byte {err.start}); save it as UTF-8") from None
+    vocab = "".join(sorted(set(text)))
+    ids = np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32).astype(np.int64)
+    ids = np.searchsorted(np.frombuffer(vocab.encode("utf-32-le"), dtype=np.uint32), ids).astype(np.int64)
+    split = int(len(ids) * (1 - cfg.val_fraction))
+    stride = cfg.stride or cfg.block_size
+    parts = []
+    for part in (ids[:split], ids[split:]):
+        starts = np.arange(0, len(part) - cfg.block_size, stride)
+        if len(starts) == 0:
+            raise DataError(
+                f"{path}: {len(part)} characters in a split, fewer than data.block_size {cfg.block_size} + 1; "
+                "lower data.block_size or data.val_fraction, or use a longer text"
+            )
+        windows = np.stack([part[start : start + cfg.block_size + 1] for start in starts])
+        parts.append((windows[:, :-1], windows[:, 1:]))
+    (x_train, y_train), (x_val, y_val) = parts
+    return Dataset("text", x_train, y_train, x_val, y_val, len(vocab), Preprocessing(vocab=vocab))
+
+
 def _integer_labels(labels: np.ndarray, where: str) -> np.ndarray:
     labels = np.asarray(labels)
-    if labels.ndim != 1:
-        raise DataError(f"{where}: labels must be one-dimensional, got shape {labels.shape}")
+    if labels.ndim not in (1, 2):
+        raise DataError(f"{where}: labels must be (N,) class ids or (N, T) token ids, got shape {labels.shape}")
     _check_finite(labels.astype(np.float64), where)
     if not np.all(labels == np.round(labels)) or labels.min() < 0:
         raise DataError(f"{where}: labels must be non-negative integer class ids")

@@ -109,8 +109,11 @@ def monitored_value(monitor: str, train_loss: float, val: dict[str, float]) -> f
 
 
 def validation_metrics(loss_sum: float, logits: np.ndarray, labels: np.ndarray, num_classes: int) -> dict[str, float]:
-    """val_loss (sample-weighted mean of batch losses), accuracy and binary P/R/F1."""
+    """val_loss (sample-weighted mean of batch losses), accuracy and binary P/R/F1; for token labels
+    (N, T) next-token accuracy and the perplexity exp(val_loss)."""
     metrics = {"val_loss": loss_sum / len(labels)}
+    if labels.ndim > 1:
+        metrics["val_perplexity"] = float(np.exp(min(metrics["val_loss"], 700.0)))
     metrics.update(classification_metrics(labels, predictions(logits), num_classes))
     return metrics
 

@@ -41,7 +41,7 @@ def predictions(logits: np.ndarray) -> np.ndarray:
     """Class ids from logits: sign of a single binary logit, argmax otherwise."""
     if logits.ndim == 2 and logits.shape[1] == 1:
         return (logits[:, 0] > 0).astype(np.int64)
-    return logits.argmax(axis=1)
+    return logits.argmax(axis=-1)  # (N, C), or (N, T, V) per token
 
 
 def classification_metrics(labels: np.ndarray, predicted: np.ndarray, num_classes: int) -> dict[str, float]:

@@ -15,12 +15,15 @@ import math
 from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
+import numpy as np
+
 from loopspec.config import ModelConfig
 from loopspec.errors import UserError
 
 BINARY_LOGIT_LOSSES = ("bce", "focal")
 InputCheck = Callable[[ModelConfig, tuple[int, ...]], None]
 Activations = Callable[[ModelConfig, tuple[int, ...]], int]
+Init = Callable[[ModelConfig, dict[str, tuple[int, ...]], int], dict[str, np.ndarray]]
 
 
 def output_dim(loss_name: str, num_classes: int) -> int:
@@ -40,6 +43,8 @@ class ModelEntry:
     activations: Optional[Activations] = None  # values a training sample keeps for the backward pass
     single_row_batchnorm: bool = True  # a BatchNorm over (N, F) rows: a batch (or shard) of one breaks it
     builtin: bool = False
+    init: Optional[Init] = None  # the model's own initial weights (model.init canonical); None: torch's defaults
+    token_inputs: bool = False  # integer token ids below the number of classes (the vocabulary)
 
 
 REGISTRY: dict[str, ModelEntry] = {}
@@ -137,6 +142,52 @@ register_model(
         cnn_input,
         cnn_activations,
         False,
+        True,
+    )
+)
+
+
+def gpt_input(cfg: ModelConfig, input_shape: tuple[int, ...]) -> None:
+    if len(input_shape) != 1:
+        raise UserError(f"model gpt needs token ids (N, T); this dataset gives samples of shape {input_shape}")
+
+
+def gpt_activations(cfg: ModelConfig, input_shape: tuple[int, ...]) -> int:
+    """Per position and block: the LayerNorm, q/k/v, attention output and projection (8 widths), the
+    MLP's 4x-wide hidden layer before and after GELU (8 widths), the attention weights (heads x T),
+    and the logits over the vocabulary (taken as 4 widths: a character vocabulary is small)."""
+    (length,) = input_shape
+    per_block = 16 * cfg.n_embd + 2 * cfg.n_head * length
+    return length * (cfg.n_layer * per_block + 4 * cfg.n_embd)
+
+
+def gpt_init(cfg: ModelConfig, shapes: dict[str, tuple[int, ...]], seed: int) -> dict[str, np.ndarray]:
+    """nanoGPT's initialisation, drawn in NumPy in the model's creation order: Linear and Embedding
+    weights N(0, 0.02), the residual projections (c_proj) N(0, 0.02 / sqrt(2 n_layer)), biases 0,
+    LayerNorm weights 1."""
+    rng = np.random.default_rng(np.random.SeedSequence([seed, 0x9E7]))
+    weights = {}
+    for name, shape in shapes.items():
+        if name.endswith(".bias"):
+            weights[name] = np.zeros(shape)
+        elif len(shape) == 1:  # a LayerNorm weight
+            weights[name] = np.ones(shape)
+        else:
+            std = 0.02 / math.sqrt(2 * cfg.n_layer) if name.endswith("c_proj.weight") else 0.02
+            weights[name] = rng.normal(0.0, std, size=shape)
+    return weights
+
+
+register_model(
+    ModelEntry(
+        "gpt",
+        "torchloop.models:gpt",
+        "flaxloop.models:gpt",
+        gpt_input,
+        gpt_activations,
+        False,
+        True,
+        gpt_init,
         True,
     )
 )

@@ -32,9 +32,27 @@ class Preprocessing:
     divisor: Optional[float] = None
     mean: Optional[np.ndarray] = field(default=None, compare=False)
     std: Optional[np.ndarray] = field(default=None, compare=False)
+    vocab: Optional[str] = None  # text: the characters whose positions are the token ids
+
+    def encode(self, text: str) -> np.ndarray:
+        """A string as token ids; a character the run never saw is one line."""
+        assert self.vocab is not None
+        unknown = sorted(set(text) - set(self.vocab))
+        if unknown:
+            raise UserError(f"characters {''.join(unknown)!r} are not in this run's vocabulary")
+        return np.array([self.vocab.index(char) for char in text], dtype=np.int64)
+
+    def decode(self, ids: Any) -> str:
+        assert self.vocab is not None
+        return "".join(self.vocab[int(i)] for i in np.asarray(ids).reshape(-1))
 
     def apply(self, raw: Any) -> np.ndarray:
-        """Model inputs (float64) from raw samples shaped (N, *input_shape)."""
+        """Model inputs from raw samples shaped (N, *input_shape): float64 features, or token ids (a
+        text run takes strings, each encoded with its vocabulary)."""
+        if self.vocab is not None:
+            if isinstance(raw, str) or (isinstance(raw, (list, tuple)) and raw and isinstance(raw[0], str)):
+                return np.stack([self.encode(text) for text in ([raw] if isinstance(raw, str) else raw)])
+            return np.asarray(raw, dtype=np.int64)
         x = np.asarray(raw, dtype=np.float64)
         if self.divisor is not None:
             x = x / self.divisor
@@ -53,23 +71,28 @@ class Preprocessing:
             steps.append({"kind": "divide", "by": self.divisor})
         if self.mean is not None and self.std is not None:
             steps.append({"kind": "standardize", "mean": self.mean.tolist(), "std": self.std.tolist()})
+        if self.vocab is not None:
+            steps.append({"kind": "characters", "vocab": self.vocab})
         return {"format": FORMAT, "steps": steps}
 
     @classmethod
     def from_dict(cls, values: dict[str, Any], where: str) -> "Preprocessing":
         try:
             steps = {step["kind"]: step for step in values["steps"]}
-            if set(steps) - {"divide", "standardize"} or values.get("format") != FORMAT:
+            if set(steps) - {"divide", "standardize", "characters"} or values.get("format") != FORMAT:
                 raise ValueError(f"format {values.get('format')}, steps {sorted(steps)}")
             divisor = float(steps["divide"]["by"]) if "divide" in steps else None
             standardize = steps.get("standardize")
             mean = None if standardize is None else np.asarray(standardize["mean"], dtype=np.float64)
             std = None if standardize is None else np.asarray(standardize["std"], dtype=np.float64)
+            vocab = steps["characters"]["vocab"] if "characters" in steps else None
+            if vocab is not None and not isinstance(vocab, str):
+                raise ValueError("the characters step needs its vocabulary as a string")
         except (KeyError, TypeError, ValueError) as err:
             raise UserError(f"{where} is not a preprocessing record this version reads ({err})") from None
         if mean is not None and (mean.shape != std.shape or mean.ndim != 1 or not np.all(std > 0)):
             raise UserError(f"{where}: the standardisation needs one mean and one positive std per feature")
-        return cls(divisor, mean, std)
+        return cls(divisor, mean, std, vocab)
 
 
 def standardized(x_train: np.ndarray, x_val: np.ndarray) -> tuple[np.ndarray, np.ndarray, Preprocessing]:

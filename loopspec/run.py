@@ -130,7 +130,8 @@ def plan_run(
         check_weights(given, shapes, init_source(init))
         initial: Optional[dict[str, np.ndarray]] = given
     elif model_entry(config.model).builtin and config.model.init == "canonical":
-        initial = canonical_init(shapes, config.seed)
+        own_init = model_entry(config.model).init
+        initial = own_init(config.model, shapes, config.seed) if own_init else canonical_init(shapes, config.seed)
     elif backend == "jax" and not model_entry(config.model).builtin:
         raise UserError(
             "a custom model on JAX starts from given weights under torch's names: pass --init W.safetensors or "

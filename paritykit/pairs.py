@@ -39,6 +39,7 @@ from loopspec.data import Dataset, arrays_dataset, load_dataset
 from loopspec.dropout import parity_dropout_mask
 from loopspec.errors import UserError
 from loopspec.models import import_object, output_dim
+from torchloop.checkpoint import export_weights as torch_weights
 from torchloop.layers import dropout_layers, parity_masks
 from torchloop.losses import make_loss as make_torch_loss
 
@@ -312,7 +313,7 @@ def probe(
 ) -> dict[str, np.ndarray]:
     """Stage 1 in float64; returns the torch module's initial weights (both trainings start there)."""
     reference = copy.deepcopy(torch_model).double()
-    weights = {name: t.detach().numpy().copy() for name, t in reference.state_dict().items()}
+    weights = torch_weights(reference)  # a tied tensor once
     out_dim = output_dim(config.loss.name, dataset.num_classes)
     rows = slice(0, min(PROBE_ROWS, len(dataset.y_train)))
     x, y = dataset.x_train[rows], dataset.y_train[rows]
@@ -326,7 +327,7 @@ def probe(
         model = as_flax_model(flax_model)
         sample = jnp.asarray(x, jnp.int32 if integer else jnp.float64)
         shapes = in_dtype(jax.eval_shape(model.init, jax.random.PRNGKey(0), sample), jnp.float64)
-        names = NameMap.build(shapes, {k: tuple(v.shape) for k, v in weights.items()}, name_map)
+        names = NameMap.build(shapes, {k: tuple(v.shape) for k, v in weights.items()}, model.names(name_map))
         variables = import_weights(shapes, weights, names)
         found = dropout_layers(reference, x_torch[:2])
         masks = [

@@ -12,26 +12,42 @@ from torch import nn
 from loopspec.checkpoint import Checkpoint, hyperparameter_state, resolve_resume
 from loopspec.checkpoint_checks import check_fits
 from loopspec.config import config_from_dict, schedule_interval
+from torchloop.models import model_tensors, tied_names
 from torchloop.schedules import current_momentum
 
 
 def export_weights(model: nn.Module) -> dict[str, np.ndarray]:
-    """The model's state_dict as NumPy arrays (parameters and BatchNorm buffers)."""
-    return {name: tensor.detach().cpu().numpy().copy() for name, tensor in model.state_dict().items()}
+    """The model's state_dict as NumPy arrays (parameters and BatchNorm buffers), a tied tensor once."""
+    tied = tied_names(model)
+    return {
+        name: tensor.detach().cpu().numpy().copy() for name, tensor in model.state_dict().items() if name not in tied
+    }
 
 
 def import_weights(model: nn.Module, tensors: dict[str, np.ndarray]) -> None:
-    """Load canonical-layout arrays; load_state_dict casts them to the model's dtype."""
-    model.load_state_dict({name: torch.from_numpy(np.asarray(value)) for name, value in tensors.items()})
+    """Load canonical-layout arrays; load_state_dict casts them to the model's dtype. A tied name
+    takes its first name's tensor (a full state_dict with both is taken as well)."""
+    state = {name: torch.from_numpy(np.asarray(value)) for name, value in tensors.items()}
+    for alias, name in tied_names(model).items():
+        if name in state:
+            state.setdefault(alias, state[name])
+    model.load_state_dict(state)
 
 
 # ----------------------------------------------------------------------------- the training state
 # Optimizer slots under torch's names: optimizer.<parameter name>.<slot>, in the parameter's layout.
 
 
+def parameter_names_in_groups(model: nn.Module, optimizer: torch.optim.Optimizer) -> list[str]:
+    """Parameter names in the order the optimizer's state numbers them: group by group (decay on
+    matrices only puts the biases and norms in a second group)."""
+    names = {id(param): name for name, param in model.named_parameters()}
+    return [names[id(param)] for group in optimizer.param_groups for param in group["params"]]
+
+
 def export_optimizer(model: nn.Module, optimizer: torch.optim.Optimizer) -> tuple[dict[str, np.ndarray], int]:
     """The optimizer's per-parameter buffers by parameter name, and its step count."""
-    names = [name for name, _ in model.named_parameters()]
+    names = parameter_names_in_groups(model, optimizer)
     tensors, steps = {}, 0
     for index, slots in optimizer.state_dict()["state"].items():
         for slot, value in slots.items():
@@ -49,7 +65,9 @@ def import_optimizer(
     before its first step), with `step` for the optimizers that count."""
     counts = not isinstance(optimizer, torch.optim.SGD)  # SGD keeps no step count
     state: dict[int, dict[str, torch.Tensor]] = {}
-    for index, (name, param) in enumerate(model.named_parameters()):
+    params = dict(model.named_parameters())
+    for index, name in enumerate(parameter_names_in_groups(model, optimizer)):
+        param = params[name]
         slots = {key.rsplit(".", 1)[1]: value for key, value in tensors.items() if key.rsplit(".", 1)[0] == name}
         entry = {slot: torch.as_tensor(value, dtype=param.dtype, device=param.device) for slot, value in slots.items()}
         if entry:
@@ -86,7 +104,7 @@ def set_hyperparameters(optimizer: torch.optim.Optimizer, lr: float, momentum: O
 def fits_model(checkpoint: Checkpoint, model: nn.Module) -> None:
     """The checkpoint's tensors against this module's state_dict and its config's optimizer, one line
     (loopspec.checkpoint_checks.CheckpointError) where they do not fit."""
-    shapes = {name: tuple(tensor.shape) for name, tensor in model.state_dict().items()}
+    shapes = model_tensors(model)
     parameters = [name for name, _ in model.named_parameters()]
     check_fits(checkpoint, config_from_dict(checkpoint.state["config"]), shapes, parameters)
 

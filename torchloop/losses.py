@@ -64,7 +64,26 @@ class SoftmaxFocalLoss(nn.Module):
         return loss.mean()
 
 
+class TokenLevel(nn.Module):
+    """Logits (N, T, V) and labels (N, T) as N*T rows, the mean over every token (nanoGPT's
+    F.cross_entropy(logits.view(-1, V), targets.view(-1))); (N, C) logits pass as they are."""
+
+    def __init__(self, loss: nn.Module):
+        super().__init__()
+        self.loss = loss
+
+    def forward(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        if logits.dim() > 2:
+            logits, labels = logits.reshape(-1, logits.shape[-1]), labels.reshape(-1)
+        return self.loss(logits, labels)
+
+
 def make_loss(cfg: LossConfig, num_classes: int, out_dim: int) -> nn.Module:
+    return TokenLevel(sample_loss(cfg, out_dim))
+
+
+def sample_loss(cfg: LossConfig, out_dim: int) -> nn.Module:
+    """The loss over (N, C) logits and (N,) class ids."""
     weight = None if cfg.class_weights is None else torch.tensor(cfg.class_weights, dtype=torch.float64)
     if cfg.name == "cross_entropy":
         return nn.CrossEntropyLoss(weight=weight, label_smoothing=cfg.label_smoothing)

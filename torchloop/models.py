@@ -8,6 +8,7 @@ import math
 from typing import Any, Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from loopspec.config import ModelConfig
@@ -113,6 +114,98 @@ class BatchNormCNN(nn.Module):
         return self.classifier(x.flatten(1))
 
 
+class CausalSelfAttention(nn.Module):
+    """nanoGPT's attention: one c_attn projection to q, k, v; scores scaled by 1/sqrt(head dim) and
+    masked to the past; dropout on the attention weights and on the output."""
+
+    def __init__(self, n_embd: int, n_head: int, dropout: float, bias: bool):
+        super().__init__()
+        self.n_head = n_head
+        self.c_attn = nn.Linear(n_embd, 3 * n_embd, bias=bias)
+        self.c_proj = nn.Linear(n_embd, n_embd, bias=bias)
+        self.attn_dropout = ParityDropout(dropout)
+        self.resid_dropout = ParityDropout(dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        batch, length, width = x.shape
+        q, k, v = self.c_attn(x).split(width, dim=2)
+        q, k, v = (t.view(batch, length, self.n_head, width // self.n_head).transpose(1, 2) for t in (q, k, v))
+        if self.attn_dropout.p == 0:  # the fused kernel; with dropout the masks must be the loop's
+            y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        else:
+            scores = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(k.shape[-1]))
+            causal = torch.ones(length, length, dtype=torch.bool, device=x.device).tril()
+            scores = scores.masked_fill(~causal, float("-inf"))
+            y = self.attn_dropout(F.softmax(scores, dim=-1)) @ v
+        y = y.transpose(1, 2).contiguous().view(batch, length, width)
+        return self.resid_dropout(self.c_proj(y))
+
+
+class GPTMLP(nn.Module):
+    def __init__(self, n_embd: int, dropout: float, bias: bool):
+        super().__init__()
+        self.c_fc = nn.Linear(n_embd, 4 * n_embd, bias=bias)
+        self.gelu = nn.GELU()  # exact (erf); flax's gelu defaults to the tanh approximation
+        self.c_proj = nn.Linear(4 * n_embd, n_embd, bias=bias)
+        self.dropout = ParityDropout(dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.dropout(self.c_proj(self.gelu(self.c_fc(x))))
+
+
+class GPTBlock(nn.Module):
+    """Pre-LayerNorm: x + attn(ln_1(x)), then x + mlp(ln_2(x))."""
+
+    def __init__(self, n_embd: int, n_head: int, dropout: float, bias: bool):
+        super().__init__()
+        self.ln_1 = nn.LayerNorm(n_embd, bias=bias)
+        self.attn = CausalSelfAttention(n_embd, n_head, dropout, bias)
+        self.ln_2 = nn.LayerNorm(n_embd, bias=bias)
+        self.mlp = GPTMLP(n_embd, dropout, bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + self.attn(self.ln_1(x))
+        return x + self.mlp(self.ln_2(x))
+
+
+class GPT(nn.Module):
+    """nanoGPT's model (its state_dict names): token and position embeddings, pre-LayerNorm blocks,
+    a final LayerNorm and a head over the vocabulary, optionally the token embedding itself (tied:
+    one Parameter, whose gradient sums both uses). Token ids (N, T) in, logits (N, T, V) out."""
+
+    def __init__(
+        self,
+        vocab_size: int,
+        block_size: int,
+        n_layer: int,
+        n_head: int,
+        n_embd: int,
+        dropout: float = 0.0,
+        bias: bool = True,
+        tie_weights: bool = True,
+    ):
+        super().__init__()
+        self.transformer = nn.ModuleDict(
+            dict(
+                wte=nn.Embedding(vocab_size, n_embd),
+                wpe=nn.Embedding(block_size, n_embd),
+                drop=ParityDropout(dropout),
+                h=nn.ModuleList(GPTBlock(n_embd, n_head, dropout, bias) for _ in range(n_layer)),
+                ln_f=nn.LayerNorm(n_embd, bias=bias),
+            )
+        )
+        self.lm_head = nn.Linear(n_embd, vocab_size, bias=False)
+        if tie_weights:
+            self.lm_head.weight = self.transformer.wte.weight
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        positions = torch.arange(tokens.shape[1], device=tokens.device)
+        x = self.transformer.drop(self.transformer.wte(tokens) + self.transformer.wpe(positions))
+        for block in self.transformer.h:
+            x = block(x)
+        return self.lm_head(self.transformer.ln_f(x))
+
+
 def tabular_mlp(cfg: ModelConfig, input_shape: Sequence[int], out_dim: int) -> nn.Module:
     return TabularMLP(
         math.prod(input_shape),
@@ -135,6 +228,11 @@ def batchnorm_cnn(cfg: ModelConfig, input_shape: Sequence[int], out_dim: int) ->
     )
 
 
+def gpt(cfg: ModelConfig, input_shape: Sequence[int], out_dim: int) -> nn.Module:
+    """Positions up to the data's block size; the vocabulary is the label classes."""
+    return GPT(out_dim, input_shape[0], cfg.n_layer, cfg.n_head, cfg.n_embd, cfg.dropout, cfg.bias, cfg.tie_weights)
+
+
 def build_model(cfg: ModelConfig, input_shape: Sequence[int], out_dim: int, model: Any = None) -> nn.Module:
     """The module the config names: a built-in's registered builder; a custom pair's `model.torch`
     factory called with `model.kwargs`; or `model`, a module passed to fit(model=...) as it is."""
@@ -153,9 +251,23 @@ def build_model(cfg: ModelConfig, input_shape: Sequence[int], out_dim: int, mode
     return model
 
 
+def tied_names(model: nn.Module) -> dict[str, str]:
+    """A state_dict name that is another's tensor (a head tied to the embedding) -> that first name.
+    The canonical layout holds a tied tensor once, as flax does (Embed.attend) and safetensors wants."""
+    first: dict[int, str] = {}
+    tied = {}
+    for name, tensor in model.state_dict(keep_vars=True).items():
+        if id(tensor) in first:
+            tied[name] = first[id(tensor)]
+        else:
+            first[id(tensor)] = name
+    return tied
+
+
 def model_tensors(model: nn.Module) -> dict[str, tuple[int, ...]]:
-    """Name and shape of every tensor of the module's state_dict: the canonical layout."""
-    return {name: tuple(tensor.shape) for name, tensor in model.state_dict().items()}
+    """Name and shape of every tensor of the module's state_dict, tied ones once: the canonical layout."""
+    tied = tied_names(model)
+    return {name: tuple(tensor.shape) for name, tensor in model.state_dict().items() if name not in tied}
 
 
 def weight_shapes(

@@ -2,14 +2,31 @@
 
 from __future__ import annotations
 
-from typing import Iterable
+from typing import Any, Iterable
 
 import torch
+from torch import nn
 
 from loopspec.config import OptimizerConfig, resolved_eps, resolved_weight_decay
 
 
-def make_optimizer(cfg: OptimizerConfig, params: Iterable[torch.nn.Parameter]) -> torch.optim.Optimizer:
+def parameter_groups(cfg: OptimizerConfig, model: nn.Module) -> list[dict[str, Any]]:
+    """One group; or, with `decay: matrices`, nanoGPT's two: tensors of 2+ dimensions decay, biases
+    and norms (1-D) do not."""
+    params = list(model.parameters())
+    if cfg.decay == "all":
+        return [{"params": params}]
+    groups = [
+        {"params": [p for p in params if p.dim() >= 2]},
+        {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
+    ]
+    return [group for group in groups if group["params"]]
+
+
+def make_optimizer(
+    cfg: OptimizerConfig, params: Iterable[torch.nn.Parameter] | list[dict[str, Any]]
+) -> torch.optim.Optimizer:
+    """`params`: the model's parameters, or its parameter_groups."""
     weight_decay, eps = resolved_weight_decay(cfg), resolved_eps(cfg)
     if cfg.name == "sgd":
         return torch.optim.SGD(

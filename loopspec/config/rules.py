@@ -19,7 +19,7 @@ from typing import Any, Callable, Optional
 from loopspec.errors import ConfigError
 
 FILE_DATASETS = ("idx", "cifar10", "csv", "npz")
-PATH_DATASETS = (*FILE_DATASETS, "arrays")  # arrays: an optional .npz of the arrays passed to fit
+PATH_DATASETS = (*FILE_DATASETS, "arrays", "text")  # arrays: an .npz of fit's arrays; text: a UTF-8 file
 GENERATED_DATASETS = ("intrusion", "synthetic_images")
 STEP_INTERVAL_SCHEDULES = ("warmup_cosine", "onecycle")  # the rest step per epoch by default
 
@@ -217,6 +217,14 @@ RULES: list[Rule] = [
         "data",
         lambda d: when(d.name in FILE_DATASETS and d.path is None, f"data.path is required for dataset {d.name!r}"),
         {"data": {"name": "csv"}},
+    ),
+    Rule(
+        "model",
+        lambda m: when(
+            m.name == "gpt" and m.n_embd % m.n_head != 0,
+            f"model.n_embd ({m.n_embd}) must divide by model.n_head ({m.n_head}): each head takes an equal share",
+        ),
+        {"model": {"name": "gpt", "n_embd": 30, "n_head": 4}},
     ),
     Rule(
         "loss",

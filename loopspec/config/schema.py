@@ -21,8 +21,8 @@ from loopspec.config.rules import (
     check_section,
 )
 
-Dataset = Literal["intrusion", "synthetic_images", "digits", "idx", "cifar10", "csv", "npz", "arrays"]
-Model = Literal["mlp", "fashion_mlp", "cnn", "custom"]
+Dataset = Literal["intrusion", "synthetic_images", "digits", "idx", "cifar10", "csv", "npz", "arrays", "text"]
+Model = Literal["mlp", "fashion_mlp", "cnn", "gpt", "custom"]
 Loss = Literal["cross_entropy", "bce", "focal", "mse", "l1"]
 Optimizer = Literal["sgd", "adam", "adamw", "rmsprop", "adagrad"]
 Schedule = Literal["none", "step", "multistep", "exponential", "cosine", "warmup_cosine", "onecycle", "plateau"]
@@ -63,8 +63,8 @@ class DataConfig(Section):
     name: Dataset = option(
         "intrusion",
         doc="`intrusion` (generated, NSL-KDD-shaped), `synthetic_images` (generated), `digits` (scikit-learn's "
-        "8x8, shipped), a file: `idx`, `cifar10`, `csv`, `npz`, or `arrays` (passed to fit(data=...), or an .npz "
-        "read as it is)",
+        "8x8, shipped), a file: `idx`, `cifar10`, `csv`, `npz`, `arrays` (passed to fit(data=...), or an .npz "
+        "read as it is), or `text` (characters of a UTF-8 file, or of a short text shipped with the package)",
     )
     path: Optional[str] = option(
         None,
@@ -93,6 +93,12 @@ class DataConfig(Section):
     eval_batch_size: int = option(1024, ge=1, doc="validation batch size")
     shuffle: bool = option(True, doc="reshuffle every epoch (the order is a function of seed and epoch)")
     drop_last: bool = option(False, doc="drop the short last training batch")
+    block_size: int = option(
+        64, applies=("text",), ge=2, doc="tokens per sample; the label of each is the next character"
+    )
+    stride: Optional[int] = option(
+        None, applies=("text",), ge=1, doc="characters between the starts of two samples; null: block_size"
+    )
 
 
 CUSTOM = ("custom",)
@@ -106,8 +112,9 @@ class ModelConfig(Section):
     name: Model = option(
         "mlp",
         doc="`mlp` (Linear-BatchNorm1d-ReLU-Dropout blocks), `fashion_mlp` (Flatten, 784-512-512-10), `cnn` "
-        "(three Conv3x3-BatchNorm2d-ReLU-MaxPool2 blocks and a linear head; NCHW input), or `custom`: your own "
-        "pair, from `torch` and `flax` (docs/models.md)",
+        "(three Conv3x3-BatchNorm2d-ReLU-MaxPool2 blocks and a linear head; NCHW input), `gpt` (a GPT-style "
+        "Transformer over token ids, docs/gpt.md), or `custom`: your own pair, from `torch` and `flax` "
+        "(docs/models.md)",
     )
     torch: Optional[str] = option(
         None, applies=CUSTOM, doc="`pkg.module:factory` returning the torch.nn.Module (called with `kwargs`)"
@@ -126,10 +133,15 @@ class ModelConfig(Section):
     )
     hidden: list[int] = option(factory=lambda: [256, 128], applies=("mlp",), min_length=1, ge=1, doc="block widths")
     channels: list[int] = option(factory=lambda: [32, 64, 128], applies=("cnn",), length=3, ge=1, doc="block widths")
-    dropout: float = option(0.3, applies=("mlp",), ge=0.0, lt=1.0, doc="dropout rate")
+    dropout: float = option(0.3, applies=("mlp", "gpt"), ge=0.0, lt=1.0, doc="dropout rate")
+    n_layer: int = option(2, applies=("gpt",), ge=1, doc="Transformer blocks")
+    n_head: int = option(2, applies=("gpt",), ge=1, doc="attention heads (n_embd must divide by it)")
+    n_embd: int = option(64, applies=("gpt",), ge=1, doc="the embedding width")
+    tie_weights: bool = option(True, applies=("gpt",), doc="the head is the token embedding (one tensor, two uses)")
+    bias: bool = option(True, applies=("gpt",), doc="biases in the Linear layers and LayerNorms")
     dropout_mode: Literal["framework", "parity"] = option(
         "framework",
-        applies=("mlp", "custom"),
+        applies=("mlp", "gpt", "custom"),
         doc="`framework`: each framework's own RNG; `parity`: both draw the same masks from one counter-based "
         "generator keyed by seed, layer and forward pass, so runs with dropout match",
     )
@@ -146,9 +158,9 @@ class ModelConfig(Section):
     batchnorm_eps: float = option(1e-5, applies=("mlp", "cnn"), gt=0.0, doc="torch's default on both backends")
     init: Literal["canonical", "framework"] = option(
         "canonical",
-        doc="`canonical`: torch's default init drawn in NumPy from seed, identical on both backends (built-in "
-        "models); `framework`: each framework initialises itself (a custom pair: torch's module's own init, and "
-        "JAX starts from --init weights)",
+        doc="`canonical`: the model's init drawn in NumPy from seed, identical on both backends (built-in models: "
+        "torch's defaults; gpt: nanoGPT's N(0, 0.02)); `framework`: each framework initialises itself (a "
+        "custom pair: torch's module's own init, and JAX starts from --init weights)",
     )
 
 
@@ -186,6 +198,11 @@ class OptimizerConfig(Section):
     lr: float = option(1e-3, gt=0.0, doc="the learning rate (a schedule's base)")
     weight_decay: Optional[float] = option(
         None, ge=0.0, doc="null: torch's (adamw 1e-2, the others 0); L2 on the gradient, decoupled for adamw"
+    )
+    decay: Literal["all", "matrices"] = option(
+        "all",
+        doc="`matrices`: weight decay only on tensors of 2 or more dimensions, as nanoGPT (two torch param "
+        "groups; an optax mask), not on biases and norms",
     )
     momentum: float = option(0.0, applies=("sgd", "rmsprop"), ge=0.0, doc="momentum")
     dampening: float = option(0.0, applies=("sgd",), ge=0.0, le=1.0, doc="SGD's dampening")
