@@ -23,6 +23,7 @@ import flaxloop.train as flax_train
 from benchmarks.timing import Timed, interleaved_repeats
 from benchmarks.workloads import workload_batches, workload_config
 from flaxloop.losses import make_loss
+from flaxloop.optim import decay_mask
 from flaxloop.precision import compute_dtype, param_dtype, precision_scope
 from loopspec.config import Config, resolved_eps, resolved_weight_decay
 from loopspec.run import prepare_run
@@ -33,7 +34,10 @@ MODES = ("bare_jit", "jit", "bare_fused", "fused")
 def stock_optimizer(config: Config) -> optax.GradientTransformation:
     opt = config.optimizer
     if opt.name == "adamw":
-        return optax.adamw(opt.lr, *opt.betas, eps=resolved_eps(opt), weight_decay=resolved_weight_decay(opt))
+        mask = decay_mask if opt.decay == "matrices" else None
+        return optax.adamw(
+            opt.lr, *opt.betas, eps=resolved_eps(opt), weight_decay=resolved_weight_decay(opt), mask=mask
+        )
     if opt.name == "sgd":
         return optax.sgd(opt.lr, momentum=opt.momentum or None)
     raise ValueError(f"no bare baseline for {opt.name}")
@@ -94,7 +98,7 @@ def run(
         dtype = param_dtype(precision)
         fused_k = min(steps, 16)
         x, y, out_dim, _ = workload_batches(config, fused_k)
-        xs, ys = jax.device_put(x.astype(dtype)), jax.device_put(y)
+        xs, ys = jax.device_put(x if x.dtype.kind == "i" else x.astype(dtype)), jax.device_put(y)
         singles = [({"tail": {"x": xs[i], "y": ys[i]}}, (xs[i], ys[i])) for i in range(fused_k)]
         loss_fn = make_loss(config.loss, max(out_dim, 2), out_dim)
         library = functools.partial(flax_train.train_step, loss_fn=loss_fn)

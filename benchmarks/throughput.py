@@ -1,6 +1,6 @@
 """Throughput of both backends at their fastest, side by side, with the library's overhead.
 
-    python -m benchmarks.throughput [--models mlp,fashion_mlp,cnn] [--precision fp32|bf16|fp16]
+    python -m benchmarks.throughput [--models mlp,fashion_mlp,cnn,gpt] [--precision fp32|bf16|fp16]
         [--device cpu|cuda] [--modes ...] [--batch-size N] [--steps 20] [--warmup 5] [--repeats 5]
         [--fused-unroll K] [--out benchmarks/results]
 
@@ -25,7 +25,7 @@ import tempfile
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
-DEFAULT_BATCH = {"mlp": 256, "fashion_mlp": 256, "cnn": 128}
+DEFAULT_BATCH = {"mlp": 256, "fashion_mlp": 256, "cnn": 128, "gpt": 16}
 PAIRS = {
     "torch": [("eager", "bare_eager"), ("compile", "bare_compile"), ("cuda_graph", "bare_cuda_graph")],
     "jax": [("jit", "bare_jit"), ("fused", "bare_fused")],
@@ -65,7 +65,9 @@ def worker(args: argparse.Namespace) -> int:
     return 0
 
 
-def summarize(row: dict[str, Any], flops: float, peak: float) -> dict[str, Any]:
+def summarize(row: dict[str, Any], flops: float, peak: float, tokens: int = 1) -> dict[str, Any]:
+    """Rates from the median step; `tokens` per sample (a token model's block) gives tokens/s, and
+    the share of the measured matmul peak is then nanoGPT's MFU."""
     samples = row["us_per_step"]
     median = statistics.median(samples)
     achieved = flops / (median * 1e-6)
@@ -74,6 +76,7 @@ def summarize(row: dict[str, Any], flops: float, peak: float) -> dict[str, Any]:
         "us_median": median,
         "spread": (max(samples) - min(samples)) / median,
         "samples_per_s": row["batch_size"] / (median * 1e-6),
+        "tokens_per_s": row["batch_size"] * tokens / (median * 1e-6) if tokens > 1 else None,
         "flops_per_step": flops,
         "achieved_flops": achieved,
         "share_of_peak": achieved / peak,
@@ -151,14 +154,16 @@ def render(report: dict[str, Any]) -> str:
         f"{report['versions']}; precision {report['precision']}; median of {report['repeats']} repeats of "
         f"{report['steps']} steps after {report['warmup']} warm-up steps; spread = (max - min) / median.",
         "",
-        "| model | backend | mode | batch | samples/s | us/step | spread | warm-up s | peak MiB | GFLOP/s "
-        "| share of matmul peak |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| model | backend | mode | batch | samples/s | tokens/s | us/step | spread | warm-up s | peak MiB | GFLOP/s "
+        "| share of matmul peak (MFU) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in report["rows"]:
         peak = "-" if r["peak_memory_mib"] is None else f"{r['peak_memory_mib']:.0f}"
+        tokens = "-" if r.get("tokens_per_s") is None else f"{r['tokens_per_s']:.0f}"
         lines.append(
             f"| {r['model']} | {r['backend']} | {r['mode']} | {r['batch_size']} | {r['samples_per_s']:.0f} | "
+            f"{tokens} | "
             f"{r['us_median']:.0f} | {r['spread']:.0%} | {r['warmup_seconds']:.1f} | {peak} | "
             f"{r['achieved_flops'] / 1e9:.1f} | {r['share_of_peak']:.1%} |"
         )
@@ -205,7 +210,7 @@ def chart(report: dict[str, Any], path: Path) -> None:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.throughput", description=__doc__.splitlines()[0])
-    parser.add_argument("--models", default="mlp,fashion_mlp,cnn")
+    parser.add_argument("--models", default="mlp,fashion_mlp,cnn,gpt")
     parser.add_argument("--precision", default="fp32", choices=("fp32", "bf16", "fp16"))
     parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
     parser.add_argument("--modes", help="comma-separated subset of torch and jax modes (default: all for the device)")
@@ -240,7 +245,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 def measure(args: argparse.Namespace) -> dict[str, Any]:
     """Run both backend processes and build the report (rows, ratios, metadata)."""
-    from benchmarks.workloads import step_flops, workload_batches, workload_config
+    from benchmarks.workloads import step_flops, tokens_per_sample, workload_batches, workload_config
 
     results = {}
     with tempfile.TemporaryDirectory() as scratch:
@@ -280,7 +285,8 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         for row in result["rows"]:
             config = workload_config(row["model"], row["batch_size"], args.precision, args.device)
             _, _, out_dim, shape = workload_batches(config, 1)
-            rows.append(summarize(row, step_flops(config, shape, out_dim), result["peak_flops"]))
+            tokens = tokens_per_sample(config, shape)
+            rows.append(summarize(row, step_flops(config, shape, out_dim), result["peak_flops"], tokens))
     return {
         "device": results["torch"]["device"],
         "date": datetime.date.today().isoformat(),

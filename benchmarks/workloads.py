@@ -32,6 +32,13 @@ WORKLOADS: dict[str, dict[str, Any]] = {
         "loss": {"name": "cross_entropy"},
         "optimizer": {"name": "adamw", "lr": 1e-3},
     },
+    # nanoGPT's shakespeare_char shape, smaller: the shipped text, dropout 0 (the fused attention kernels)
+    "gpt": {
+        "data": {"name": "text", "block_size": 128, "stride": 16, "val_fraction": 0.1},
+        "model": {"name": "gpt", "n_layer": 4, "n_head": 4, "n_embd": 128, "dropout": 0.0},
+        "loss": {"name": "cross_entropy"},
+        "optimizer": {"name": "adamw", "lr": 1e-3, "betas": [0.9, 0.99], "weight_decay": 0.1, "decay": "matrices"},
+    },
 }
 
 
@@ -43,12 +50,14 @@ def workload_config(model: str, batch_size: int, precision: str, device: str) ->
 
 
 def workload_batches(config: Config, count: int) -> tuple[np.ndarray, np.ndarray, int, tuple[int, ...]]:
-    """`count` training batches stacked (count, batch, ...), float32 inputs; plus out_dim, input shape."""
+    """`count` training batches stacked (count, batch, ...), float32 inputs (token ids stay integers);
+    plus out_dim, input shape."""
     data = load_dataset(config.data)
     batch = config.data.batch_size
     rows = np.arange(count * batch) % len(data.y_train)
-    x = data.x_train[rows].astype(np.float32).reshape(count, batch, *data.input_shape)
-    y = data.y_train[rows].reshape(count, batch)
+    x = data.x_train[rows]
+    x = (x if np.issubdtype(x.dtype, np.integer) else x.astype(np.float32)).reshape(count, batch, *data.input_shape)
+    y = data.y_train[rows].reshape(count, batch, *data.y_train.shape[1:])
     return x, y, output_dim(config.loss.name, data.num_classes), data.input_shape
 
 
@@ -58,6 +67,8 @@ def step_flops(config: Config, input_shape: tuple[int, ...], out_dim: int) -> fl
     batch = config.data.batch_size
     model = config.model
     forward = 0.0
+    if model.name == "gpt":
+        return gpt_flops_per_token(config, input_shape, out_dim) * tokens_per_sample(config, input_shape) * batch
     if model.name in ("mlp", "fashion_mlp"):
         widths = [int(np.prod(input_shape)), *(model.hidden if model.name == "mlp" else [512, 512]), out_dim]
         forward = sum(2.0 * a * b for a, b in zip(widths, widths[1:])) * batch
@@ -68,3 +79,21 @@ def step_flops(config: Config, input_shape: tuple[int, ...], out_dim: int) -> fl
             channels, height, width = out_channels, height // 2, width // 2
         forward += 2.0 * channels * height * width * out_dim * batch
     return 3.0 * forward
+
+
+def tokens_per_sample(config: Config, input_shape: tuple[int, ...]) -> int:
+    """Positions a sample trains on: the block of a token model, 1 for a classifier."""
+    return input_shape[0] if config.model.name == "gpt" else 1
+
+
+def gpt_flops_per_token(config: Config, input_shape: tuple[int, ...], vocab: int) -> float:
+    """nanoGPT's estimate_mfu: 6 N + 12 L H Q T per token (forward and backward), N the parameters
+    without the position table (a tied head counted once), L layers, H heads, Q head size, T block."""
+    m = config.model
+    (block,) = input_shape
+    width = m.n_embd
+    per_layer = 12 * width * width + (13 * width if m.bias else 0)  # c_attn, c_proj, c_fc, mlp.c_proj, 2 LayerNorms
+    params = vocab * width + m.n_layer * per_layer + (2 * width if m.bias else width)
+    if not m.tie_weights:
+        params += vocab * width
+    return 6.0 * params + 12.0 * m.n_layer * m.n_head * (width // m.n_head) * block

@@ -85,6 +85,41 @@ class Run:
         inputs = np.asarray(inputs) if preprocessed else self.preprocess(inputs)
         return backend_module(self.backend, "inference").predict(self.model, inputs)
 
+    def generate(
+        self, prompt: str | list[int], max_new_tokens: int = 200, temperature: float = 0.0, seed: int = 0
+    ) -> str | np.ndarray:
+        """Continue `prompt` one token at a time with the final model (nanoGPT's sample loop): the
+        most likely next token (temperature 0), or one drawn from softmax(logits / temperature) with
+        NumPy's generator seeded by `seed`. A text run takes and returns a string; token ids otherwise."""
+        if not self.integer_inputs or len(self.input_shape) != 1:
+            raise UserError(f"generate needs a model over token ids (N, T); this run's inputs are {self.input_shape}")
+        preprocessing = self.preprocessing
+        if isinstance(prompt, str):
+            if preprocessing.vocab is None:
+                raise UserError("this run has no character vocabulary: give the prompt as token ids")
+            ids = [int(i) for i in preprocessing.encode(prompt)]
+        else:
+            ids = [int(i) for i in prompt]
+        if not ids or min(ids) < 0 or max(ids) >= self.num_classes:
+            raise UserError(f"the prompt needs token ids in 0..{self.num_classes - 1}, at least one")
+        (block,) = self.input_shape
+        rng = np.random.default_rng(seed)
+        for _ in range(max_new_tokens):
+            context = ids[-block:]
+            # Padded on the right to the block: a causal model's earlier positions do not see the
+            # padding, and one input shape keeps a compiled JAX model from retracing per length.
+            window = np.zeros((1, block), np.int64)
+            window[0, : len(context)] = context
+            logits = self.predict(window, preprocessed=True)[0, len(context) - 1].astype(np.float64)
+            if temperature <= 0:
+                ids.append(int(np.argmax(logits)))
+            else:
+                weights = np.exp((logits - logits.max()) / temperature)
+                ids.append(int(rng.choice(len(weights), p=weights / weights.sum())))
+        return (
+            preprocessing.decode(ids) if preprocessing.vocab is not None and isinstance(prompt, str) else np.array(ids)
+        )
+
     def dataset(self) -> Dataset:
         """The run's data, split and preprocessed exactly as in training (x_* are model inputs)."""
         return load_dataset(self.config.data)
