@@ -161,7 +161,9 @@ class CausalSelfAttention(nn.Module):
         q, k, v = jnp.split(dense(3 * width, name="c_attn")(x), 3, axis=-1)
         head_dim = width // self.n_head
         scale = 1.0 / math.sqrt(head_dim) if self.scale is None else self.scale
-        if self.dropout == 0:  # the fused kernel, as torch's scaled_dot_product_attention; (B, T, H, D)
+        # The fused kernel (as torch's scaled_dot_product_attention) below float64 only: its softmax
+        # always runs in float32, 1e-8 off a float64 one.
+        if self.dropout == 0 and q.dtype != jnp.float64:  # (B, T, H, D)
             q, k, v = (t.reshape(batch, length, self.n_head, head_dim) for t in (q, k, v))
             y = jax.nn.dot_product_attention(q, k, v, scale=scale, is_causal=True)
         else:

@@ -158,7 +158,8 @@ class JaxBackend:
         )
         sample = model_sample(setup, self.dtype)
         self.names = NameMap.build(
-            jax.eval_shape(self.model.init, jax.random.PRNGKey(0), sample), setup.weight_shapes,
+            jax.eval_shape(self.model.init, jax.random.PRNGKey(0), sample),
+            setup.weight_shapes,
             self.model.names(config.model.name_map),
         )
         state = create_train_state(setup, self.model, self.names, make_tx(setup, self.dtype), self.dtype)

@@ -54,7 +54,7 @@ def gpt_config(
             "tie_weights": tie,
         },
         "loss": {"name": "cross_entropy", "label_smoothing": 0.05},
-        "optimizer": {"name": "adamw", "lr": 3e-3, "betas": [0.9, 0.95], "weight_decay": 0.1, "decay": "matrices"},
+        "optimizer": {"name": "adamw", "lr": 1e-3, "betas": [0.9, 0.95], "weight_decay": 0.1, "decay": "matrices"},
         "schedule": {"name": "warmup_cosine", "warmup": updates // 10, "eta_min": 1e-5},
         "train": {
             "epochs": 1000,
@@ -176,9 +176,7 @@ def test_gpt_resumes_across_frameworks_with_two_parameter_groups(direction: str,
     config = gpt_config(updates=60)
     config["train"]["checkpoint"] = {"every_steps": 25, "keep_last": 10}
     whole = fit(config, tmp_path / "whole", backend=first)
-    resumed = fit(
-        config, tmp_path / "resumed", backend=then, resume=whole.out_dir / "checkpoints" / "step-00000025"
-    )
+    resumed = fit(config, tmp_path / "resumed", backend=then, resume=whole.out_dir / "checkpoints" / "step-00000025")
     report = compare_runs(whole.out_dir, resumed.out_dir, 1e-10)
     assert report.agree, report.render()
     assert resumed.summary["steps"] == 60
