@@ -23,7 +23,7 @@ import flaxloop.train as flax_train
 from benchmarks.timing import Timed, interleaved_repeats
 from benchmarks.workloads import workload_batches, workload_config
 from flaxloop.losses import make_loss
-from flaxloop.optim import decay_mask
+from flaxloop.optim import decayed_tensors
 from flaxloop.precision import compute_dtype, param_dtype, precision_scope
 from loopspec.config import Config, resolved_eps, resolved_weight_decay
 from loopspec.run import prepare_run
@@ -34,7 +34,7 @@ MODES = ("bare_jit", "jit", "bare_fused", "fused")
 def stock_optimizer(config: Config) -> optax.GradientTransformation:
     opt = config.optimizer
     if opt.name == "adamw":
-        mask = decay_mask if opt.decay == "matrices" else None
+        mask = decayed_tensors if opt.decay == "matrices" else None
         return optax.adamw(
             opt.lr, *opt.betas, eps=resolved_eps(opt), weight_decay=resolved_weight_decay(opt), mask=mask
         )

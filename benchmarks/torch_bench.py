@@ -17,7 +17,7 @@ from benchmarks.timing import Timed, interleaved_repeats
 from benchmarks.workloads import workload_batches, workload_config
 from torchloop.losses import make_loss
 from torchloop.models import build_model
-from torchloop.optim import make_optimizer, parameter_groups
+from torchloop.optim import decayed_tensors, make_optimizer
 from torchloop.precision import compute_dtype, make_grad_scaler, param_dtype, resolve_device, set_matmul_precision
 from torchloop.train import train_step
 
@@ -58,7 +58,7 @@ def mode_step(
     elif "cuda_graph" in mode:
         model = torch.compile(model, mode="reduce-overhead")
     loss_fn = make_loss(config.loss, max(out_dim, 2), out_dim).to(device=device, dtype=dtype)
-    optimizer = make_optimizer(config.optimizer, parameter_groups(config.optimizer, model))
+    optimizer = make_optimizer(config.optimizer, decayed_tensors(config.optimizer, model))
     scaler = make_grad_scaler(precision, config.train.loss_scale, device)
     mixed = low in (torch.bfloat16, torch.float16)
 

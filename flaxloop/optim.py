@@ -167,8 +167,9 @@ def clip_grad_norm_torch(max_norm: float) -> optax.GradientTransformation:
     return optax.GradientTransformation(lambda params: optax.EmptyState(), update_fn)
 
 
-def decay_mask(params: Any) -> Any:
-    """`decay: matrices` (nanoGPT): True for tensors of 2+ dimensions; biases and norms do not decay."""
+def decayed_tensors(params: Any) -> Any:
+    """Which tensors weight decay applies to, as optax's mask: with `decay: matrices` (nanoGPT) True
+    for tensors of 2+ dimensions; biases and norms do not decay."""
     return jax.tree.map(lambda p: p.ndim >= 2, params)
 
 
@@ -194,7 +195,7 @@ def optimizer_chain(
     momentum = momentum if cycled else cfg.momentum
     # torch adds L2 to the gradient for every optimizer except AdamW, which decays weights
     # after the Adam scaling (decoupled).
-    mask = decay_mask if cfg.decay == "matrices" else None
+    mask = decayed_tensors if cfg.decay == "matrices" else None
     coupled = [optax.add_decayed_weights(weight_decay, mask)] if weight_decay and cfg.name != "adamw" else []
     if cfg.name == "sgd":
         if (cycled or cfg.momentum) and cfg.dampening:

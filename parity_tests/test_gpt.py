@@ -131,9 +131,10 @@ TRAPS = {  # flax's default or a classic slip -> the submodule the pair check mu
 def test_a_transformer_trap_is_named_at_its_submodule(trap: str) -> None:
     plant, where = TRAPS[trap]
     config = gpt_config(dropout=0.0)
-    clean = check_models(config, torch_gpt(config), flax_gpt(config), None, "", train=False)
+    as_pair = {key: value for key, value in config.items() if key != "model"}  # the modules given as a pair
+    clean = check_models(as_pair, torch_gpt(config), flax_gpt(config), None, "", train=False)
     assert clean.first_difference is None, clean.render()
-    report = check_models(config, torch_gpt(config), flax_gpt(config, **plant), None, "", train=False)
+    report = check_models(as_pair, torch_gpt(config), flax_gpt(config, **plant), None, "", train=False)
     first = report.first_difference
     print(report.render())
     assert first is not None and first.name.startswith(where), report.render()
@@ -154,7 +155,7 @@ def test_decay_on_layernorm_weights_parts_exactly_those_tensors(
     config = gpt_config(updates=1)
     config["optimizer"]["lr"] = 0.1  # one update's decay, lr * wd, well above the gradient's rounding
     torch_run = fit(config, tmp_path / "torch", backend="torch")
-    monkeypatch.setattr(optim, "decay_mask", planted)
+    monkeypatch.setattr(optim, "decayed_tensors", planted)
     jax_run = fit(config, tmp_path / "jax", backend="jax")
     torch_final, jax_final = torch_run.weights("final"), jax_run.weights("final")
     parted = {
@@ -182,6 +183,7 @@ def test_gpt_resumes_across_frameworks_with_two_parameter_groups(direction: str,
     assert resumed.summary["steps"] == 60
 
 
+@pytest.mark.float32
 def test_gpt_float32_verdict_by_the_envelope(tmp_path: Path) -> None:
     raw = gpt_config(updates=30, precision="fp32")
     verdict = sensitivity_verdict(raw, tmp_path / "verdict", horizon=20)

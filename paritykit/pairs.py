@@ -329,12 +329,14 @@ def probe(
         shapes = in_dtype(jax.eval_shape(model.init, jax.random.PRNGKey(0), sample), jnp.float64)
         names = NameMap.build(shapes, {k: tuple(v.shape) for k, v in weights.items()}, model.names(name_map))
         variables = import_weights(shapes, weights, names)
-        found = dropout_layers(reference, x_torch[:2])
+        # A rate-0 layer is the identity, and a model may skip it (a fused attention kernel).
+        found = [layer for layer in dropout_layers(reference, x_torch[:2]) if layer[2] > 0]
         masks = [
             parity_dropout_mask(config.seed, i, 0, (len(y), *shape), rate)
             for i, (_, shape, rate, _) in enumerate(found)
         ]
-        flax_found = model.dropout_layers(variables, sample[:2])
+        flax_found = [layer for layer in model.dropout_layers(variables, sample[:2]) if layer[2] > 0]
+        check_dropout_pairing(found, flax_found)
         keyed = {path_key(path): jnp.asarray(m) for (path, _, _), m in zip(flax_found, masks)}
         # Eval mode first (running statistics), then train mode with the same masks.
         reference.eval()
@@ -352,6 +354,18 @@ def probe(
         compare_buffers(reference, model, variables, names, sample, keyed, report)
         compare_loss_and_gradients(config, reference, model, variables, names, found, masks, keyed, x, y, report, loss)
     return weights
+
+
+def check_dropout_pairing(found: list, flax_found: list) -> None:
+    """The parity dropout layers pair up in the order they run, with equal rates and sample shapes."""
+    torch_side = [(name, shape, rate) for name, shape, rate, _ in found]
+    flax_side = [(path_key(path), tuple(shape), rate) for path, shape, rate in flax_found]
+    if len(torch_side) != len(flax_side) or any((t[1], t[2]) != (f[1], f[2]) for t, f in zip(torch_side, flax_side)):
+        torch_text, flax_text = ([f"{n} {s} p={r:g}" for n, s, r in side] for side in (torch_side, flax_side))
+        raise UserError(
+            f"the models' parity dropout layers do not pair up in the order they run (torch: {torch_text}; "
+            f"flax: {flax_text}); give both the same dropout layers, rates and input shapes"
+        )
 
 
 def check_logits(logits: torch.Tensor, out_dim: int, dataset: Dataset, mode: str) -> None:

@@ -44,6 +44,7 @@ FRAMEWORK_ONLY: dict[str, dict[str, dict[str, str]]] = {
         "torch": {
             "set_hyperparameters": "torch keeps lr and momentum in param groups",
             "fits_model": "load_training_state takes a user's nn.Module, checked before loading",
+            "parameter_names_in_groups": "torch's optimizer state is indexed by position in its parameter groups",
         },
         "jax": {
             "convention_name": "flax names differ from torch's state_dict names",
@@ -127,7 +128,10 @@ FRAMEWORK_ONLY: dict[str, dict[str, dict[str, str]]] = {
         "jax": {"trained_model": "a flax module is stateless: the model travels with its variables"},
     },
     "models": {
-        "torch": {"model_tensors": "a torch module's state_dict is the layout itself"},
+        "torch": {
+            "model_tensors": "a torch module's state_dict is the layout itself",
+            "tied_names": "torch's state_dict lists a tied tensor under both names; flax holds one leaf",
+        },
         "jax": {
             "flax_model": "linen and nnx modules behind one interface",
             "path_key": "flax layers are keyed by their paths",
@@ -136,6 +140,9 @@ FRAMEWORK_ONLY: dict[str, dict[str, dict[str, str]]] = {
             "nnx_model": "linen and nnx modules behind one interface",
             "as_flax_model": "linen and nnx modules behind one interface",
             "dtype_arguments": "flax modules take their dtypes at construction (torch casts with .to)",
+            "layer_norm": "flax's LayerNorm needs torch's eps and exact variance spelled out",
+            "gpt_transformer": "torch's GPT holds its transformer in an nn.ModuleDict; linen needs a module",
+            "own_name_map": "flax names the convention cannot map come from the module (torch's are the names)",
         },
     },
     "layers": {

@@ -10,9 +10,9 @@ from torch import nn
 from loopspec.config import OptimizerConfig, resolved_eps, resolved_weight_decay
 
 
-def parameter_groups(cfg: OptimizerConfig, model: nn.Module) -> list[dict[str, Any]]:
-    """One group; or, with `decay: matrices`, nanoGPT's two: tensors of 2+ dimensions decay, biases
-    and norms (1-D) do not."""
+def decayed_tensors(cfg: OptimizerConfig, model: nn.Module) -> list[dict[str, Any]]:
+    """Which tensors weight decay applies to, as torch's parameter groups: one group; or, with
+    `decay: matrices`, nanoGPT's two: tensors of 2+ dimensions decay, biases and norms (1-D) do not."""
     params = list(model.parameters())
     if cfg.decay == "all":
         return [{"params": params}]
@@ -26,7 +26,7 @@ def parameter_groups(cfg: OptimizerConfig, model: nn.Module) -> list[dict[str, A
 def make_optimizer(
     cfg: OptimizerConfig, params: Iterable[torch.nn.Parameter] | list[dict[str, Any]]
 ) -> torch.optim.Optimizer:
-    """`params`: the model's parameters, or its parameter_groups."""
+    """`params`: the model's parameters, or its parameter groups (decayed_tensors)."""
     weight_decay, eps = resolved_weight_decay(cfg), resolved_eps(cfg)
     if cfg.name == "sgd":
         return torch.optim.SGD(

@@ -31,7 +31,7 @@ from torchloop.checkpoint import export_training_state, export_weights, import_w
 from torchloop.layers import ParityDropout, dropout_layers, parity_masks
 from torchloop.losses import make_loss
 from torchloop.models import build_model
-from torchloop.optim import make_optimizer, parameter_groups
+from torchloop.optim import decayed_tensors, make_optimizer
 from torchloop.parallel import any_replica, distributed, mean_over_replicas, replica_scope, share_buffers
 from torchloop.precision import (
     check_precision,
@@ -152,7 +152,7 @@ class TorchBackend:
         self.network = distributed(self.model, setup.placement, self.device)  # what trains: DDP or the model
         if setup.placement.replicas > 1:  # framework-mode dropout: each rank draws its own masks
             torch.manual_seed(config.seed + setup.placement.rank)
-        self.optimizer = make_optimizer(config.optimizer, parameter_groups(config.optimizer, self.model))
+        self.optimizer = make_optimizer(config.optimizer, decayed_tensors(config.optimizer, self.model))
         self.scheduler = make_schedule(config.schedule, self.optimizer, setup.schedule_horizon)
         self.scaler = make_grad_scaler(precision, config.train.loss_scale, self.device)
         # On the host in the run's dtype (token ids as int64); each batch moves to the device when it is used.

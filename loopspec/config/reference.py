@@ -3,7 +3,7 @@ the choices it applies to, and what it means (option(..., doc=...)).
 
     python -m loopspec.config.reference > docs/config.md
 
-tests/test_docs.py fails when the committed file and the generated one differ.
+tests/test_readme.py fails when the committed file and the generated one differ.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from loopspec.config.schema import Config
 HEADER = """# Config reference
 
 Generated from `loopspec/config/schema.py` by `python -m loopspec.config.reference > docs/config.md`
-(`tests/test_docs.py` fails when this file is stale). Every key has a default; a file names only what
+(`tests/test_readme.py` fails when this file is stale). Every key has a default; a file names only what
 it changes, and `--set section.key=value` overrides any key. An option that belongs to another
 dataset, model, loss, optimizer or schedule than the chosen one is an error (as torch rejects
 `momentum` for Adam); every value is checked before anything is written, with one line naming the
