@@ -91,6 +91,7 @@ def test_ddp_and_jax_sharding_agree_with_batchnorm_accumulation_and_clipping(bat
     assert not compare_runs(one, runs["torch"], rtol=1e-10, steps=10).agree
 
 
+@pytest.mark.full  # make test: the loss-scale sequence on one device (test_precision), DDP in fp32
 def test_fp16_loss_scale_sequences_are_identical_with_two_replicas(tmp_path: Path) -> None:
     if reason := precision_unavailable("jax", "fp16"):
         pytest.skip(reason)

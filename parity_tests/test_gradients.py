@@ -60,7 +60,8 @@ def test_clipping_runs_agree_with_clipping_active(
 def test_accumulation_matches_the_large_batch_without_batchnorm(tmp_path: Path) -> None:
     """4 micro-batches of 16 = one batch of 64, on each backend and each JAX implementation."""
     base = parity_config("fashion_mlp", "adam", "cross_entropy", steps=10_000)
-    base["data"].update(num_samples=1000, val_fraction=0.232)  # 768 training samples: 12 windows per epoch
+    # 768 training samples: 12 windows per epoch; 8x8 images keep 300 updates x 6 runs to seconds.
+    base["data"].update(num_samples=1000, val_fraction=0.232, image_size=8)
     base["train"]["epochs"] = 25  # 300 updates
     large = copy.deepcopy(base)
     large["data"]["batch_size"] = 64

@@ -239,6 +239,7 @@ def test_a_signal_saves_and_resume_continues_exactly(backend: str, signum: int, 
     assert report.agree, f"\n{report.render()}"
 
 
+@pytest.mark.full  # make test: a kill between saves resumes exactly (the signal tests)
 def test_a_kill_during_saves_leaves_a_loadable_checkpoint(tmp_path: Path) -> None:
     """SIGKILL at random moments of a run that saves after every update: whatever is left loads."""
     run = tmp_path / "run"

@@ -197,6 +197,7 @@ def command(backend: str, raw: dict, out: Path, replicas: int, *extra: str) -> P
     return out
 
 
+@pytest.mark.full  # make test: data parallelism with the built-in models, through the same seam
 def test_a_user_pair_trains_with_two_data_parallel_replicas(tmp_path: Path) -> None:
     """torch DDP under torchrun against JAX over two host devices, the pair from import strings."""
     name = "residual MLP, LayerNorm, GELU (linen)"

@@ -25,7 +25,7 @@ def sample_markdown(run_dir: str | Path, prompt: str = PROMPT, tokens: int = 200
     drawn = run.generate(prompt, tokens, temperature=0.8, seed=seed)
     summary = run.summary
     head = (
-        f"**{run.backend}** (`{Path(run_dir).name}`: {summary['steps']} updates, "
+        f"**{run.backend}** (`{'/'.join(Path(run_dir).parts[-2:])}`: {summary['steps']} updates, "
         f"val_loss {summary['val_loss']:.4f}, next-character accuracy {summary['val_acc']:.3f})"
     )
     return "\n".join(
