@@ -26,3 +26,12 @@ class RunInterrupted(Exception):
     def __init__(self, signum: int, message: str):
         super().__init__(message)
         self.signum = signum
+
+
+class Paused(Exception):
+    """A run stopped on purpose after update `step` (RunSetup.pause_after), its checkpoint saved there:
+    how paritykit.locate brings a run to the state before an update with the config unchanged."""
+
+    def __init__(self, step: int, checkpoint: object):
+        super().__init__(f"paused after update {step}: checkpoint {checkpoint}")
+        self.step, self.checkpoint = step, checkpoint

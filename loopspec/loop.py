@@ -37,11 +37,12 @@ from loopspec.checkpoint import (
     resolve_resume,
     restarts_same_run,
     save_checkpoint,
+    step_name,
 )
 from loopspec.config import Config, as_config, config_from_dict, resolved_config
 from loopspec.data import Dataset, arrays_dataset
 from loopspec.early_stopping import EarlyStopping
-from loopspec.errors import RunInterrupted, TrainingDiverged, UserError
+from loopspec.errors import Paused, RunInterrupted, TrainingDiverged, UserError
 from loopspec.metrics import classification_metrics, predictions, read_metrics
 from loopspec.results import Run, load_run
 from loopspec.run import RunSetup, checkpoint_fits, claim_run, plan_run
@@ -341,6 +342,8 @@ class Loop:
         self.step += 1
         self.epoch_losses.append(result.loss)
         self.emit({"kind": "step", "step": self.step, "epoch": epoch, **self.step_values(result), "skipped": False})
+        if self.step == self.setup.pause_after:
+            self.pause(epoch, done, later)
         if self.reached_max_steps:
             self.rewind_to(done, later)  # drop what was dispatched past the end
             return True
@@ -354,6 +357,13 @@ class Loop:
                 self.rewind_to(done, later)
                 self.stop_if_interrupted()
         return False
+
+    def pause(self, epoch: int, done: InFlight, later: bool) -> None:
+        forward_passes, self.forward_passes = self.forward_passes, done.forward_passes
+        self.save_checkpoint(epoch, done.index + 1, done.handle)
+        self.forward_passes = forward_passes
+        self.rewind_to(done, later)
+        raise Paused(self.step, checkpoint_root(self.setup.out_dir) / step_name(self.step))
 
     def rewind_to(self, done: InFlight, later: bool) -> None:
         if later:
@@ -503,10 +513,12 @@ def backend_fit(backend: BackendClass) -> Callable[..., Optional[Run]]:
         model: Any = None,
         data: Any = None,
         loss: Any = None,
+        *,
+        pause_after: Optional[int] = None,
     ) -> Optional[Run]:
         config, models, dataset = with_model_and_data(as_config(config, overrides), backend.name, model, data)
         losses = {} if loss is None else {backend.name: loss}
-        summary = run_training(config, out_dir, backend, init, resume, overwrite, models, dataset, losses)
+        summary = run_training(config, out_dir, backend, init, resume, overwrite, models, dataset, losses, pause_after)
         return None if summary is None else load_run(out_dir, models=models)
 
     fit_backend.__doc__ = (
@@ -554,6 +566,7 @@ def run_training(
     models: Optional[dict[str, Any]] = None,
     dataset: Optional[Dataset] = None,
     losses: Optional[dict[str, Any]] = None,
+    pause_after: Optional[int] = None,
 ) -> Optional[dict[str, Any]]:
     """Check the device and precision, prepare the run directory, build the backend's state, train.
     Returns the summary record; None on the ranks of a data-parallel run that do not write (rank > 0).
@@ -562,7 +575,8 @@ def run_training(
     directory (its newest checkpoint) or "auto" (this run directory's newest checkpoint when it has
     one, else a fresh start in its place: what a job that may be preempted passes every time).
     overwrite: replace a run already in out_dir. models: backend -> a module passed to fit; dataset:
-    arrays passed to fit.
+    arrays passed to fit. pause_after: stop after that update, its checkpoint saved, raising
+    loopspec.errors.Paused (paritykit.locate's replays).
     """
     out_dir = Path(out_dir)
     if init is None and resume is not None and config.model.name == "custom":  # names from the checkpoint
@@ -572,6 +586,7 @@ def run_training(
     with backend.scope(config) as placement:
         setup = plan_run(config, out_dir, init, backend.name, placement, models, dataset)
         setup.losses = dict(losses or {})
+        setup.pause_after = pause_after
         warn = lambda message: console_logger().warning(f"[{backend.name}] {message}")  # noqa: E731
         fits = checkpoint_fits(setup)
 

@@ -48,6 +48,9 @@ class RunSetup:
     # The model's parity dropout layers in the order a forward pass runs them: (name, one sample's
     # shape, rate). The backend finds them when it builds the model; masks are keyed by that order.
     dropout_layers: list[tuple[str, tuple[int, ...], float]] = field(default_factory=list)
+    # paritykit.locate: stop after this update with a checkpoint there (loopspec.errors.Paused); not a
+    # config key, so the schedule, whose length max_steps would change, stays the run's.
+    pause_after: Optional[int] = None
 
     def release(self) -> None:
         if self.lock is not None:

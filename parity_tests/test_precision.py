@@ -53,7 +53,7 @@ def step_records(run: Path) -> list[dict]:
     return read_metrics(run / "metrics.jsonl")["step"]
 
 
-@pytest.mark.parametrize("variant", ["plain", "accumulation-and-clipping"])
+@pytest.mark.parametrize("variant", cases(["plain", "accumulation-and-clipping"], lambda v: v != "plain"))
 def test_loss_scale_trajectory_is_identical(variant: str, tmp_path: Path) -> None:
     raw = copy.deepcopy(OVERFLOW)
     if variant != "plain":  # unscale -> clip -> step -> update, once per window of 2 micro-batches

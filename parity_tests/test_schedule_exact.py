@@ -47,7 +47,7 @@ def assert_torch_rates(torch_run: Path, jax_run: Path, what: str) -> None:
         )
 
 
-@settings(max_examples=60 if FULL else 5, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=60 if FULL else 3, suppress_health_check=[HealthCheck.too_slow])
 @given(raw=run_configs(precisions=PRECISIONS, decisive_plateau=True))
 def test_generated_runs_use_torch_rates_at_every_update(raw: dict) -> None:
     with tempfile.TemporaryDirectory() as tmp:

@@ -40,6 +40,7 @@ from loopspec.dropout import parity_dropout_mask
 from loopspec.errors import UserError
 from loopspec.models import import_object, output_dim
 from torchloop.checkpoint import export_weights as torch_weights
+from torchloop.checkpoint import import_weights as load_torch_weights
 from torchloop.layers import dropout_layers, parity_masks
 from torchloop.losses import make_loss as make_torch_loss
 
@@ -55,6 +56,7 @@ class Quantity:
     name: str  # torch's name
     kind: str  # the torch module's class, or the parameter's shape
     rel: float
+    values: tuple[Any, Any] = (None, None)  # torch's and flax's, where a diagnosis reads them (the loss)
 
     @property
     def ok(self) -> bool:
@@ -310,12 +312,19 @@ def probe(
     name_map: dict[str, str],
     report: PairReport,
     loss: Optional[tuple[Any, Any]] = None,
+    state: Optional[dict[str, np.ndarray]] = None,
+    rows: Optional[np.ndarray] = None,
+    forward_pass: int = 0,
 ) -> dict[str, np.ndarray]:
-    """Stage 1 in float64; returns the torch module's initial weights (both trainings start there)."""
+    """Stage 1 in float64; returns the torch module's initial weights (both trainings start there).
+    The locator probes a later update: `state` the weights and buffers before it (canonical names),
+    `rows` its batch, `forward_pass` the index its parity dropout masks are drawn for."""
     reference = copy.deepcopy(torch_model).double()
+    if state is not None:
+        load_torch_weights(reference, state)
     weights = torch_weights(reference)  # a tied tensor once
     out_dim = output_dim(config.loss.name, dataset.num_classes)
-    rows = slice(0, min(PROBE_ROWS, len(dataset.y_train)))
+    rows = np.arange(min(PROBE_ROWS, len(dataset.y_train))) if rows is None else rows
     x, y = dataset.x_train[rows], dataset.y_train[rows]
     integer = np.issubdtype(x.dtype, np.integer)
     x_torch = torch.as_tensor(x, dtype=torch.int64 if integer else torch.float64)
@@ -332,7 +341,7 @@ def probe(
         # A rate-0 layer is the identity, and a model may skip it (a fused attention kernel).
         found = [layer for layer in dropout_layers(reference, x_torch[:2]) if layer[2] > 0]
         masks = [
-            parity_dropout_mask(config.seed, i, 0, (len(y), *shape), rate)
+            parity_dropout_mask(config.seed, i, forward_pass, (len(y), *shape), rate)
             for i, (_, shape, rate, _) in enumerate(found)
         ]
         flax_found = [layer for layer in model.dropout_layers(variables, sample[:2]) if layer[2] > 0]
@@ -443,7 +452,9 @@ def compare_loss_and_gradients(
     if not np.isfinite(float(value)):
         raise UserError("the flax model's loss at start-up is NaN/inf")
     label = config.loss.name if loss_pair is None else "the loss pair"
-    report.quantities.append(Quantity("loss", label, "scalar", relative(loss.item(), float(value))))
+    report.quantities.append(
+        Quantity("loss", label, "scalar", relative(loss.item(), float(value)), (loss.item(), float(value)))
+    )
     exported = export_weights({"params": grads}, names)
     for name, grad in torch_grads.items():
         if name in exported:

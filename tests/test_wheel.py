@@ -16,7 +16,15 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = ("loopspec", "torchloop", "flaxloop", "paritykit")
-COMMANDS = ("torchloop-train", "flaxloop-train", "parity-compare", "parity-run", "parity-plots")
+COMMANDS = (
+    "torchloop-train",
+    "flaxloop-train",
+    "parity-compare",
+    "parity-run",
+    "parity-plots",
+    "parity-locate",
+    "parity-samples",
+)
 
 
 def run(args: list[str], cwd: Path, timeout: int = 600) -> subprocess.CompletedProcess:
