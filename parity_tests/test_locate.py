@@ -20,10 +20,12 @@ import flaxloop.layers
 import flaxloop.losses
 import flaxloop.models
 import flaxloop.optim
+import flaxloop.precision
 import flaxloop.schedules
 from loopspec import UserError, fit
 from loopspec.weights import load_weights, save_weights
 from parity_tests.selection import FULL
+from paritykit.harness import precision_unavailable
 from paritykit.locate import locate
 from paritykit.locate import main as locate_main
 
@@ -116,6 +118,27 @@ PLANTS: dict[str, tuple[Callable[[], dict], Callable[[Any], None], int, str, str
         "loss",
         "focal alpha swapped",
     ),
+    "cycled momentum off by one": (
+        lambda: mlp_config() | {"schedule": {"name": "onecycle", "max_lr": 0.01}},
+        lambda patched: patched.setattr(flaxloop.schedules, "lookup", shifted_lookup),
+        2,
+        "optimizer slot",  # beta1 is the cycled momentum: exp_avg parts before the update
+        "cycled momentum off by one",
+    ),
+    "loss scale grown one update late, at update 101": (
+        lambda: mlp_config(1500, 4, precision="fp16", loss_scale={"init_scale": 256.0, "growth_interval": 100}),
+        lambda patched: patched.setattr(flaxloop.precision.LossScale, "update", grown_late),
+        101,  # the first update run at the grown scale
+        "hyper-parameter",
+        "loss scale grown or backed off one update off",
+    ),
+    "BatchNorm biased running variance from update 101": (
+        lambda: mlp_config(1500, 4),
+        lambda patched: patched.setattr(flaxloop.layers, "normalise", biased_after(flaxloop.layers.normalise, 100)),
+        101,
+        "buffer",
+        "biased batch variance",
+    ),
     "GELU tanh in a Transformer": (
         gpt_config,
         lambda patched: patched.setattr(nn, "gelu", lambda x, approximate=False: jax.nn.gelu(x, approximate=True)),
@@ -131,6 +154,32 @@ PLANTS: dict[str, tuple[Callable[[], dict], Callable[[Any], None], int, str, str
         "LayerNorm eps",
     ),
 }
+
+
+def grown_late(self: Any, found_inf: Any) -> Any:
+    """GradScaler's growth one finite update after growth_interval."""
+    successful = self.growth_tracker + 1
+    grow = successful == self.growth_interval + 1
+    grown = self.scale * jnp.float32(self.growth_factor)
+    scale = jnp.where(found_inf, self.scale * jnp.float32(self.backoff_factor), jnp.where(grow, grown, self.scale))
+    tracker = jnp.where(found_inf | grow, 0, successful)
+    return self.replace(scale=scale, growth_tracker=tracker.astype(jnp.int32))
+
+
+def biased_after(normalise: Callable, updates: int) -> Callable:
+    """The running variance turns biased once `updates` batches have been tracked."""
+
+    def planted(x, train, scale, bias, mean, var, tracked, momentum, epsilon, param_dtype):  # noqa: ANN001, ANN202
+        if not train or mean is None:
+            return normalise(x, train, scale, bias, mean, var, tracked, momentum, epsilon, param_dtype)
+        old = var.value
+        out = normalise(x, train, scale, bias, mean, var, tracked, momentum, epsilon, param_dtype)
+        n = x.size // x.shape[-1]
+        biased = (1 - momentum) * old + (var.value - (1 - momentum) * old) * (n - 1) / n
+        var.value = jnp.where(tracked.value > updates, biased, var.value)
+        return out
+
+    return planted
 
 
 def momentum_swapped(normalise: Callable) -> Callable:
@@ -158,6 +207,8 @@ FAST = {"Adam eps inside the root"}
 @pytest.mark.parametrize("plant", [pytest.param(name, marks=() if name in FAST else FULL) for name in PLANTS])
 def test_a_planted_trap_is_located_and_diagnosed(plant: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     config, apply, update, stage, words = PLANTS[plant]
+    if config()["train"]["precision"] == "fp16" and any(precision_unavailable(b, "fp16") for b in ("torch", "jax")):
+        pytest.skip(precision_unavailable("jax", "fp16") or precision_unavailable("torch", "fp16"))
     location = both(config(), tmp_path, apply, monkeypatch)
     assert location.update == update, location.render()
     assert location.first is not None and location.first.stage == stage, location.render()

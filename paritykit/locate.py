@@ -130,11 +130,11 @@ class Location:
 # ----------------------------------------------------------------------------- the update
 
 
-def relative(a: Any, b: Any) -> float:
+def relative(a: Any, b: Any, floor: float = 1e-300) -> float:
     a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
     if a.shape != b.shape:
         return float("inf")
-    scale = max(float(np.abs(a).max(initial=0.0)), float(np.abs(b).max(initial=0.0)), 1e-300)
+    scale = max(float(np.abs(a).max(initial=0.0)), float(np.abs(b).max(initial=0.0)), floor)
     return float(np.abs(a - b).max(initial=0.0) / scale)
 
 
@@ -379,6 +379,9 @@ def _locate(location: Location, raw: dict[str, Any], work: Path, models: dict[st
     config = config_from_dict(raw)
     if starts_apart(a, b, precision, location):
         return location
+    if precision != "fp64" and recorded_schedule_parts(a, b, location):
+        location.diagnoses = diagnose(location, config, a, b)
+        return location
     update, found_by = candidate_update(a, b, precision, replay, location)
     location.found_by = found_by
     if update is None:
@@ -409,13 +412,30 @@ def starts_apart(a: Path, b: Path, precision: str, location: Location) -> bool:
     wa, wb = load_weights(a / "init.safetensors"), load_weights(b / "init.safetensors")
     limit = FLOAT64_RTOL if precision == "fp64" else 2.0**-22
     for name in sorted(set(wa) & set(wb)):
-        rel = relative(wa[name], wb[name])
+        rel = relative(wa[name], wb[name], floor=1e-30)  # a zero nudged one ulp is a denormal
         location.quantities.append(Measured("initial weights", name, 0.0 if rel <= limit else rel, f"rel {rel:.3g}"))
     if all(q.ok for q in location.quantities):
         location.quantities.clear()
         return False
     location.update, location.found_by = 0, "init.safetensors differ: the runs start from different weights"
     return True
+
+
+def recorded_schedule_parts(a: Path, b: Path, location: Location) -> bool:
+    """Outside float64 the lr and momentum are still torch's to half a float32 ulp, and the fp16 loss
+    scale identical: the first update where a record breaks that is located from the records (a
+    float64 replay has no loss scale to show)."""
+    limits = {"lr": 2.0**-23, "momentum": 2.0**-23, "loss_scale": 0.0}
+    for n, (sa, sb) in enumerate(zip(step_records(a), step_records(b)), start=1):
+        parted = [key for key, limit in limits.items() if key in sa and relative(sa[key], sb.get(key, np.nan)) > limit]
+        if parted:
+            location.update, location.found_by = n, f"step {n}'s {' and '.join(parted)} records differ"
+            location.quantities = [
+                Measured("hyper-parameter", key, relative(sa[key], sb[key]), "recorded", (sa[key], sb[key]))
+                for key in parted
+            ]
+            return True
+    return False
 
 
 def candidate_update(
