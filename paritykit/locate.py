@@ -108,8 +108,9 @@ class Location:
         first, last = self.first, self.last_agreeing
         if first is None:
             lines.append(
-                "that update, replayed on both backends from A's state before it, agrees in every quantity: "
-                "the state itself had already parted (see the notes)"
+                "that update, replayed on both backends from A's state before it, agrees in every quantity: no "
+                "part of it differs in what it computes; the runs' states had parted by rounding-level differences "
+                "that training amplified (a sensitive trajectory, not a semantic difference)"
             )
         else:
             lines.append(
