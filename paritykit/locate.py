@@ -201,6 +201,33 @@ class Replayer:
         return self.run(backend, update - 1, start)
 
 
+def replay_side(location: Location, update: int, checkpoints_a: Optional[list[Path]]) -> tuple[str, list[Path]]:
+    """Which run's backend replays to the update before: A's (torch, the reference, by default), or
+    B's when its nearest checkpoint and its speed make the replay under 0.7 of A's. Their records
+    agree up to there, so either state is the one both had."""
+    a, b = location.runs
+    if checkpoints_a is None:  # replays of another precision: from the initial weights only
+        return location.backends[0], []
+    sides = [(location.backends[0], checkpoints_a, a), (location.backends[1], run_checkpoints(b), b)]
+
+    def cost(side: tuple[str, list[Path], Path]) -> float:
+        _, checkpoints, run = side
+        steps = [load_checkpoint(c).step for c in checkpoints]
+        start = max((s for s in steps if s <= update - 1), default=0)
+        return (update - 1 - start) * seconds_per_update(run)
+
+    backend, checkpoints, _ = sides[1] if cost(sides[1]) < 0.7 * cost(sides[0]) else sides[0]
+    return backend, checkpoints
+
+
+def seconds_per_update(run: Path) -> float:
+    """The run's own pace: its epochs' seconds over its updates (compilation included)."""
+    epochs = read_metrics(run / "metrics.jsonl")["epoch"]
+    steps = max((e.get("step", 0) for e in epochs), default=0)
+    seconds = sum(float(e.get("seconds", 0.0)) for e in epochs)
+    return seconds / steps if steps and seconds else float("inf")
+
+
 def run_checkpoints(run: Path) -> list[Path]:
     root = run / "checkpoints"
     return sorted(p for p in root.glob("step-*") if (p / "COMPLETE").exists()) if root.is_dir() else []
@@ -387,18 +414,15 @@ def _locate(location: Location, raw: dict[str, Any], work: Path, models: dict[st
     location.found_by = found_by
     if update is None:
         return location
-    start = replay.state_before(location.backends[0], update, checkpoints)
-    before = load_checkpoint(start).prefixed("model") if start is not None else load_weights(init)
-    after = [replay.run(backend, update, start) for backend in location.backends]
-    from loopspec.data import load_dataset
-
-    num_train = len(load_dataset(config.data).y_train) if config.data.name != "arrays" else 0
-    if num_train:
-        rows, forward_pass, where = batch_of(config, start, num_train)
-        location.notes.append(f"update {update}: {where}; batch order and parity dropout masks shared by construction")
-        location.quantities += probe_update(config, before, rows, forward_pass, models)
-        location.probe = (config, before, rows, forward_pass, models)
-    location.quantities += compare_update(config, before, after[0], after[1], update)
+    if found_by.startswith("step") and update > 1 and not parted_schedule(a, b, update):
+        # A step's loss and gradient norm are measured before its update: a difference first seen
+        # there may have been made by the update before. That one is tried first.
+        earlier = instrument(location, replay, config, update - 1, checkpoints, precision, init, models)
+        if not all(q.ok for q in earlier):
+            update, location.quantities = update - 1, earlier
+            location.found_by += f"; the update before them, {update}, already parts"
+    if not location.quantities:
+        location.quantities = instrument(location, replay, config, update, checkpoints, precision, init, models)
     location.update = update
     location.quantities.sort(key=lambda q: ORDER.index(q.stage))
     location.diagnoses = diagnose(location, config, a, b)
@@ -437,6 +461,44 @@ def recorded_schedule_parts(a: Path, b: Path, location: Location) -> bool:
             ]
             return True
     return False
+
+
+def parted_schedule(a: Path, b: Path, update: int) -> bool:
+    """Whether step `update`'s lr, momentum or loss scale differ (those belong to that update itself)."""
+    sa, sb = step_records(a)[update - 1], step_records(b)[update - 1]
+    return any(key in sa and relative(sa[key], sb.get(key, np.nan)) > FLOAT64_RTOL for key in STEP_KEYS[2:])
+
+
+def instrument(
+    location: Location,
+    replay: Replayer,
+    config: Config,
+    update: int,
+    checkpoints: list[Path],
+    precision: str,
+    init: Path,
+    models: dict[str, Any],
+) -> list[Measured]:
+    """One update on both backends from the same state, every quantity in computing order."""
+    from loopspec.data import load_dataset
+
+    backend, usable = replay_side(location, update, checkpoints if precision == "fp64" else None)
+    start = replay.state_before(backend, update, usable)
+    before = load_checkpoint(start).prefixed("model") if start is not None else load_weights(init)
+    after = [replay.run(side, update, start) for side in location.backends]
+    quantities: list[Measured] = []
+    num_train = len(load_dataset(config.data).y_train) if config.data.name != "arrays" else 0
+    if num_train:
+        rows, forward_pass, where = batch_of(config, start, num_train)
+        quantities += probe_update(config, before, rows, forward_pass, models)
+        location.probe = (config, before, rows, forward_pass, models)
+    quantities += compare_update(config, before, after[0], after[1], update)
+    quantities.sort(key=lambda q: ORDER.index(q.stage))
+    if num_train:
+        location.notes.append(f"update {update}: {where}; batch order and parity dropout masks shared by construction")
+    if backend != location.backends[0]:
+        location.notes.append(f"the state before update {update} replayed by B ({backend}): the cheaper replay")
+    return quantities
 
 
 def candidate_update(
