@@ -145,6 +145,7 @@ def test_one_ulp_perturbation_is_not_caught(tmp_path: Path) -> None:
 DEFAULT_EPOCHS = 5
 
 
+@pytest.mark.full  # make test: accuracy over seeds in mixed precision (test_precision); CI runs this
 def test_default_recipe_accuracy_agrees_over_seeds(tmp_path: Path) -> None:
     """The default recipe (first DEFAULT_EPOCHS epochs) with seeds 0-4 on each backend; final
     val_acc and val_f1 as two samples of one distribution (two-sided: neither backend may drift)."""

@@ -50,13 +50,26 @@ def gpt_config() -> dict[str, Any]:
     }
 
 
+def pair_config(plant: str) -> dict[str, Any]:
+    """A user's pair from import strings (parity_tests/pairs.py); `plant` reaches only the flax side."""
+    config = mlp_config()
+    config["model"] = {
+        "name": "custom",
+        "torch": "parity_tests.pairs:residual_mlp",
+        "flax": "parity_tests.pairs:linen_residual_mlp",
+        "kwargs": {"features": 41, "plant": plant},
+        "dropout_mode": "parity",
+    }
+    return config
+
+
 def both(config: dict[str, Any], root: Path, plant: Callable[[Any], None], monkeypatch: pytest.MonkeyPatch) -> Any:
     """torch as shipped, JAX with the plant; then the locator, the plant still in place (its replays
     run the same JAX code the run did)."""
-    fit(config, root / "torch", backend="torch")
+    torch_run = fit(config, root / "torch", backend="torch")
     with monkeypatch.context() as patched:
         plant(patched)
-        fit(config, root / "jax", backend="jax")
+        fit(config, root / "jax", backend="jax", init=torch_run.out_dir / "init.safetensors")
         location = locate(root / "torch", root / "jax", work_dir=root / "replays")
     print(location.render())
     return location
@@ -138,6 +151,29 @@ PLANTS: dict[str, tuple[Callable[[], dict], Callable[[Any], None], int, str, str
         101,
         "buffer",
         "biased batch variance",
+    ),
+    "GELU tanh in a user's pair (linen)": (
+        lambda: pair_config("gelu tanh"),
+        lambda patched: None,  # planted through the pair's own factory argument
+        1,
+        "forward",
+        "tanh approximation",
+    ),
+    "Adam eps inside the root, float32 runs": (
+        lambda: mlp_config(precision="fp32"),
+        lambda patched: patched.setattr(
+            flaxloop.optim, "adam_denominator", lambda nu, bias2_sqrt, eps: jnp.sqrt(nu / bias2_sqrt**2 + eps)
+        ),
+        1,
+        "update",
+        "eps inside the square root",
+    ),
+    "LayerNorm eps 1e-6, float32 runs": (
+        lambda: gpt_config() | {"train": {**gpt_config()["train"], "precision": "fp32"}},
+        lambda patched: patched.setattr(flaxloop.models, "layer_norm", eps_of(flaxloop.models.layer_norm, 1e-6)),
+        1,
+        "forward",
+        "LayerNorm eps",
     ),
     "GELU tanh in a Transformer": (
         gpt_config,

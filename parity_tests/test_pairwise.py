@@ -25,7 +25,7 @@ def test_the_design_covers_every_allowed_pair_and_each_row_is_a_valid_config() -
     assert len(ROWS) < 60  # pairwise, not the 1.6 million rows of the full product
 
 
-@pytest.mark.parametrize("index", cases(range(len(ROWS)), lambda i: i % 15 == 0, lambda i: row_id(ROWS[i])))
+@pytest.mark.parametrize("index", cases(range(len(ROWS)), lambda i: i == 0, lambda i: row_id(ROWS[i])))
 def test_a_design_row_agrees_in_float64(index: int, tmp_path: Path) -> None:
     result = run_row(ROWS[index], tmp_path)
     print(result.report)

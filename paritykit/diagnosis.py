@@ -145,40 +145,47 @@ def adam_eps_in_root(location: Any, config: Config, run_a: Path, run_b: Path) ->
 # ----------------------------------------------------------------------------- hypotheses on the torch side
 
 
-def torch_variant(change: Callable[[Any], bool], what: str, stage: str = "forward") -> Signature:
-    """`change(torch_module)` applies a hypothesis (True when the module has what it changes); when
-    the probe then agrees where it parted, the hypothesis is the cause."""
+def torch_variant(function: str, replace: Callable[[Callable], Callable], what: str) -> Signature:
+    """A hypothesis on the torch side: `torch.nn.functional.<function>` replaced (a module such as
+    nn.GELU calls it too) while the probe reruns; when it then agrees where it parted, and the
+    function ran, the hypothesis is the cause."""
 
     def signature(location: Any, config: Config, run_a: Path, run_b: Path) -> Optional[str]:
         first = location.first
-        if location.probe is None or first is None or first.stage != stage:
+        if location.probe is None or first is None or first.stage != "forward":
             return None
+        import torch.nn.functional as F
+
         from paritykit.locate import probe_update
 
-        found = []
+        original, calls = getattr(F, function), []
 
-        def apply(module: Any) -> None:
-            found.append(change(module))
+        def counted(*args: Any, **kwargs: Any) -> Any:
+            calls.append(1)
+            return replace(original)(*args, **kwargs)
 
         cfg, before, rows, forward_pass, models = location.probe
-        again = probe_update(cfg, before, rows, forward_pass, models, torch_variant=apply)
-        if not any(found) or not again or not all(q.ok for q in again):
+        setattr(F, function, counted)
+        try:
+            again = probe_update(cfg, before, rows, forward_pass, models)
+        finally:
+            setattr(F, function, original)
+        if not calls or not again or not all(q.ok for q in again):
             return None
         return f"{what} (with that change on the torch side, the update's outputs, loss and gradients agree)"
 
     return signature
 
 
-def set_attribute(kind: str, attribute: str, value: Any) -> Callable[[Any], bool]:
-    def change(module: Any) -> bool:
-        hit = False
-        for sub in module.modules():
-            if type(sub).__name__ == kind:
-                setattr(sub, attribute, value)
-                hit = True
-        return hit
+def gelu_tanh(gelu: Callable) -> Callable:
+    return lambda x, approximate="none": gelu(x, approximate="tanh")
 
-    return change
+
+def layer_norm_eps(hypothesis: float) -> Callable[[Callable], Callable]:
+    def replace(layer_norm: Callable) -> Callable:
+        return lambda x, shape, weight=None, bias=None, eps=1e-5: layer_norm(x, shape, weight, bias, hypothesis)
+
+    return replace
 
 
 def loss_variant(change: Callable[[Any], Any], what: str) -> Signature:
@@ -222,15 +229,12 @@ CATALOGUE: list[Trap] = [
     Trap(
         "GELU approximation",
         torch_variant(
-            set_attribute("GELU", "approximate", "tanh"),
-            "GELU: B computes the tanh approximation (flax's default), torch the exact erf",
+            "gelu", gelu_tanh, "GELU: B computes the tanh approximation (flax's default), torch the exact erf"
         ),
     ),
     Trap(
         "LayerNorm eps",
-        torch_variant(
-            set_attribute("LayerNorm", "eps", 1e-6), "LayerNorm eps: B uses 1e-6 (flax's default), torch 1e-5"
-        ),
+        torch_variant("layer_norm", layer_norm_eps(1e-6), "LayerNorm eps: B uses 1e-6 (flax's default), torch 1e-5"),
     ),
     Trap(
         "label smoothing applied twice",
