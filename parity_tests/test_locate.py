@@ -6,6 +6,7 @@ report no divergence.
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
 from typing import Any, Callable
 
@@ -61,6 +62,26 @@ def pair_config(plant: str) -> dict[str, Any]:
         "dropout_mode": "parity",
     }
     return config
+
+
+def conv_pair_config(plant: str) -> dict[str, Any]:
+    """The 1-D conv net pair over (N, C, L) signals, data as an .npz the replays reload."""
+    config = pair_config(plant)
+    config["model"].update(torch="parity_tests.pairs:conv_net_1d", flax="parity_tests.pairs:linen_conv_net_1d")
+    config["model"]["kwargs"] = {"plant": plant}
+    config["data"] = {"name": "arrays", "path": str(signals_file()), "batch_size": 16}
+    config["loss"] = {"name": "cross_entropy"}
+    return config
+
+
+def signals_file() -> Path:
+    path = Path(tempfile.gettempdir()) / "parity-locate-signals.npz"
+    if not path.exists():
+        rng = np.random.default_rng(0)
+        x = rng.normal(size=(240, 2, 16))
+        y = (np.abs(x[:, 0, :6].mean(1)) * 6).astype(np.int64) % 3
+        np.savez(path, x_train=x[:192], y_train=y[:192], x_val=x[192:], y_val=y[192:])
+    return path
 
 
 def both(config: dict[str, Any], root: Path, plant: Callable[[Any], None], monkeypatch: pytest.MonkeyPatch) -> Any:
@@ -158,6 +179,20 @@ PLANTS: dict[str, tuple[Callable[[], dict], Callable[[Any], None], int, str, str
         1,
         "forward",
         "tanh approximation",
+    ),
+    "flatten order in a user's pair (linen conv net)": (
+        lambda: conv_pair_config("flatten order"),
+        lambda patched: None,
+        1,
+        "forward",
+        "flatten order",
+    ),
+    "'SAME' padding in a user's pair (linen conv net)": (
+        lambda: conv_pair_config("same padding"),
+        lambda patched: None,
+        1,
+        "forward",
+        "'SAME' padding",
     ),
     "Adam eps inside the root, float32 runs": (
         lambda: mlp_config(precision="fp32"),

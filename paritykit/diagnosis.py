@@ -145,19 +145,22 @@ def adam_eps_in_root(location: Any, config: Config, run_a: Path, run_b: Path) ->
 # ----------------------------------------------------------------------------- hypotheses on the torch side
 
 
-def torch_variant(function: str, replace: Callable[[Callable], Callable], what: str) -> Signature:
-    """A hypothesis on the torch side: `torch.nn.functional.<function>` replaced (a module such as
-    nn.GELU calls it too) while the probe reruns; when it then agrees where it parted, and the
-    function ran, the hypothesis is the cause."""
+def torch_variant(
+    function: str, replace: Callable[[Callable], Callable], what: str, owner: Optional[Any] = None
+) -> Signature:
+    """A hypothesis on the torch side: `torch.nn.functional.<function>` (or `owner.<function>`)
+    replaced while the probe reruns (a module such as nn.GELU calls the function too); when the
+    probe then agrees where it parted, and the function ran, the hypothesis is the cause."""
 
     def signature(location: Any, config: Config, run_a: Path, run_b: Path) -> Optional[str]:
         first = location.first
         if location.probe is None or first is None or first.stage != "forward":
             return None
-        import torch.nn.functional as F
+        import torch.nn.functional
 
         from paritykit.locate import probe_update
 
+        F = torch.nn.functional if owner is None else owner
         original, calls = getattr(F, function), []
 
         def counted(*args: Any, **kwargs: Any) -> Any:
@@ -175,6 +178,37 @@ def torch_variant(function: str, replace: Callable[[Callable], Callable], what: 
         return f"{what} (with that change on the torch side, the update's outputs, loss and gradients agree)"
 
     return signature
+
+
+def channels_last_flatten(flatten: Callable) -> Callable:
+    """Tensor.flatten(1) of (N, C, ...) in flax's channels-last order."""
+
+    def flat(self: Any, start_dim: int = 0, end_dim: int = -1) -> Any:
+        if self.ndim >= 3 and start_dim == 1 and end_dim == -1:
+            return flatten(self.movedim(1, -1), 1)
+        return flatten(self, start_dim, end_dim)
+
+    return flat
+
+
+def same_padding(conv: Callable) -> Callable:
+    """F.conv1d/conv2d with flax's 'SAME' padding (the extra row at the end) where torch pads evenly."""
+
+    def padded(x: Any, weight: Any, bias: Any = None, stride: Any = 1, padding: Any = 0, *args: Any) -> Any:
+        import torch.nn.functional as F
+
+        dims = weight.ndim - 2
+        strides = (stride,) * dims if isinstance(stride, int) else tuple(stride)
+        if isinstance(padding, str) or all(s == 1 for s in strides):
+            return conv(x, weight, bias, stride, padding, *args)
+        pads: list[int] = []
+        for axis in reversed(range(dims)):  # F.pad lists the last dimension first
+            size, kernel, step = x.shape[2 + axis], weight.shape[2 + axis], strides[axis]
+            total = max((-(-size // step) - 1) * step + kernel - size, 0)
+            pads += [total // 2, total - total // 2]
+        return conv(F.pad(x, pads), weight, bias, stride, 0, *args)
+
+    return padded
 
 
 def gelu_tanh(gelu: Callable) -> Callable:
@@ -235,6 +269,28 @@ CATALOGUE: list[Trap] = [
     Trap(
         "LayerNorm eps",
         torch_variant("layer_norm", layer_norm_eps(1e-6), "LayerNorm eps: B uses 1e-6 (flax's default), torch 1e-5"),
+    ),
+    Trap(
+        "flatten order",
+        torch_variant(
+            "flatten",
+            channels_last_flatten,
+            "flatten order: B flattens (N, ..., C) channels last where torch flattens (N, C, ...); transpose to "
+            "torch's order before the head",
+            owner=__import__("torch").Tensor,
+        ),
+    ),
+    Trap(
+        "'SAME' padding (Conv1d)",
+        torch_variant(
+            "conv1d", same_padding, "'SAME' padding: B pads a strided convolution unevenly (flax), torch evenly"
+        ),
+    ),
+    Trap(
+        "'SAME' padding (Conv2d)",
+        torch_variant(
+            "conv2d", same_padding, "'SAME' padding: B pads a strided convolution unevenly (flax), torch evenly"
+        ),
     ),
     Trap(
         "label smoothing applied twice",

@@ -323,7 +323,7 @@ def probe_update(
     from paritykit.pairs import PairReport, probe
     from torchloop.models import build_model as build_torch
 
-    dataset = load_dataset(config.data) if config.data.name != "arrays" else None
+    dataset = load_dataset(config.data) if (config.data.name != "arrays" or config.data.path) else None
     if dataset is None:
         return []
     out_dim = output_dim(config.loss.name, dataset.num_classes)
@@ -487,7 +487,7 @@ def instrument(
     before = load_checkpoint(start).prefixed("model") if start is not None else load_weights(init)
     after = [replay.run(side, update, start) for side in location.backends]
     quantities: list[Measured] = []
-    num_train = len(load_dataset(config.data).y_train) if config.data.name != "arrays" else 0
+    num_train = len(load_dataset(config.data).y_train) if (config.data.name != "arrays" or config.data.path) else 0
     if num_train:
         rows, forward_pass, where = batch_of(config, start, num_train)
         quantities += probe_update(config, before, rows, forward_pass, models)
