@@ -176,16 +176,20 @@ class Replayer:
         self.config, self.init, self.work, self.models = config, init, work, models
         self.count = 0
 
-    def run(self, backend: str, until: int, resume: Optional[Path]) -> Path:
-        """A checkpoint after update `until` (backend from `resume`, or from init)."""
+    def run(self, backend: str, until: int, resume: Optional[Path], save_before: bool = False) -> Path:
+        """A checkpoint after update `until` (backend from `resume`, or from init); with
+        `save_before`, one after update `until - 1` beside it (one replay gives both)."""
         from loopspec.backends import backend_module
 
         self.count += 1
         out = self.work / f"{self.count:03d}-{backend}-{until}"
         fit = backend_module(backend, "train").fit
         init = None if resume is not None else self.init
+        config = copy.deepcopy(self.config)
+        if save_before and until > 1:  # checkpoint settings may change on resume; training does not see them
+            config["train"]["checkpoint"] = {"every_steps": until - 1, "every_epoch": False, "keep_last": 1000}
         try:
-            fit(self.config, out, init=init, resume=resume, model=self.models.get(backend), pause_after=until)
+            fit(config, out, init=init, resume=resume, model=self.models.get(backend), pause_after=until)
         except Paused:
             return out / "checkpoints" / step_name(until)
         raise UserError(f"the replay on {backend} ended before update {until}: the runs hold fewer updates")
@@ -483,16 +487,26 @@ def instrument(
     from loopspec.data import load_dataset
 
     backend, usable = replay_side(location, update, checkpoints if precision == "fp64" else None)
-    start = replay.state_before(backend, update, usable)
+    nearest = [c for c in usable if load_checkpoint(c).step <= update - 1]
+    begin = max(nearest, key=lambda c: load_checkpoint(c).step) if nearest else None
+    after: list[Optional[Path]] = [None, None]
+    replayer = location.backends.index(backend)
+    if update > 1 and (begin is None or load_checkpoint(begin).step < update - 1):
+        after[replayer] = replay.run(backend, update, begin, save_before=True)  # through update - 1 to update
+        start: Optional[Path] = after[replayer].parent / step_name(update - 1)
+    else:
+        start = begin if update > 1 else None
+    after_a, after_b = (
+        done if done is not None else replay.run(side, update, start) for side, done in zip(location.backends, after)
+    )
     before = load_checkpoint(start).prefixed("model") if start is not None else load_weights(init)
-    after = [replay.run(side, update, start) for side in location.backends]
     quantities: list[Measured] = []
     num_train = len(load_dataset(config.data).y_train) if (config.data.name != "arrays" or config.data.path) else 0
     if num_train:
         rows, forward_pass, where = batch_of(config, start, num_train)
         quantities += probe_update(config, before, rows, forward_pass, models)
         location.probe = (config, before, rows, forward_pass, models)
-    quantities += compare_update(config, before, after[0], after[1], update)
+    quantities += compare_update(config, before, after_a, after_b, update)
     quantities.sort(key=lambda q: ORDER.index(q.stage))
     if num_train:
         location.notes.append(f"update {update}: {where}; batch order and parity dropout masks shared by construction")
