@@ -15,7 +15,7 @@ from typing import Any, Callable, Optional
 import numpy as np
 
 from loopspec.config import Config, resolved_eps, resolved_weight_decay
-from loopspec.metrics import read_metrics
+from paritykit.locate import step_records
 
 Signature = Callable[[Any, Config, Path, Path], Optional[str]]  # (location, config, run A, run B) -> why
 
@@ -28,10 +28,6 @@ class Trap:
 
 def measured(location: Any, stage: str, name: Optional[str] = None) -> list[Any]:
     return [q for q in location.quantities if q.stage == stage and not q.ok and (name is None or q.name == name)]
-
-
-def records(run: Path) -> list[dict[str, Any]]:
-    return [s for s in read_metrics(run / "metrics.jsonl")["step"] if not s.get("skipped")]
 
 
 def close(a: float, b: float, rtol: float = 1e-6) -> bool:
@@ -47,7 +43,7 @@ def neighbouring_value(key: str, what: str) -> Signature:
     def signature(location: Any, config: Config, run_a: Path, run_b: Path) -> Optional[str]:
         if not measured(location, "hyper-parameter", key):
             return None
-        a, b, n = records(run_a), records(run_b), location.update
+        a, b, n = step_records(run_a), step_records(run_b), location.update
         if n > len(a) or n > len(b) or key not in b[n - 1]:
             return None
         for shift, word in ((-1, "before"), (1, "after")):

@@ -39,6 +39,7 @@ from loopspec.config import Config, config_from_dict
 from loopspec.errors import Paused, UserError
 from loopspec.metrics import read_metrics
 from loopspec.weights import load_weights
+from paritykit.pairs import relative
 
 STEP_KEYS = ("loss", "grad_norm", "lr", "momentum", "loss_scale")
 ORDER = (
@@ -131,14 +132,6 @@ class Location:
 # ----------------------------------------------------------------------------- the update
 
 
-def relative(a: Any, b: Any, floor: float = 1e-300) -> float:
-    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
-    if a.shape != b.shape:
-        return float("inf")
-    scale = max(float(np.abs(a).max(initial=0.0)), float(np.abs(b).max(initial=0.0)), floor)
-    return float(np.abs(a - b).max(initial=0.0) / scale)
-
-
 def step_records(run: Path) -> list[dict[str, Any]]:
     return [s for s in read_metrics(run / "metrics.jsonl")["step"] if not s.get("skipped")]
 
@@ -193,16 +186,6 @@ class Replayer:
         except Paused:
             return out / "checkpoints" / step_name(until)
         raise UserError(f"the replay on {backend} ended before update {until}: the runs hold fewer updates")
-
-    def state_before(self, backend: str, update: int, checkpoints: list[Path]) -> Optional[Path]:
-        """A checkpoint holding the state after update - 1 (None: the initial weights)."""
-        if update <= 1:
-            return None
-        usable = [c for c in checkpoints if load_checkpoint(c).step <= update - 1]
-        start = max(usable, key=lambda c: load_checkpoint(c).step) if usable else None
-        if start is not None and load_checkpoint(start).step == update - 1:
-            return start
-        return self.run(backend, update - 1, start)
 
 
 def replay_side(location: Location, update: int, checkpoints_a: Optional[list[Path]]) -> tuple[str, list[Path]]:
@@ -321,7 +304,6 @@ def probe_update(
     float64 from the same state (the pair check's probe). A diagnosis tries hypotheses on the torch
     side: `torch_variant(module)` changes the module (a GELU made tanh), `torch_loss` a LossConfig."""
     from flaxloop.models import build_model as build_flax
-    from flaxloop.models import own_name_map
     from loopspec.data import load_dataset
     from loopspec.models import output_dim
     from paritykit.pairs import PairReport, probe
@@ -348,7 +330,7 @@ def probe_update(
             make_flax_loss(config.loss, num_classes, out_dim),
         )
     report = PairReport()
-    name_map = {**own_name_map(getattr(flax_model, "module", flax_model)), **config.model.name_map}
+    name_map = flax_model.names(config.model.name_map)  # the module's own map, the config's over it
     probe(
         config, torch_model, flax_model, dataset, name_map, report, loss_pair,
         state=before, rows=rows, forward_pass=forward_pass,

@@ -271,9 +271,12 @@ def as_torch_layout(flax_value: np.ndarray, torch_shape: tuple[int, ...]) -> Opt
     return None
 
 
-def relative(a: np.ndarray, b: np.ndarray) -> float:
+def relative(a: Any, b: Any, floor: float = 1e-300) -> float:
+    """max |a - b| over the larger magnitude (at least `floor`); inf when the shapes differ."""
     a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
-    scale = max(float(np.abs(a).max(initial=0.0)), float(np.abs(b).max(initial=0.0)), 1e-300)
+    if a.shape != b.shape:
+        return float("inf")
+    scale = max(float(np.abs(a).max(initial=0.0)), float(np.abs(b).max(initial=0.0)), floor)
     return float(np.abs(a - b).max(initial=0.0) / scale)
 
 
