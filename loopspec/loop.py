@@ -69,6 +69,13 @@ class MicroBatch(NamedTuple):
     dropout_masks: Optional[list[np.ndarray]]  # parity-mode masks, one per dropout layer
 
 
+def reversed_rows(batch: MicroBatch) -> MicroBatch:
+    """The same micro-batch with its rows, and each row's dropout masks, in reverse order: the same
+    mathematics, another summation order in every reduction over the batch."""
+    masks = None if batch.dropout_masks is None else [np.ascontiguousarray(m[::-1]) for m in batch.dropout_masks]
+    return MicroBatch(np.ascontiguousarray(batch.rows[::-1]), masks)
+
+
 class Backend(Protocol):
     """What the loop needs from a framework. The backend builds its state from the RunSetup."""
 
@@ -319,6 +326,8 @@ class Loop:
                 MicroBatch(rows, self.setup.dropout_masks(self.forward_passes + i, len(rows)))
                 for i, rows in enumerate(window)
             ]
+            if self.setup.reverse_batch_rows:
+                micro = [reversed_rows(batch) for batch in micro]
             self.forward_passes += len(window)
             pending.append(InFlight(window, self.backend.dispatch(micro), self.forward_passes, index))
             while len(pending) > self.backend.readback_lag:
@@ -515,10 +524,13 @@ def backend_fit(backend: BackendClass) -> Callable[..., Optional[Run]]:
         loss: Any = None,
         *,
         pause_after: Optional[int] = None,
+        reverse_batch_rows: bool = False,
     ) -> Optional[Run]:
         config, models, dataset = with_model_and_data(as_config(config, overrides), backend.name, model, data)
         losses = {} if loss is None else {backend.name: loss}
-        summary = run_training(config, out_dir, backend, init, resume, overwrite, models, dataset, losses, pause_after)
+        summary = run_training(
+            config, out_dir, backend, init, resume, overwrite, models, dataset, losses, pause_after, reverse_batch_rows
+        )
         return None if summary is None else load_run(out_dir, models=models)
 
     fit_backend.__doc__ = (
@@ -567,6 +579,7 @@ def run_training(
     dataset: Optional[Dataset] = None,
     losses: Optional[dict[str, Any]] = None,
     pause_after: Optional[int] = None,
+    reverse_batch_rows: bool = False,
 ) -> Optional[dict[str, Any]]:
     """Check the device and precision, prepare the run directory, build the backend's state, train.
     Returns the summary record; None on the ranks of a data-parallel run that do not write (rank > 0).
@@ -576,7 +589,8 @@ def run_training(
     one, else a fresh start in its place: what a job that may be preempted passes every time).
     overwrite: replace a run already in out_dir. models: backend -> a module passed to fit; dataset:
     arrays passed to fit. pause_after: stop after that update, its checkpoint saved, raising
-    loopspec.errors.Paused (paritykit.locate's replays).
+    loopspec.errors.Paused (paritykit.locate's replays). reverse_batch_rows: each micro-batch's rows in
+    reverse order (paritykit.sensitivity's envelope runs).
     """
     out_dir = Path(out_dir)
     if init is None and resume is not None and config.model.name == "custom":  # names from the checkpoint
@@ -587,6 +601,7 @@ def run_training(
         setup = plan_run(config, out_dir, init, backend.name, placement, models, dataset)
         setup.losses = dict(losses or {})
         setup.pause_after = pause_after
+        setup.reverse_batch_rows = reverse_batch_rows
         warn = lambda message: console_logger().warning(f"[{backend.name}] {message}")  # noqa: E731
         fits = checkpoint_fits(setup)
 

@@ -51,6 +51,9 @@ class RunSetup:
     # paritykit.locate: stop after this update with a checkpoint there (loopspec.errors.Paused); not a
     # config key, so the schedule, whose length max_steps would change, stays the run's.
     pause_after: Optional[int] = None
+    # paritykit.sensitivity's envelope: each micro-batch's rows (and their dropout masks) in reverse
+    # order, so every reduction over the batch sums in another order, as another correct kernel would.
+    reverse_batch_rows: bool = False
 
     def release(self) -> None:
         if self.lock is not None:

@@ -6,7 +6,7 @@ import contextlib
 import copy
 import tempfile
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Optional, Sequence
 
 import numpy as np
 import torch
@@ -51,7 +51,11 @@ def precision_unavailable(backend: str, precision: str) -> Optional[str]:
 
 
 def run_backends(
-    raw: dict[str, Any], out: Path, backends: tuple[str, ...] = ("torch", "jax"), init: Optional[Path] = None
+    raw: dict[str, Any],
+    out: Path,
+    backends: tuple[str, ...] = ("torch", "jax"),
+    init: Optional[Path] = None,
+    reverse_batch_rows: bool = False,
 ) -> dict[str, Path]:
     config = config_from_dict(copy.deepcopy(raw))
     fits = {"torch": torchloop.train.fit, "jax": flaxloop.train.fit}
@@ -61,7 +65,20 @@ def run_backends(
         given = init
         if given is None and backend == "jax" and config.model.name == "custom" and "torch" in runs:
             given = runs["torch"] / "init.safetensors"  # a custom pair starts from torch's module's own init
-        fits[backend](config, runs[backend], init=given)
+        fits[backend](config, runs[backend], init=given, reverse_batch_rows=reverse_batch_rows)
+    return runs
+
+
+def perturbed_runs(
+    moved_inputs: dict[str, Any], moved_weights: Path, out: Path, backends: Sequence[str]
+) -> dict[str, Path]:
+    """Each backend's envelope run (paritykit/sensitivity.py): the inputs and weights moved by one ulp,
+    each micro-batch's rows reversed, and torch on its other family of CPU kernels."""
+    runs = {}
+    for backend in dict.fromkeys(backends):
+        kernels = other_torch_kernels() if backend == "torch" else contextlib.nullcontext()
+        with kernels:
+            runs.update(run_backends(moved_inputs, out, (backend,), init=moved_weights, reverse_batch_rows=True))
     return runs
 
 
@@ -91,9 +108,7 @@ def sensitivity_verdict(raw: dict[str, Any], out: Path, horizon: int = HORIZON, 
     reference, moved_inputs = dataset_files(first_updates(raw, horizon), out)
     runs = run_backends(reference, out / "reference")
     moved_weights = write_perturbed_init(runs["torch"] / "init.safetensors", out / "one_ulp.safetensors")
-    with other_torch_kernels():
-        perturbed = run_backends(moved_inputs, out / "perturbed", ("torch",), init=moved_weights)
-    perturbed.update(run_backends(moved_inputs, out / "perturbed", ("jax",), init=moved_weights))
+    perturbed = perturbed_runs(moved_inputs, moved_weights, out / "perturbed", tuple(runs))
     return judge_runs((runs["torch"], runs["jax"]), [(runs[b], perturbed[b]) for b in runs], multiple)
 
 
@@ -116,12 +131,9 @@ def recorded_verdict(run_a: Path, run_b: Path, horizon: int = HORIZON) -> Verdic
     with tempfile.TemporaryDirectory() as tmp:
         _, moved_inputs = dataset_files(first_updates(raw, horizon), Path(tmp))
         moved_weights = write_perturbed_init(Path(run_a) / "init.safetensors", Path(tmp) / "one_ulp.safetensors")
-        perturbed = {}
-        for backend in dict.fromkeys(fact["backend"] for fact in facts):
-            kernels = other_torch_kernels() if backend == "torch" else contextlib.nullcontext()
-            with kernels:
-                perturbed.update(run_backends(moved_inputs, Path(tmp) / "perturbed", (backend,), init=moved_weights))
-            perturbed[backend] = Trajectory.read(perturbed[backend])
+        backends = [fact["backend"] for fact in facts]
+        runs = perturbed_runs(moved_inputs, moved_weights, Path(tmp) / "perturbed", backends)
+        perturbed = {backend: Trajectory.read(run) for backend, run in runs.items()}
         recorded = [Trajectory.read(Path(run)) for run in (run_a, run_b)]
     first = [first_steps(trajectory, horizon) for trajectory in recorded]
     steps_only = lambda divergences: {k: v for k, v in divergences.items() if k[0] == "step"}  # noqa: E731

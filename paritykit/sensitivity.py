@@ -11,7 +11,13 @@ same process, on the same machine:
   same weights with every parameter moved by one float32 ulp, up or down at random (seeded).
   One ulp per weight is the difference one update of another correct implementation leaves
   behind, so the two runs' per-step relative difference is what rounding alone does to this
-  config here. The envelope at step t is the largest self-divergence of either backend up to
+  config here. The perturbed run also moves the inputs by one ulp, takes each micro-batch's rows
+  in reverse order, and (torch) runs on torch's other family of CPU kernels: a perturbation at
+  the start alone keeps each later operation's rounding nearly the same as the reference's, while
+  two implementations round every reduction over the batch differently at every step. Where
+  training amplifies that fresh noise (Adam on a gradient that is zero in exact arithmetic), or
+  barely amplifies anything and one large reduction (a loss over thousands of tokens) dominates,
+  only a run that sums in another order measures it. The envelope at step t is the largest self-divergence of either backend up to
   step t (a running maximum: a perturbed run that happens to cross the reference at step t
   says nothing about step t+1), and never less than FLOOR, one float32 ulp.
 - **Verdict.** The torch-vs-JAX difference of every judged quantity at every step, epoch and
