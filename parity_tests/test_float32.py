@@ -69,26 +69,43 @@ def test_recipe_agrees_within_its_sensitivity(name: str, tmp_path: Path) -> None
     assert verdict.agree, "\n" + verdict.render()
 
 
-# Found by the generated configs (test_schedule_exact.py) at margin 0.68 when each perturbed run summed its
-# batches in the reference's order. Under BatchNorm, the weight column of a feature that is constant within
-# a batch has a gradient of zero in exact arithmetic (BatchNorm ignores a shift of its input); its float32
-# value is rounding noise, which Adam scales up to a sizeable update, so every run follows its own noise.
+# Found by the generated configs (test_schedule_exact.py): margins 0.68 (default profile) and 1.05
+# (threads2) while the envelope was one perturbed run per backend in the reference's summation order.
+# Under BatchNorm, the weight column of a feature that is constant within a batch has a gradient of
+# zero in exact arithmetic (BatchNorm ignores a shift of its input); its float32 value is rounding
+# noise, which Adam scales up to a sizeable update, so each run follows its own noise, and whether a
+# small discrete event happens (measured: a BatchNorm bias 60x further apart in 6 of 16 draws) is up
+# to the draw.
+def rounding_noise_case(samples: int, batch_size: int, accumulation: int, optimizer: dict, schedule: dict) -> dict:
+    return {
+        "seed": 3,
+        "data": {"name": "intrusion", "num_samples": samples, "batch_size": batch_size, "val_fraction": 0.2},
+        "model": {"name": "mlp", "hidden": [8], "dropout": 0.0},
+        "loss": {"name": "cross_entropy"},
+        "optimizer": optimizer,
+        "train": {"epochs": 3, "accumulation_steps": accumulation, "precision": "fp32", "log_every": 0, "verbose": 0},
+        "schedule": schedule,
+    }
+
+
 ADAM_ON_ROUNDING_NOISE = {
-    "seed": 3,
-    "data": {"name": "intrusion", "num_samples": 273, "batch_size": 24, "val_fraction": 0.2},
-    "model": {"name": "mlp", "hidden": [8], "dropout": 0.0},
-    "loss": {"name": "cross_entropy"},
-    "optimizer": {"name": "adamw", "lr": 0.002},
-    "train": {"epochs": 3, "accumulation_steps": 3, "precision": "fp32", "log_every": 0, "verbose": 0},
-    "schedule": {"name": "none"},
+    "AdamW, accumulation 3": rounding_noise_case(273, 24, 3, {"name": "adamw", "lr": 0.002}, {"name": "none"}),
+    "Adam, a step cut": rounding_noise_case(
+        153,
+        24,
+        1,
+        {"name": "adam", "lr": 0.003},
+        {"name": "multistep", "interval": "step", "milestones": [2], "gamma": 0.123456789},
+    ),
 }
 
 
 @pytest.mark.full
-def test_adam_on_rounding_noise_agrees_within_its_sensitivity(tmp_path: Path) -> None:
-    verdict = sensitivity_verdict(ADAM_ON_ROUNDING_NOISE, tmp_path, horizon=12)
+@pytest.mark.parametrize("case", list(ADAM_ON_ROUNDING_NOISE))
+def test_adam_on_rounding_noise_agrees_within_its_sensitivity(case: str, tmp_path: Path) -> None:
+    verdict = sensitivity_verdict(ADAM_ON_ROUNDING_NOISE[case], tmp_path, horizon=12)
     print(verdict.render())
-    record_margin("Adam on rounding noise", verdict)
+    record_margin(f"Adam on rounding noise: {case}", verdict)
     assert verdict.agree, "\n" + verdict.render()
 
 
@@ -147,7 +164,7 @@ def test_planted_difference_is_caught(planted: str, monkeypatch: pytest.MonkeyPa
 def test_one_ulp_perturbation_is_not_caught(tmp_path: Path) -> None:
     """JAX started from weights and data each moved by one ulp (another draw than the envelope's)."""
     raw = first_updates(float32_run(*PLANT_RECIPE), PLANT_HORIZON)
-    reference, perturbed = dataset_files(raw, tmp_path)
+    reference, _ = dataset_files(raw, tmp_path)
     _, moved = dataset_files(raw, tmp_path / "other_draw", seed=7)
     runs = run_backends(reference, tmp_path / "reference")
     other = run_backends(
@@ -156,9 +173,8 @@ def test_one_ulp_perturbation_is_not_caught(tmp_path: Path) -> None:
         backends=("jax",),
         init=write_perturbed_init(runs["torch"] / "init.safetensors", tmp_path / "w7.safetensors", seed=7),
     )
-    envelope_init = write_perturbed_init(runs["torch"] / "init.safetensors", tmp_path / "one_ulp.safetensors")
-    envelope_runs = perturbed_runs(perturbed, envelope_init, tmp_path / "perturbed", tuple(runs))
-    verdict = judge_runs((runs["torch"], other["jax"]), [(runs[b], envelope_runs[b]) for b in runs])
+    samples = perturbed_runs(raw, runs["torch"] / "init.safetensors", tmp_path / "envelope", tuple(runs))
+    verdict = judge_runs((runs["torch"], other["jax"]), [(runs[b], sample[b]) for sample in samples for b in runs])
     print(verdict.render())
     record_margin("one-ulp perturbation", verdict)
     assert verdict.agree, "\n" + verdict.render()

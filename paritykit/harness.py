@@ -21,6 +21,7 @@ from loopspec.errors import UserError
 from loopspec.metrics import read_metrics
 from loopspec.weights import load_weights
 from paritykit.sensitivity import (
+    ENVELOPE_RUNS,
     EXACT_STEP_QUANTITIES,
     HORIZON,
     MULTIPLE,
@@ -69,17 +70,21 @@ def run_backends(
     return runs
 
 
-def perturbed_runs(
-    moved_inputs: dict[str, Any], moved_weights: Path, out: Path, backends: Sequence[str]
-) -> dict[str, Path]:
-    """Each backend's envelope run (paritykit/sensitivity.py): the inputs and weights moved by one ulp,
-    each micro-batch's rows reversed, and torch on its other family of CPU kernels."""
-    runs = {}
-    for backend in dict.fromkeys(backends):
-        kernels = other_torch_kernels() if backend == "torch" else contextlib.nullcontext()
-        with kernels:
-            runs.update(run_backends(moved_inputs, out, (backend,), init=moved_weights, reverse_batch_rows=True))
-    return runs
+def perturbed_runs(raw: dict[str, Any], init: Path, out: Path, backends: Sequence[str]) -> list[dict[str, Path]]:
+    """Each backend's envelope runs of the (cut) config `raw` (paritykit/sensitivity.py), one per
+    ENVELOPE_RUNS draw: the inputs and the weights `init` moved by one ulp, the rows of each
+    micro-batch reversed or not, and torch on its other family of CPU kernels."""
+    samples = []
+    for index, (seed, reverse) in enumerate(ENVELOPE_RUNS):
+        _, moved_inputs = dataset_files(raw, out / f"data-{index}", seed)
+        moved_weights = write_perturbed_init(init, out / f"one_ulp-{index}.safetensors", seed)
+        runs = {}
+        for backend in dict.fromkeys(backends):
+            kernels = other_torch_kernels() if backend == "torch" else contextlib.nullcontext()
+            with kernels:
+                runs.update(run_backends(moved_inputs, out / f"perturbed-{index}", (backend,), moved_weights, reverse))
+        samples.append(runs)
+    return samples
 
 
 def run_both(
@@ -105,11 +110,12 @@ def sensitivity_verdict(raw: dict[str, Any], out: Path, horizon: int = HORIZON, 
     """The config's first `horizon` float32 updates, with the whole run's schedule, torch vs JAX
     judged against each backend's own one-ulp sensitivity (paritykit/sensitivity.py). A config no
     verdict can be given for raises UserError (one line)."""
-    reference, moved_inputs = dataset_files(first_updates(raw, horizon), out)
+    cut = first_updates(raw, horizon)
+    reference, _ = dataset_files(cut, out)
     runs = run_backends(reference, out / "reference")
-    moved_weights = write_perturbed_init(runs["torch"] / "init.safetensors", out / "one_ulp.safetensors")
-    perturbed = perturbed_runs(moved_inputs, moved_weights, out / "perturbed", tuple(runs))
-    return judge_runs((runs["torch"], runs["jax"]), [(runs[b], perturbed[b]) for b in runs], multiple)
+    samples = perturbed_runs(cut, runs["torch"] / "init.safetensors", out, tuple(runs))
+    self_pairs = [(runs[backend], sample[backend]) for sample in samples for backend in runs]
+    return judge_runs((runs["torch"], runs["jax"]), self_pairs, multiple)
 
 
 def recorded_verdict(run_a: Path, run_b: Path, horizon: int = HORIZON) -> Verdict:
@@ -129,18 +135,22 @@ def recorded_verdict(run_a: Path, run_b: Path, horizon: int = HORIZON) -> Verdic
     raw = copy.deepcopy(facts[0]["config"])
     torch_first = facts[0]["backend"] == "torch"
     with tempfile.TemporaryDirectory() as tmp:
-        _, moved_inputs = dataset_files(first_updates(raw, horizon), Path(tmp))
-        moved_weights = write_perturbed_init(Path(run_a) / "init.safetensors", Path(tmp) / "one_ulp.safetensors")
         backends = [fact["backend"] for fact in facts]
-        runs = perturbed_runs(moved_inputs, moved_weights, Path(tmp) / "perturbed", backends)
-        perturbed = {backend: Trajectory.read(run) for backend, run in runs.items()}
+        samples = perturbed_runs(first_updates(raw, horizon), Path(run_a) / "init.safetensors", Path(tmp), backends)
+        perturbed = [{backend: Trajectory.read(run) for backend, run in sample.items()} for sample in samples]
         recorded = [Trajectory.read(Path(run)) for run in (run_a, run_b)]
     first = [first_steps(trajectory, horizon) for trajectory in recorded]
     steps_only = lambda divergences: {k: v for k, v in divergences.items() if k[0] == "step"}  # noqa: E731
     cross = steps_only(divergence(*first))
     for quantity in EXACT_STEP_QUANTITIES:
         cross.pop(("step", quantity), None)
-    bounds = envelope([steps_only(divergence(ours, perturbed[fact["backend"]])) for ours, fact in zip(first, facts)])
+    bounds = envelope(
+        [
+            steps_only(divergence(ours, sample[fact["backend"]]))
+            for sample in perturbed
+            for ours, fact in zip(first, facts)
+        ]
+    )
     verdict = judge(cross, bounds)
     plateau = raw.get("schedule", {}).get("name") == "plateau"
     scheduled = first if plateau else recorded
