@@ -1,7 +1,8 @@
 # `make run`: set up (first time) and train the default config on both backends, then
 # print the parity summary. `make test`: set up (first time) and run the test suite.
-# `make lint`: ruff's lint and format check. `make profile PROFILE=sse41`: the float32 and
-# mixed-precision subset on a simulated machine (parity_tests/profiles.py; no PROFILE: all).
+# `make lint`: ruff's lint and format check, then mypy at the strictness [tool.mypy] in
+# pyproject.toml states. `make profile PROFILE=sse41`: the float32 and mixed-precision subset on a
+# simulated machine (parity_tests/profiles.py; no PROFILE: all).
 .PHONY: run test test-full test-rest lint profile setup
 
 run:
@@ -17,7 +18,7 @@ test-rest:
 	@PY=$$(scripts/setup.sh) && HYPOTHESIS_PROFILE=full $$PY -m pytest -n 2 -m "full or hypothesis"
 
 lint:
-	@PY=$$(scripts/setup.sh) && $$PY -m ruff check . && $$PY -m ruff format --check .
+	@PY=$$(scripts/setup.sh) && $$PY -m ruff check . && $$PY -m ruff format --check . && $$PY -m mypy
 
 profile:
 	@PY=$$(scripts/setup.sh) && $$PY -m parity_tests.profiles $(PROFILE)

@@ -101,10 +101,11 @@ class NameMap:
         explicit: Optional[dict[str, str]] = None,
     ) -> "NameMap":
         explicit = explicit or {}
-        by_normal = {}
-        for name in reference or {}:
-            by_normal.setdefault(normalized(name), []).append(name)
-        names, unnamed = {}, []
+        by_normal: dict[str, list[str]] = {}
+        for torch_name in reference or {}:
+            by_normal.setdefault(normalized(torch_name), []).append(torch_name)
+        names: dict[tuple[str, Path], str] = {}
+        unnamed: list[str] = []
         leaves = flax_leaves(variables)
         for collection, path in leaves:
             key = "/".join(str(part) for part in path)

@@ -3,7 +3,7 @@ JAX's half of what torch's autograd and DistributedDataParallel do inside torchl
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import jax
 
@@ -54,6 +54,6 @@ def replica_gradients(
         grads = jax.tree.map(lambda g: (g / replicas).sum(0), grads)
         return losses.sum() / replicas, grads, jax.tree.map(lambda s: s[0], stats)
     results = [replica(shard) for shard in shards]  # uneven shards: one after another
-    loss = sum(result[0] for result in results) / replicas
+    loss = cast(jax.Array, sum(result[0] for result in results)) / replicas  # a sum of arrays, never the 0 start
     grads = jax.tree.map(lambda *g: sum(x / replicas for x in g), *[result[1] for result in results])
     return loss, grads, results[0][2]

@@ -13,13 +13,13 @@ import contextlib
 import functools
 import inspect
 import math
-from typing import Any, Optional, Sequence
+from typing import Any, Optional, Sequence, cast
 
 import jax
 import jax.numpy as jnp
 from flax import linen as nn
 
-from flaxloop.layers import BatchNorm, ParityDropout, finding_dropout_layers
+from flaxloop.layers import BatchNorm, NnxParityDropout, ParityDropout, finding_dropout_layers
 from loopspec.config import ModelConfig
 from loopspec.errors import UserError
 from loopspec.models import import_object, model_entry
@@ -225,7 +225,7 @@ class GPTBlock(nn.Module):
         return x + mlp(norm("ln_2")(x), train)
 
 
-def layer_norm(eps: float, bias: bool, param_dtype: Any, name: str) -> nn.LayerNorm:
+def layer_norm(eps: float, bias: bool, param_dtype: Any, name: Optional[str]) -> nn.LayerNorm:
     """torch's LayerNorm: eps 1e-5 (flax's default is 1e-6) and the two-pass variance torch computes,
     in the weights' dtype (torch's autocast keeps LayerNorm in float32)."""
     return nn.LayerNorm(epsilon=eps, use_bias=bias, use_fast_variance=False, param_dtype=param_dtype, name=name)
@@ -467,8 +467,8 @@ class LinenModel(FlaxModel):
         given = {"params": variables["params"], "batch_stats": stats}
         if masks:
             given["dropout_masks"] = nest(masks, "mask")
-        if not train:
-            return self.module.apply(given, x, train=False), stats
+        if not train:  # apply without `mutable` returns the output alone
+            return cast(jax.Array, self.module.apply(given, x, train=False)), stats
         logits, updates = self.module.apply(given, x, train=True, rngs=rngs or {}, mutable=["batch_stats"])
         return logits, updates.get("batch_stats", stats)
 
@@ -484,7 +484,12 @@ class NnxModel(FlaxModel):
 
         self.nnx = nnx
         self.name_map = own_name_map(module)
-        self.graph, self.params, self.stats, self.rest = nnx.split(module, nnx.Param, nnx.BatchStat, ...)
+        # one State per filter; flax types the states after the first as a variadic tuple
+        split = cast(
+            "tuple[nnx.GraphDef[Any], nnx.State, nnx.State, nnx.State]",
+            nnx.split(module, nnx.Param, nnx.BatchStat, ...),
+        )
+        self.graph, self.params, self.stats, self.rest = split
 
     def init(self, key: jax.Array, sample: jax.Array) -> Variables:
         return {"params": self.params.to_pure_dict(), "batch_stats": self.stats.to_pure_dict()}
@@ -511,8 +516,8 @@ class NnxModel(FlaxModel):
                 self.nnx.reseed(module, dropout=rngs["dropout"], default=rngs["dropout"])
         if masks:
             for path, layer in self.nnx.iter_modules(module):
-                if path_key(path) in masks:
-                    layer.mask = masks[path_key(path)]
+                if path_key(path) in masks:  # a parity dropout layer's path (dropout_layers)
+                    cast(NnxParityDropout, layer).mask = masks[path_key(path)]
         logits = module(x)
         return logits, self.nnx.state(module, self.nnx.BatchStat).to_pure_dict()
 
@@ -573,6 +578,7 @@ def build_model(
     if model is None and entry.flax is None:
         raise UserError("model custom needs model.flax ('pkg.module:factory') or a module passed as fit(model=...)")
     if model is None:
+        assert entry.flax is not None  # refused above
         factory = import_object(entry.flax, "model.flax")
         try:
             if entry.builtin:

@@ -22,7 +22,7 @@ from loopspec.run import RunSetup
 
 
 class DampenedTraceState(NamedTuple):
-    count: jax.Array
+    count: jax.Array  # type: ignore[assignment]  # shadows tuple.count, as optax states do; never called
     trace: Any
 
 
@@ -64,7 +64,7 @@ def adam_denominator(nu: jax.Array, bias2_sqrt: jax.Array, eps: float) -> jax.Ar
 
 
 class AdamState(NamedTuple):
-    count: jax.Array
+    count: jax.Array  # type: ignore[assignment]  # shadows tuple.count, as optax states do; never called
     mu: Any
     nu: Any
     nu_max: Any  # AMSGrad's running maximum of nu; None without AMSGrad
@@ -98,7 +98,7 @@ def scale_by_torch_adam(b1: Any, b2: float, eps: float, amsgrad: bool = False) -
 
 
 class AdagradState(NamedTuple):
-    count: jax.Array
+    count: jax.Array  # type: ignore[assignment]  # shadows tuple.count, as optax states do; never called
     sum_of_squares: Any
 
 

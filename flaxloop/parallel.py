@@ -22,7 +22,9 @@ def request_cpu_devices(devices: int | str, device_name: str) -> None:
     if device_name != "cpu" or devices in (1, "auto"):
         return
     try:
-        jax.config.update("jax_num_cpu_devices", max(int(devices), jax.config.jax_num_cpu_devices))
+        # jax.config's flags are attributes at runtime that its type stubs do not declare
+        current = jax.config.jax_num_cpu_devices  # type: ignore[attr-defined]
+        jax.config.update("jax_num_cpu_devices", max(int(devices), current))
     except RuntimeError:  # the backend already runs (a notebook, a test process)
         pass
 

@@ -51,7 +51,7 @@ from flaxloop.state import (
 from loopspec.checkpoint import Checkpoint
 from loopspec.cli import run_cli
 from loopspec.config import Config
-from loopspec.loop import MicroBatch, StepResult, backend_fit
+from loopspec.loop import MicroBatch, Outcome, StepResult, backend_fit
 from loopspec.parallel import Placement, replica_shards
 from loopspec.run import RunSetup
 from loopspec.schedules import schedule_values
@@ -111,9 +111,12 @@ def stack_window(micro_batches: list[dict[str, Any]]) -> dict[str, Any]:
     """Equal-sized micro-batches stacked for lax.scan; a differently sized last one as the tail."""
     if len(micro_batches) == 1:
         return {"tail": micro_batches[0]}
-    equal = jax.tree.structure(micro_batches[-1]) == jax.tree.structure(micro_batches[0]) and [
-        leaf.shape for leaf in jax.tree.leaves(micro_batches[-1])
-    ] == [leaf.shape for leaf in jax.tree.leaves(micro_batches[0])]
+    # jax's stubs leave the type of PyTreeDef unresolved, so mypy rejects its ==
+    equal = (
+        jax.tree.structure(micro_batches[-1]) == jax.tree.structure(micro_batches[0])  # type: ignore[operator]
+        and [leaf.shape for leaf in jax.tree.leaves(micro_batches[-1])]
+        == [leaf.shape for leaf in jax.tree.leaves(micro_batches[0])]
+    )
     stacked = micro_batches if equal else micro_batches[:-1]
     window = {"stack": jax.tree.map(lambda *leaves: np.stack(leaves), *stacked)}
     if not equal:
@@ -185,7 +188,7 @@ class JaxBackend:
         stacked on a replica axis when they are equal (loopspec.parallel)."""
         placement, rows = self.setup.placement, micro.rows
         parts = replica_shards(rows, self.setup.dataset.y_train, self.setup.config.loss, placement.replicas)
-        shards = []
+        shards: list[dict[str, Any]] = []
         for position, weight in parts:
             shard = {"x": self.x_train[rows[position]], "y": self.setup.dataset.y_train[rows[position]]}
             if micro.dropout_masks is not None:
@@ -226,7 +229,7 @@ class JaxBackend:
 
     def read(self, handle: Dispatched) -> StepResult:
         m = jax.device_get(handle.metrics)
-        outcome = "nonfinite" if not m.finite else "overflow" if m.overflow else "applied"
+        outcome: Outcome = "nonfinite" if not m.finite else "overflow" if m.overflow else "applied"
         optional = lambda value, kind: None if value is None else kind(value)  # noqa: E731
         return StepResult(
             outcome,

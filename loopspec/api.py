@@ -64,4 +64,4 @@ def compare(
     for path in paths:
         if not (path / "metrics.jsonl").is_file():
             raise UserError(f"{path} is not a run directory (no metrics.jsonl); pass what fit or --out wrote")
-    return compare_runs(*paths, rtol=rtol, steps=steps)
+    return compare_runs(paths[0], paths[1], rtol=rtol, steps=steps)

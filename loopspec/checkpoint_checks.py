@@ -98,6 +98,7 @@ class StateChecker:
         """A best monitored value: every monitor (a loss, accuracy, precision, recall, F1) is >= 0;
         before the first epoch it is +inf or -inf."""
         value = self.number(key, finite=False)
+        assert value is not None  # not nullable: number() raises rather than return None
         if not (value >= 0 or value == -math.inf):
             raise self.fail(key, f"must be a monitored value (>= 0, or -inf before the first epoch), got {value!r}")
         return value

@@ -313,6 +313,7 @@ def _find(directory: Path, stem: str) -> Path:
 
 
 def _idx(cfg: DataConfig) -> Dataset:
+    assert cfg.path is not None  # the config rules require data.path for this dataset
     root = _require(Path(cfg.path), "data.path", "idx")
     if root.is_dir():
         images_path, labels_path = _find(root, "train-images-idx3-ubyte"), _find(root, "train-labels-idx1-ubyte")
@@ -350,6 +351,7 @@ class CifarUnpickler(pickle.Unpickler):
 
 
 def _cifar10(cfg: DataConfig) -> Dataset:
+    assert cfg.path is not None  # the config rules require data.path for this dataset
     root = _require(Path(cfg.path), "data.path", "cifar10")
     batches = sorted(root.glob("data_batch_*")) if root.is_dir() else [root]
     if not batches:
@@ -371,6 +373,7 @@ def _cifar10(cfg: DataConfig) -> Dataset:
 
 
 def _csv(cfg: DataConfig) -> Dataset:
+    assert cfg.path is not None  # the config rules require data.path for this dataset
     path = _require(Path(cfg.path), "CSV file", "csv")
     with open(path, encoding="utf-8") as handle:
         header = handle.readline().strip().split(",")
@@ -392,6 +395,7 @@ def _csv(cfg: DataConfig) -> Dataset:
 
 
 def _npz(cfg: DataConfig) -> Dataset:
+    assert cfg.path is not None  # the config rules require data.path for this dataset
     path = _require(Path(cfg.path), "npz file", "npz")
     with open(path, "rb") as handle:
         magic = handle.read(6)

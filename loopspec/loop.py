@@ -130,7 +130,7 @@ class InFlight(NamedTuple):
     window: list[np.ndarray]
     handle: Any
     forward_passes: int  # training forward passes after this update's window
-    index: int  # the window's place in its epoch
+    index: int  # type: ignore[assignment]  # the window's place in its epoch; shadows tuple.index, never called
 
 
 def train(
@@ -213,7 +213,9 @@ class Loop:
                 break
             self.stop_if_interrupted()
         restored = self.best_weights is not None
-        return self.finish(self.best_weights if restored else self.backend.export_weights(), restored)
+        return self.finish(
+            self.best_weights if self.best_weights is not None else self.backend.export_weights(), restored
+        )
 
     # ------------------------------------------------------------------ checkpoints and signals
 
@@ -380,7 +382,7 @@ class Loop:
         self.forward_passes = done.forward_passes
 
     def step_values(self, result: StepResult) -> dict[str, Any]:
-        values = {"loss": result.loss, "lr": result.lr, "grad_norm": result.grad_norm}
+        values: dict[str, Any] = {"loss": result.loss, "lr": result.lr, "grad_norm": result.grad_norm}
         if self.setup.cycles_momentum:
             values["momentum"] = result.momentum
         if self.setup.clipping:

@@ -90,7 +90,7 @@ class Preprocessing:
                 raise ValueError("the characters step needs its vocabulary as a string")
         except (KeyError, TypeError, ValueError) as err:
             raise UserError(f"{where} is not a preprocessing record this version reads ({err})") from None
-        if mean is not None and (mean.shape != std.shape or mean.ndim != 1 or not np.all(std > 0)):
+        if mean is not None and std is not None and (mean.shape != std.shape or mean.ndim != 1 or not np.all(std > 0)):
             raise UserError(f"{where}: the standardisation needs one mean and one positive std per feature")
         return cls(divisor, mean, std, vocab)
 

@@ -226,7 +226,7 @@ def claim_run_directory(out_dir: Path, resumed_from: Optional[Path], overwrite: 
         raise UserError(f"--out {out_dir} is a file, not a directory; choose another run directory")
     held = [name for name in (*RUN_FILES, "checkpoints") if (out_dir / name).exists()]
     own = resumed_from is not None and Path(resumed_from).resolve().parent.parent == out_dir.resolve()
-    newer = newer_checkpoints(out_dir, Path(resumed_from)) if own else []
+    newer = newer_checkpoints(out_dir, Path(resumed_from)) if own and resumed_from is not None else []
     if not overwrite:
         refuse_foreign_directory(out_dir, held, resumed_from, own, newer)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -275,6 +275,7 @@ def refuse_foreign_directory(
             f"replace {out_dir}"
         )
     if newer:
+        assert resumed_from is not None  # only a resumed run has newer checkpoints
         raise UserError(
             f"{out_dir} has checkpoints newer than {Path(resumed_from).name} ({', '.join(p.name for p in newer[:3])}): "
             "continuing from an older one would mix two continuations in one directory; resume from the newest "

@@ -121,7 +121,8 @@ class ProgressSink:
                 resumed = self.resumed is not None and self.resumed["epoch"] == r["epoch"]
                 self.bar = tqdm(
                     total=self.per_epoch,
-                    initial=self.resumed["window"] if resumed else 0,  # a resumed epoch's bar starts where it was
+                    # a resumed epoch's bar starts where it was
+                    initial=self.resumed["window"] if resumed and self.resumed is not None else 0,
                     desc=f"{self.tag} epoch {r['epoch']}/{self.epochs}",
                     unit="step",
                     dynamic_ncols=True,

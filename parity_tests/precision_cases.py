@@ -39,7 +39,7 @@ PRECISION_CASES: dict[str, dict[str, Any]] = {
 
 
 def precision_case(model: str, precision: str, seed: int = 0) -> dict[str, Any]:
-    case = {key: dict(value) for key, value in PRECISION_CASES[model].items()}
+    case: dict[str, Any] = {key: dict(value) for key, value in PRECISION_CASES[model].items()}
     case["seed"] = seed
     case["train"]["precision"] = precision
     return case

@@ -63,7 +63,7 @@ class Measured:
     name: str  # torch's name, or the record's key
     rel: float
     detail: str = ""
-    values: tuple[Any, Any] = (None, None)  # run A's and run B's, where a diagnosis needs them
+    values: tuple[Any, ...] = (None, None)  # run A's and run B's (a buffer: before, A, B), where a diagnosis needs them
 
     @property
     def ok(self) -> bool:
@@ -474,8 +474,9 @@ def instrument(
     after: list[Optional[Path]] = [None, None]
     replayer = location.backends.index(backend)
     if update > 1 and (begin is None or load_checkpoint(begin).step < update - 1):
-        after[replayer] = replay.run(backend, update, begin, save_before=True)  # through update - 1 to update
-        start: Optional[Path] = after[replayer].parent / step_name(update - 1)
+        replayed = replay.run(backend, update, begin, save_before=True)  # through update - 1 to update
+        after[replayer] = replayed
+        start: Optional[Path] = replayed.parent / step_name(update - 1)
     else:
         start = begin if update > 1 else None
     after_a, after_b = (

@@ -21,7 +21,7 @@ import copy
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Optional, cast
 
 import jax
 import jax.numpy as jnp
@@ -30,6 +30,7 @@ import torch
 from flax import nnx
 
 from flaxloop.checkpoint import NameMap, export_weights, import_weights
+from flaxloop.layers import NnxParityDropout
 from flaxloop.losses import make_loss as make_flax_loss
 from flaxloop.models import FlaxModel, LinenModel, NnxModel, as_flax_model, dtype_arguments, path_key
 from flaxloop.state import in_dtype
@@ -221,8 +222,8 @@ def nnx_outputs(model: NnxModel, variables: dict, x: jax.Array, train: bool, mas
     for path, sub in nnx.iter_modules(module):
         if not path:
             continue
-        if masks and path_key(path) in masks:
-            sub.mask = masks[path_key(path)]
+        if masks and path_key(path) in masks:  # a parity dropout layer's path (dropout_layers)
+            cast(NnxParityDropout, sub).mask = masks[path_key(path)]
         cls = type(sub)
 
         def call(self: Any, *args: Any, cls: type = cls, key: str = path_key(path), **kwargs: Any) -> Any:
@@ -244,7 +245,7 @@ def flax_outputs(model: FlaxModel, variables: dict, x: jax.Array, train: bool, m
     try:
         if isinstance(model, LinenModel):
             return linen_outputs(model, variables, x, train, masks)
-        return nnx_outputs(model, variables, x, train, masks)
+        return nnx_outputs(cast(NnxModel, model), variables, x, train, masks)  # the other kind of FlaxModel
     except UserError:
         raise
     except Exception as err:  # noqa: BLE001

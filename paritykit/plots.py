@@ -16,7 +16,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Any, Optional, Sequence
 
 import matplotlib
 import numpy as np
@@ -39,8 +39,14 @@ FOUR_SCHEDULERS = [
     "schedule_onecycle",
     "schedule_plateau",
 ]
-TORCH_STYLE = {"color": "tab:blue", "linewidth": 2, "label": "torch lr"}
-JAX_STYLE = {"color": "tab:orange", "marker": ".", "markersize": 3, "linestyle": "none", "label": "jax lr"}
+TORCH_STYLE: dict[str, Any] = {"color": "tab:blue", "linewidth": 2, "label": "torch lr"}
+JAX_STYLE: dict[str, Any] = {
+    "color": "tab:orange",
+    "marker": ".",
+    "markersize": 3,
+    "linestyle": "none",
+    "label": "jax lr",
+}
 
 
 def recorded_metric(config: Config, metrics_path: Optional[str]) -> list[float]:
@@ -72,6 +78,7 @@ def draw_schedule(axis: plt.Axes, path: str, metrics_path: Optional[str]) -> Non
     gap = max_relative_difference(jax_lr, torch_lr)
     title = f"{config.schedule.name} ({Path(path).stem}, per {plan.interval})\nmax rel diff lr {gap:.1e}"
     if torch_momentum is not None:
+        assert jax_momentum is not None  # both sides cycle momentum, or neither
         twin = axis.twinx()
         twin.plot(steps, torch_momentum, color="tab:green", linewidth=1.5, label="torch momentum")
         twin.plot(
@@ -107,8 +114,8 @@ def resolution(run: str) -> float:
 
 
 def relative_gaps(a: Sequence[float], b: Sequence[float]) -> np.ndarray:
-    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
-    return np.abs(a - b) / np.maximum(np.maximum(np.abs(a), np.abs(b)), 1e-300)
+    x, y = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    return np.abs(x - y) / np.maximum(np.maximum(np.abs(x), np.abs(y)), 1e-300)
 
 
 def plot_runs(runs: Sequence[str], out: str) -> dict[str, list[str]]:

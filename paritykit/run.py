@@ -24,7 +24,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, Optional, Sequence, cast
 
 from loopspec.cli import command_name
 from loopspec.comparison import compare_runs
@@ -209,7 +209,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     results = [
         summarize_float64(Path(args.out) / "float64")
         if dtype == "float64"
-        else summarize_float32(Path(args.out) / "float32", verdict, plateau)
+        else summarize_float32(Path(args.out) / "float32", cast(Verdict, verdict), plateau)  # made above for float32
         for dtype in dtypes
     ]
     print(f"verdict: {'PASS' if all(results) else 'FAIL'}")

@@ -8,12 +8,13 @@ same metric stream.
 
 from __future__ import annotations
 
-from typing import Any, Optional, Sequence
+from typing import Any, Optional, Sequence, cast
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import torch
+from torch.optim import lr_scheduler
 
 from flaxloop.schedules import ReduceLROnPlateau, schedule_value
 from flaxloop.schedules import make_schedule as make_jax_schedule
@@ -52,7 +53,9 @@ def torch_values(
             continue
         if cfg.name == "plateau":
             if end_of_epoch:
-                scheduler.step(metrics[(update + 1) // plan.updates_per_epoch - 1])
+                assert metrics is not None  # a plateau schedule steps on the monitored values
+                plateau = cast(lr_scheduler.ReduceLROnPlateau, scheduler)  # make_schedule's for plateau
+                plateau.step(metrics[(update + 1) // plan.updates_per_epoch - 1])
         elif plan.interval == "step" or end_of_epoch:
             scheduler.step()
     cycled = cfg.name == "onecycle" and cfg.cycle_momentum
@@ -74,6 +77,7 @@ def jax_values(
         plateau, lrs = ReduceLROnPlateau(cfg, base_lr), []
         for epoch in range(plan.epochs):
             lrs += [plateau.lr] * plan.updates_per_epoch
+            assert metrics is not None  # a plateau schedule steps on the monitored values
             plateau.step(metrics[epoch])
         return np.asarray(lrs[: plan.total_updates], dtype=dtype).astype(np.float64), None
     with jax.enable_x64(np.dtype(dtype) == np.float64):
@@ -82,9 +86,9 @@ def jax_values(
                 schedule_value(cfg, length, base_lr, update // plan.updates_per_epoch)
                 for update in range(plan.total_updates)
             ]
-            lrs, momenta = zip(*values)
+            epoch_lrs, momenta = zip(*values)
             stored = lambda v: np.asarray(v, dtype=dtype).astype(np.float64)  # noqa: E731
-            return stored(lrs), None if momenta[0] is None else stored(momenta)
+            return stored(epoch_lrs), None if momenta[0] is None else stored(momenta)
         lr, momentum = make_jax_schedule(cfg, plan, length, base_lr, dtype)
         counts = jnp.arange(plan.total_updates, dtype=jnp.int32)  # optax's update counter
         read = lambda schedule: np.broadcast_to(  # noqa: E731

@@ -10,7 +10,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
 VENV=.venv
-CHECK='import torch, jax, flax, optax, safetensors, yaml, matplotlib, sklearn, scipy, tqdm, tensorboardX, pytest, xdist, ruff, hypothesis'
+CHECK='import torch, jax, flax, optax, safetensors, yaml, matplotlib, sklearn, scipy, tqdm, tensorboardX'
+CHECK="$CHECK, pytest, xdist, ruff, mypy, hypothesis"
 
 for candidate in "$VENV/bin/python" "$(command -v "$PYTHON" || true)"; do
     if [ -x "$candidate" ] && "$candidate" -c "$CHECK" 2>/dev/null; then

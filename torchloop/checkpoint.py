@@ -122,7 +122,9 @@ def load_training_state(
     plateau counters), the GradScaler's scale. `checkpoint` may be a checkpoint or a run directory
     (its newest checkpoint). Returns the checkpoint's position (epoch, window, step, ...)."""
     if not isinstance(checkpoint, Checkpoint):
-        checkpoint = resolve_resume(checkpoint, Path(checkpoint), fits=lambda found: fits_model(found, model))
+        resolved = resolve_resume(checkpoint, Path(checkpoint), fits=lambda found: fits_model(found, model))
+        assert resolved is not None  # resolve_resume finds nothing without raising only for "auto"
+        checkpoint = resolved
     else:
         fits_model(checkpoint, model)
     position, state = checkpoint.state["position"], checkpoint.state

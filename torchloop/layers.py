@@ -51,7 +51,7 @@ def dropout_layers(module: nn.Module, sample: torch.Tensor) -> list[tuple[str, t
         return []
     found: list[tuple[str, tuple[int, ...], float, ParityDropout]] = []
 
-    def record(layer: nn.Module, inputs: tuple) -> None:
+    def record(layer: ParityDropout, inputs: tuple) -> None:
         found.append((names[id(layer)], tuple(inputs[0].shape[1:]), float(layer.p), layer))
 
     handles = [

@@ -51,6 +51,8 @@ class SigmoidFocalLoss(nn.Module):
 class SoftmaxFocalLoss(nn.Module):
     """Multi-class focal loss: mean of -w[y] (1 - p_y)^gamma log p_y."""
 
+    weight: torch.Tensor | None  # a registered buffer
+
     def __init__(self, gamma: float = 2.0, weight: torch.Tensor | None = None):
         super().__init__()
         self.gamma = gamma

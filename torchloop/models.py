@@ -5,7 +5,7 @@ model, `model_tensors` reads its tensors' names and shapes from the module itsel
 from __future__ import annotations
 
 import math
-from typing import Any, Sequence
+from typing import Any, Sequence, cast
 
 import torch
 import torch.nn.functional as F
@@ -196,14 +196,16 @@ class GPT(nn.Module):
         )
         self.lm_head = nn.Linear(n_embd, vocab_size, bias=False)
         if tie_weights:
-            self.lm_head.weight = self.transformer.wte.weight
+            self.lm_head.weight = cast(nn.Embedding, self.transformer.wte).weight
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         positions = torch.arange(tokens.shape[1], device=tokens.device)
-        x = self.transformer.drop(self.transformer.wte(tokens) + self.transformer.wpe(positions))
-        for block in self.transformer.h:
+        # the ModuleDict's entries are the modules built above (torch types them as Tensor | Module)
+        wte, wpe = cast(nn.Embedding, self.transformer.wte), cast(nn.Embedding, self.transformer.wpe)
+        x = cast(ParityDropout, self.transformer.drop)(wte(tokens) + wpe(positions))
+        for block in cast(nn.ModuleList, self.transformer.h):
             x = block(x)
-        return self.lm_head(self.transformer.ln_f(x))
+        return self.lm_head(cast(nn.LayerNorm, self.transformer.ln_f)(x))
 
 
 def tabular_mlp(cfg: ModelConfig, input_shape: Sequence[int], out_dim: int) -> nn.Module:
@@ -240,6 +242,7 @@ def build_model(cfg: ModelConfig, input_shape: Sequence[int], out_dim: int, mode
     if model is None and entry.torch is None:
         raise UserError("model custom needs model.torch ('pkg.module:factory') or a module passed as fit(model=...)")
     if model is None:
+        assert entry.torch is not None  # refused above
         factory = import_object(entry.torch, "model.torch")
         args = (cfg, tuple(input_shape), out_dim) if entry.builtin else ()
         try:

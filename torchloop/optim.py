@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Iterable
+from typing import Any, Iterable, cast
 
 import torch
 from torch import nn
@@ -16,7 +16,7 @@ def decayed_tensors(cfg: OptimizerConfig, model: nn.Module) -> list[dict[str, An
     params = list(model.parameters())
     if cfg.decay == "all":
         return [{"params": params}]
-    groups = [
+    groups: list[dict[str, Any]] = [
         {"params": [p for p in params if p.dim() >= 2]},
         {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
     ]
@@ -39,7 +39,8 @@ def make_optimizer(
         )
     if cfg.name in ("adam", "adamw"):
         cls = torch.optim.Adam if cfg.name == "adam" else torch.optim.AdamW
-        return cls(params, lr=cfg.lr, betas=tuple(cfg.betas), eps=eps, weight_decay=weight_decay, amsgrad=cfg.amsgrad)
+        betas = cast(tuple[float, float], tuple(cfg.betas))  # the schema checks that there are two
+        return cls(params, lr=cfg.lr, betas=betas, eps=eps, weight_decay=weight_decay, amsgrad=cfg.amsgrad)
     if cfg.name == "rmsprop":
         return torch.optim.RMSprop(
             params,

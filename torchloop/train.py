@@ -15,16 +15,17 @@ if __name__ == "__main__":  # before the heavy imports: Ctrl-C during them is on
     exit_quietly_on_signals("python -m torchloop.train")
 
 import contextlib
-from typing import Any, Iterator, Optional, Sequence
+from typing import Any, Iterator, Optional, Sequence, cast
 
 import numpy as np
 import torch
 from torch import nn
+from torch.optim import lr_scheduler
 
 from loopspec.checkpoint import Checkpoint
 from loopspec.cli import run_cli
 from loopspec.config import Config
-from loopspec.loop import MicroBatch, StepResult, backend_fit
+from loopspec.loop import MicroBatch, Outcome, StepResult, backend_fit
 from loopspec.parallel import Placement, replica_shards
 from loopspec.run import RunSetup
 from torchloop.checkpoint import export_training_state, export_weights, import_weights, load_training_state
@@ -67,11 +68,13 @@ def train_step(
     device_type = next(model.parameters()).device.type
     mixed = compute_dtype in (torch.bfloat16, torch.float16)
     optimizer.zero_grad(set_to_none=True)
-    loss = None
+    loss: Optional[torch.Tensor] = None
     for index, (x, y, dropout_masks, weight) in enumerate(micro_batches):
         # DDP: only the window's last backward all-reduces the gradients (no_sync covers forward and backward).
+        # A model with no_sync is the DistributedDataParallel wrapper (torchloop.parallel).
         last = index == len(micro_batches) - 1
-        with contextlib.nullcontext() if last or not hasattr(model, "no_sync") else model.no_sync():
+        ddp = cast(nn.parallel.DistributedDataParallel, model)
+        with contextlib.nullcontext() if last or not hasattr(model, "no_sync") else ddp.no_sync():
             with (
                 torch.autocast(device_type, dtype=compute_dtype, enabled=mixed),
                 parity_masks(dropout_layers, dropout_masks),
@@ -80,6 +83,7 @@ def train_step(
             micro_loss = loss_fn(logits.float() if mixed else logits, y) * weight / len(micro_batches)
             scaler.scale(micro_loss).backward()
         loss = micro_loss.detach() if loss is None else loss + micro_loss.detach()
+    assert loss is not None  # a window has at least one micro-batch
     loss = mean_over_replicas(loss)  # the global batch's loss, the same on every replica
     scaler.unscale_(optimizer)
     params = [p for p in model.parameters() if p.grad is not None]
@@ -88,13 +92,14 @@ def train_step(
         grad_norm = torch.nn.utils.clip_grad_norm_(params, clip_grad_norm)  # returns the norm before clipping
         clipped = bool(clip_grad_norm / (grad_norm + 1e-6) < 1.0)  # clip_grad_norm_'s own test
     else:
-        grad_norm = torch.nn.utils.get_total_norm([p.grad for p in params])
+        grad_norm = torch.nn.utils.get_total_norm([p.grad for p in params if p.grad is not None])
         if clip_grad_value is not None:
-            clipped = bool(max(p.grad.abs().max() for p in params) > clip_grad_value)
+            clipped = bool(max(p.grad.abs().max() for p in params if p.grad is not None) > clip_grad_value)
             torch.nn.utils.clip_grad_value_(params, clip_grad_value)
     lr, momentum = optimizer.param_groups[0]["lr"], current_momentum(optimizer)
     loss_scale = scaler.get_scale() if scaler.is_enabled() else None
     loss_finite, grads_finite = bool(torch.isfinite(loss)), bool(torch.isfinite(grad_norm))  # one host sync
+    outcome: Outcome
     if not loss_finite or not (grads_finite or scaler.is_enabled()):
         outcome = "nonfinite"
     else:
@@ -171,8 +176,10 @@ class TorchBackend:
         placement, rows, masks = self.setup.placement, micro.rows, micro.dropout_masks
         shards = replica_shards(rows, self.setup.dataset.y_train, self.setup.config.loss, placement.replicas)
         mine, weight = shards[placement.rank]
+        x, y = self.on_device(self.x_train[rows[mine]], self.y_train[rows[mine]])
         return (
-            *self.on_device(self.x_train[rows[mine]], self.y_train[rows[mine]]),
+            x,
+            y,
             None if masks is None else [torch.as_tensor(m[mine], dtype=self.dtype, device=self.device) for m in masks],
             weight * placement.replicas,
         )
@@ -209,11 +216,12 @@ class TorchBackend:
 
     def evaluate(self, rows: slice) -> tuple[float, np.ndarray]:
         self.model.eval()
-        return eval_step(self.model, self.loss_fn, *self.on_device(self.x_val[rows], self.y_val[rows]), self.compute)
+        x, y = self.on_device(self.x_val[rows], self.y_val[rows])
+        return eval_step(self.model, self.loss_fn, x, y, self.compute)
 
     def end_epoch(self, epochs_done: int, monitored: float) -> None:
         if self.setup.config.schedule.name == "plateau":
-            self.scheduler.step(monitored)
+            cast(lr_scheduler.ReduceLROnPlateau, self.scheduler).step(monitored)  # make_schedule's for plateau
         elif self.scheduler is not None and self.setup.plan.interval == "epoch":
             self.scheduler.step()
 

@@ -5,6 +5,8 @@ load.py    files, --set overrides and raw dicts -> Config
 rules.py   field checks and the rules between fields; values derived from the config
 """
 
+from typing import get_args
+
 from loopspec.config.load import (
     apply_override,
     as_config,
@@ -39,7 +41,7 @@ from loopspec.config.schema import (
 )
 from loopspec.errors import ConfigError
 
-PRECISIONS = Precision.__args__
+PRECISIONS = get_args(Precision)
 DTYPES = {"float32": "fp32", "float64": "fp64"}  # the CLI's --dtype shorthand
 
 __all__ = [

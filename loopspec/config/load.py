@@ -10,13 +10,14 @@ from __future__ import annotations
 import copy
 import dataclasses
 import re
+import sys
 import typing
 from pathlib import Path
 from typing import Any, Sequence
 
-try:
+if sys.version_info >= (3, 11):
     import tomllib
-except ModuleNotFoundError:  # Python 3.10: the same parser, packaged
+else:  # Python 3.10: the same parser, packaged
     import tomli as tomllib
 import yaml
 
@@ -170,7 +171,7 @@ def _build(cls: type, raw: Any, prefix: str) -> Any:
     values = {}
     for name, value in raw.items():
         hint = hints[name]
-        if dataclasses.is_dataclass(hint):
+        if isinstance(hint, type) and dataclasses.is_dataclass(hint):  # a section: its hint is the class
             values[name] = _build(hint, value, prefix=f"{prefix}{name}.")
         else:
             values[name] = _yaml_number(value, hint)

@@ -68,10 +68,10 @@ def section_rows(cls: type, prefix: str) -> list[str]:
 
 def sections(cls: type, prefix: str = "") -> list[tuple[str, type]]:
     """(dotted key, section class) for every section, depth first, in declaration order."""
-    found = []
+    found: list[tuple[str, type]] = []
     for f in dataclasses.fields(cls):
         hint = field_types(cls)[f.name]
-        if dataclasses.is_dataclass(hint):
+        if isinstance(hint, type) and dataclasses.is_dataclass(hint):  # a section: its hint is the class
             key = f"{prefix}{f.name}"
             found.append((key, hint))
             found += sections(hint, f"{key}.")

@@ -14,7 +14,7 @@ import math
 import types
 import typing
 from dataclasses import dataclass
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Literal, Optional
 
 from loopspec.errors import ConfigError
 
@@ -38,7 +38,8 @@ def fields(cls: type) -> list[dataclasses.Field]:
 
 
 def default_of(f: dataclasses.Field) -> Any:
-    return f.default_factory() if f.default is dataclasses.MISSING else f.default
+    # a field without a default has a default_factory (the schema gives every field one or the other)
+    return typing.cast(Callable[[], Any], f.default_factory)() if f.default is dataclasses.MISSING else f.default
 
 
 # ----------------------------------------------------------------------------- field checks
@@ -164,7 +165,8 @@ def coerced_fields(cls: type, raw: dict[str, Any], prefix: str) -> dict[str, Any
 
 def check_section(section: Any) -> None:
     """Types, choices, ranges and applicability of one section's fields; then its own rules."""
-    cls, prefix = type(section), type(section).key
+    cls: type = type(section)  # `type`: mypy finds type[Any] not Hashable (the cache)
+    prefix = type(section).key
     hints = field_types(cls)
     for f in fields(cls):
         key = f"{prefix}.{f.name}"
@@ -183,13 +185,17 @@ def check_section(section: Any) -> None:
 
 def check_config(config: Any) -> None:
     """The top-level fields and the rules between sections."""
-    cls = type(config)
+    cls: type = type(config)
     for f in fields(cls):
         value = coerce(getattr(config, f.name), field_types(cls)[f.name], f.name)
         check_value(value, f.metadata.get("checks", {}), f.name)
     for f in dataclasses.fields(cls):
         expected = field_types(cls)[f.name]
-        if dataclasses.is_dataclass(expected) and not isinstance(getattr(config, f.name), expected):
+        if (
+            isinstance(expected, type)
+            and dataclasses.is_dataclass(expected)
+            and not isinstance(getattr(config, f.name), expected)
+        ):
             raise ConfigError(f"{f.name} must be a {expected.__name__}, got {type(getattr(config, f.name)).__name__}")
     for rule in RULES:
         if rule.section == "":
@@ -304,7 +310,7 @@ def schedule_interval(sched: Any) -> str:
     return "step" if sched.name in STEP_INTERVAL_SCHEDULES else "epoch"
 
 
-def monitor_mode(mode: str, monitor: str) -> str:
+def monitor_mode(mode: Literal["auto", "min", "max"], monitor: str) -> Literal["min", "max"]:
     """min or max for a monitored metric: `auto` is min for losses, max for the rest."""
     if mode != "auto":
         return mode

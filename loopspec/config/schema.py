@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 import json
 from dataclasses import dataclass, field
-from typing import Any, Literal, Optional, Union
+from typing import Any, Literal, Optional, Union, get_args
 
 from loopspec.config.rules import (
     GENERATED_DATASETS,
@@ -83,7 +83,7 @@ class DataConfig(Section):
     num_classes: int = option(10, applies=("synthetic_images",), ge=2, doc="classes")
     val_fraction: float = option(
         0.2,
-        applies=tuple(d for d in Dataset.__args__ if d not in ("npz", "arrays")),
+        applies=tuple(d for d in get_args(Dataset) if d not in ("npz", "arrays")),
         gt=0.0,
         lt=1.0,
         doc="the seeded validation split (npz brings its own)",
