@@ -12,6 +12,7 @@ from torch import nn
 from loopspec.checkpoint import Checkpoint, hyperparameter_state, resolve_resume
 from loopspec.checkpoint_checks import check_fits
 from loopspec.config import config_from_dict, schedule_interval
+from loopspec.errors import UserError
 from torchloop.models import model_tensors, tied_names
 from torchloop.schedules import current_momentum
 
@@ -123,7 +124,8 @@ def load_training_state(
     (its newest checkpoint). Returns the checkpoint's position (epoch, window, step, ...)."""
     if not isinstance(checkpoint, Checkpoint):
         resolved = resolve_resume(checkpoint, Path(checkpoint), fits=lambda found: fits_model(found, model))
-        assert resolved is not None  # resolve_resume finds nothing without raising only for "auto"
+        if resolved is None:  # "auto" with nothing to resume from
+            raise UserError(f"no checkpoint to load in {checkpoint}; pass a checkpoint or a run directory that has one")
         checkpoint = resolved
     else:
         fits_model(checkpoint, model)
