@@ -61,7 +61,7 @@ def float32_run(path: str, *overrides: str) -> dict:
     return recipe(path, *overrides, "train.precision=fp32", "train.log_every=0")
 
 
-@pytest.mark.parametrize("name", cases(RECIPES, lambda name: name not in {"cifar10_cnn_adam", "gpt_char"}))
+@pytest.mark.parametrize("name", cases(RECIPES, lambda name: name in {"intrusion_mlp_focal", "cnn_bn"}))
 def test_recipe_agrees_within_its_sensitivity(name: str, tmp_path: Path) -> None:
     verdict = sensitivity_verdict(float32_run(*RECIPES[name]), tmp_path, HORIZON)
     print(f"{name}, {HORIZON} float32 steps:\n{verdict.render()}")
@@ -74,8 +74,8 @@ def test_recipe_agrees_within_its_sensitivity(name: str, tmp_path: Path) -> None
 # Under BatchNorm, the weight column of a feature that is constant within a batch has a gradient of
 # zero in exact arithmetic (BatchNorm ignores a shift of its input); its float32 value is rounding
 # noise, which Adam scales up to a sizeable update, so each run follows its own noise, and whether a
-# small discrete event happens (measured: a BatchNorm bias 60x further apart in 6 of 16 draws) is up
-# to the draw.
+# small discrete event happens is up to the draw (the second case, 16 perturbed draws: 6 parted a
+# BatchNorm bias as far as torch and JAX did, 10 stayed 20 to 120 times closer).
 def rounding_noise_case(samples: int, batch_size: int, accumulation: int, optimizer: dict, schedule: dict) -> dict:
     return {
         "seed": 3,

@@ -133,7 +133,7 @@ def test_mixed_precision_accuracy_not_below_fp32(model: str, precision: str, bac
     "model,precision",
     cases(
         [(m, p) for m in PRECISION_CASES for p in MIXED],
-        lambda case: case in {("mlp", "fp16"), ("cnn", "bf16")},
+        lambda case: case == ("mlp", "fp16"),  # make test: bf16 and the CNN in the accuracy test above
         "-".join,
     ),
 )

@@ -187,6 +187,12 @@ class Replayer:
             return out / "checkpoints" / step_name(until)
         raise UserError(f"the replay on {backend} ended before update {until}: the runs hold fewer updates")
 
+    def checkpoints(self, backend: str) -> list[Path]:
+        """Every complete checkpoint the replays on `backend` wrote: states of the located config, so a
+        later update starts from them instead of replaying from the start again."""
+        found = self.work.glob(f"*-{backend}-*/checkpoints/step-*")
+        return sorted(p for p in found if (p / "COMPLETE").exists())
+
 
 def replay_side(location: Location, update: int, checkpoints_a: Optional[list[Path]]) -> tuple[str, list[Path]]:
     """Which run's backend replays to the update before: A's (torch, the reference, by default), or
@@ -469,8 +475,9 @@ def instrument(
     from loopspec.data import load_dataset
 
     backend, usable = replay_side(location, update, checkpoints if precision == "fp64" else None)
-    nearest = [c for c in usable if load_checkpoint(c).step <= update - 1]
-    begin = max(nearest, key=lambda c: load_checkpoint(c).step) if nearest else None
+    by_step = {int(c.name.removeprefix("step-")): c for c in usable + replay.checkpoints(backend)}  # step_name's
+    earlier = [step for step in by_step if step <= update - 1]
+    begin = by_step[max(earlier)] if earlier else None
     after: list[Optional[Path]] = [None, None]
     replayer = location.backends.index(backend)
     if update > 1 and (begin is None or load_checkpoint(begin).step < update - 1):

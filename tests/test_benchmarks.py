@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from benchmarks.precision_times import main
 
 
@@ -19,6 +21,7 @@ def test_precision_times_writes_a_table(tmp_path: Path) -> None:
     assert "| mlp | 256 | fp16 |" in table.read_text()
 
 
+@pytest.mark.full  # make test: the precision-times report above
 def test_throughput_report_has_rows_ratios_and_chart(tmp_path: Path) -> None:
     from benchmarks.throughput import main as throughput
 

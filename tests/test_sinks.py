@@ -53,7 +53,7 @@ def on_a_terminal(args: list[str]) -> str:
     return shown.decode(errors="replace")
 
 
-@pytest.mark.parametrize("backend", list(MODULES))
+@pytest.mark.parametrize("backend", ["torch", pytest.param("jax", marks=pytest.mark.full)])  # make test: one each
 def test_a_terminal_shows_a_live_bar_per_epoch(backend: str, tmp_path: Path) -> None:
     shown = on_a_terminal([sys.executable, "-m", MODULES[backend], *TINY, "--out", str(tmp_path)])
     assert "epoch 1/2" in shown and "epoch 2/2" in shown
@@ -63,7 +63,7 @@ def test_a_terminal_shows_a_live_bar_per_epoch(backend: str, tmp_path: Path) -> 
     assert "step 3 loss" not in shown  # no step lines under a bar
 
 
-@pytest.mark.parametrize("backend", list(MODULES))
+@pytest.mark.parametrize("backend", [pytest.param("torch", marks=pytest.mark.full), "jax"])
 def test_off_a_terminal_one_line_per_epoch(backend: str, tmp_path: Path) -> None:
     done = subprocess.run(
         [sys.executable, "-m", MODULES[backend], *TINY, "--set", "train.log_every=0", "--out", str(tmp_path)],
@@ -78,7 +78,7 @@ def test_off_a_terminal_one_line_per_epoch(backend: str, tmp_path: Path) -> None
     assert "val_loss: " in epochs[0] and "\r" not in done.stdout + done.stderr
 
 
-@pytest.mark.parametrize("quiet", [["--quiet"], ["--set", "train.verbose=0"]])
+@pytest.mark.parametrize("quiet", [["--quiet"], pytest.param(["--set", "train.verbose=0"], marks=pytest.mark.full)])
 def test_quiet_is_silent(quiet: list[str], tmp_path: Path) -> None:
     shown = on_a_terminal([sys.executable, "-m", MODULES["torch"], *TINY, *quiet, "--out", str(tmp_path)])
     assert shown.strip() == ""
@@ -117,7 +117,7 @@ def tensorboard_scalars(log_dir: Path) -> dict[str, dict[int, float]]:
     return scalars
 
 
-@pytest.mark.parametrize("backend", list(MODULES))
+@pytest.mark.parametrize("backend", ["torch", pytest.param("jax", marks=pytest.mark.full)])
 def test_tensorboard_and_csv_hold_what_metrics_jsonl_holds(backend: str, tmp_path: Path) -> None:
     import numpy as np
 
