@@ -111,7 +111,7 @@ ACCURACY_CASES = [(m, p, b) for m in PRECISION_CASES for p in MIXED for b in ("t
 
 @pytest.mark.parametrize(
     "model,precision,backend",
-    cases(ACCURACY_CASES, lambda case: case in {("mlp", "bf16", "jax"), ("cnn", "fp16", "torch")}, "-".join),
+    cases(ACCURACY_CASES, lambda case: case == ("mlp", "bf16", "jax"), "-".join),  # fp16: the agreement test below
 )
 def test_mixed_precision_accuracy_not_below_fp32(model: str, precision: str, backend: str, root: Path) -> None:
     """bf16 or fp16 accuracy over seeds 0-4 against fp32's over the same seeds, one-sided: doing
@@ -133,7 +133,7 @@ def test_mixed_precision_accuracy_not_below_fp32(model: str, precision: str, bac
     "model,precision",
     cases(
         [(m, p) for m in PRECISION_CASES for p in MIXED],
-        lambda case: case == ("mlp", "fp16"),  # make test: bf16 and the CNN in the accuracy test above
+        lambda case: case == ("mlp", "fp16"),  # make test: bf16 in the accuracy test above
         "-".join,
     ),
 )
