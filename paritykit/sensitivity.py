@@ -23,13 +23,13 @@ same process, on the same machine:
 - **Verdict.** The torch-vs-JAX difference of every judged quantity at every step, epoch and
   tensor must stay within MULTIPLE times the envelope.
 
-Why MULTIPLE = 23: the perturbed runs inject rounding noise once, at the start; two different
-implementations inject fresh noise at every operation of every step, which compounds to
-several times the envelope before the amplification (the same for both) takes over. Measured
-over the recipes and the machine profiles in parity_tests/profiles.py (README, "What parity
-means"), correct pairs of runs reach at most 15.4 times the envelope (the CIFAR-shaped CNN with
-two threads per framework) and the weakest planted difference 34 times (a biased running
-variance, two threads); 23 is about their geometric middle, a factor of 1.5 to either side. A
+Why MULTIPLE = 23: two different implementations inject fresh noise at every operation of every
+step, which the perturbed draws reproduce only in part (the reversed rows for the reductions over
+the batch). With one draw in the reference's order, correct pairs reached 15.4 times the envelope
+and the weakest planted difference 34 times (a biased running variance, two threads); 23 was
+their geometric middle. With the two draws of ENVELOPE_RUNS, correct pairs reach at most 6.3
+times the envelope and the weakest planted difference 32.5 times (docs/parity.md, "float32"), so
+23 now sits 3.6 times above the first and 1.4 times below the second. A
 semantic difference (BatchNorm eps, Adam's eps inside the square root, biased running variance,
 label smoothing applied twice) starts at 1e-5..1e-2 relative, 100x to 100000x an ulp, and the
 same amplification carries it (parity_tests/test_float32.py plants each one).
