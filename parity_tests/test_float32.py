@@ -26,7 +26,14 @@ import flaxloop.optim
 import flaxloop.train
 from parity_tests.selection import cases
 from paritykit.harness import perturbed_runs, recipe, run_backends, sensitivity_verdict, summary
-from paritykit.sensitivity import dataset_files, first_updates, judge_runs, record_margin, write_perturbed_init
+from paritykit.sensitivity import (
+    ENVELOPE_SEEDS,
+    dataset_files,
+    first_updates,
+    judge_runs,
+    record_margin,
+    write_perturbed_init,
+)
 from paritykit.statistics import SEEDS, compare
 
 pytestmark = pytest.mark.float32
@@ -164,8 +171,8 @@ def test_planted_difference_is_caught(planted: str, monkeypatch: pytest.MonkeyPa
 def test_one_ulp_perturbation_is_not_caught(tmp_path: Path) -> None:
     """JAX started from weights and data each moved by one ulp (another draw than the envelope's)."""
     raw = first_updates(float32_run(*PLANT_RECIPE), PLANT_HORIZON)
-    reference, _ = dataset_files(raw, tmp_path)
-    _, moved = dataset_files(raw, tmp_path / "other_draw", seed=7)
+    reference, envelope_inputs = dataset_files(raw, tmp_path, ENVELOPE_SEEDS)
+    _, (moved,) = dataset_files(raw, tmp_path / "other_draw", seeds=(7,))
     runs = run_backends(reference, tmp_path / "reference")
     other = run_backends(
         moved,
@@ -173,7 +180,7 @@ def test_one_ulp_perturbation_is_not_caught(tmp_path: Path) -> None:
         backends=("jax",),
         init=write_perturbed_init(runs["torch"] / "init.safetensors", tmp_path / "w7.safetensors", seed=7),
     )
-    samples = perturbed_runs(raw, runs["torch"] / "init.safetensors", tmp_path / "envelope", tuple(runs))
+    samples = perturbed_runs(envelope_inputs, runs["torch"] / "init.safetensors", tmp_path / "envelope", tuple(runs))
     verdict = judge_runs((runs["torch"], other["jax"]), [(runs[b], sample[b]) for sample in samples for b in runs])
     print(verdict.render())
     record_margin("one-ulp perturbation", verdict)

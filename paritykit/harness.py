@@ -22,6 +22,7 @@ from loopspec.metrics import read_metrics
 from loopspec.weights import load_weights
 from paritykit.sensitivity import (
     ENVELOPE_RUNS,
+    ENVELOPE_SEEDS,
     EXACT_STEP_QUANTITIES,
     HORIZON,
     MULTIPLE,
@@ -70,13 +71,15 @@ def run_backends(
     return runs
 
 
-def perturbed_runs(raw: dict[str, Any], init: Path, out: Path, backends: Sequence[str]) -> list[dict[str, Path]]:
-    """Each backend's envelope runs of the (cut) config `raw` (paritykit/sensitivity.py), one per
-    ENVELOPE_RUNS draw: the inputs and the weights `init` moved by one ulp, the rows of each
-    micro-batch reversed or not, and torch on its other family of CPU kernels."""
+def perturbed_runs(
+    moved: Sequence[dict[str, Any]], init: Path, out: Path, backends: Sequence[str]
+) -> list[dict[str, Path]]:
+    """Each backend's envelope runs (paritykit/sensitivity.py), one per ENVELOPE_RUNS draw: the
+    configs `moved` read the inputs moved by one ulp with that draw's seed (dataset_files), the
+    weights `init` are moved likewise, the rows of each micro-batch reversed or not, and torch runs
+    on its other family of CPU kernels."""
     samples = []
-    for index, (seed, reverse) in enumerate(ENVELOPE_RUNS):
-        _, moved_inputs = dataset_files(raw, out / f"data-{index}", seed)
+    for index, ((seed, reverse), moved_inputs) in enumerate(zip(ENVELOPE_RUNS, moved, strict=True)):
         moved_weights = write_perturbed_init(init, out / f"one_ulp-{index}.safetensors", seed)
         runs = {}
         for backend in dict.fromkeys(backends):
@@ -110,10 +113,9 @@ def sensitivity_verdict(raw: dict[str, Any], out: Path, horizon: int = HORIZON, 
     """The config's first `horizon` float32 updates, with the whole run's schedule, torch vs JAX
     judged against each backend's own one-ulp sensitivity (paritykit/sensitivity.py). A config no
     verdict can be given for raises UserError (one line)."""
-    cut = first_updates(raw, horizon)
-    reference, _ = dataset_files(cut, out)
+    reference, moved = dataset_files(first_updates(raw, horizon), out, ENVELOPE_SEEDS)
     runs = run_backends(reference, out / "reference")
-    samples = perturbed_runs(cut, runs["torch"] / "init.safetensors", out, tuple(runs))
+    samples = perturbed_runs(moved, runs["torch"] / "init.safetensors", out, tuple(runs))
     self_pairs = [(runs[backend], sample[backend]) for sample in samples for backend in runs]
     return judge_runs((runs["torch"], runs["jax"]), self_pairs, multiple)
 
@@ -136,7 +138,8 @@ def recorded_verdict(run_a: Path, run_b: Path, horizon: int = HORIZON) -> Verdic
     torch_first = facts[0]["backend"] == "torch"
     with tempfile.TemporaryDirectory() as tmp:
         backends = [fact["backend"] for fact in facts]
-        samples = perturbed_runs(first_updates(raw, horizon), Path(run_a) / "init.safetensors", Path(tmp), backends)
+        _, moved = dataset_files(first_updates(raw, horizon), Path(tmp), ENVELOPE_SEEDS)
+        samples = perturbed_runs(moved, Path(run_a) / "init.safetensors", Path(tmp), backends)
         perturbed = [{backend: Trajectory.read(run) for backend, run in sample.items()} for sample in samples]
         recorded = [Trajectory.read(Path(run)) for run in (run_a, run_b)]
     first = [first_steps(trajectory, horizon) for trajectory in recorded]
