@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import functools
 import time
-from typing import Any, Callable
+from typing import Any, Callable, Optional
 
 import jax
 import jax.numpy as jnp
@@ -87,11 +87,12 @@ def run(
     warmup: int,
     repeats: int,
     fused_unroll: int = 0,
+    width: Optional[int] = None,
 ) -> list[dict[str, Any]]:
     """fused_unroll 0 picks: a rolled scan runs XLA:CPU's convolutions about 12x slower (CNN,
     batch 32: 637 against 53 ms a step), so the CNN's K steps are unrolled on CPU; the MLPs'
     are not: unrolled, they measured slower (MLP, batch 32: 310 against 186 us a step)."""
-    config = workload_config(model_name, batch_size, precision, device_name)
+    config = workload_config(model_name, batch_size, precision, device_name, width)
     rows = []
     with precision_scope(precision, device_name, config.train.tf32) as device:
         setup = prepare_run(config, "runs/benchmarks/jax", None, backend="jax", overwrite=True)

@@ -9,7 +9,7 @@ CUDA only); each with a `bare_` twin: the textbook five lines on the same nn.Mod
 from __future__ import annotations
 
 import time
-from typing import Any, Callable
+from typing import Any, Callable, Optional
 
 import torch
 
@@ -86,8 +86,9 @@ def run(
     steps: int,
     warmup: int,
     repeats: int,
+    width: Optional[int] = None,
 ) -> list[dict[str, Any]]:
-    config = workload_config(model_name, batch_size, precision, device_name)
+    config = workload_config(model_name, batch_size, precision, device_name, width)
     device = resolve_device(device_name)
     set_matmul_precision(config.train.tf32)
     x, y, out_dim, input_shape = workload_batches(config, min(steps, 16))

@@ -5,7 +5,7 @@ Shared by both backends' benchmark processes; imports neither torch nor jax.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Optional
 
 import numpy as np
 
@@ -42,9 +42,15 @@ WORKLOADS: dict[str, dict[str, Any]] = {
 }
 
 
-def workload_config(model: str, batch_size: int, precision: str, device: str) -> Config:
+def workload_config(model: str, batch_size: int, precision: str, device: str, width: Optional[int] = None) -> Config:
+    """`width` (the MLP only, for benchmarks.scaling) sets its hidden layers to [width, width // 2]:
+    256, the default, is the workload's own [256, 128]."""
     raw = {key: dict(value) for key, value in WORKLOADS[model].items()}
     raw["data"]["batch_size"] = batch_size
+    if width is not None:
+        if model != "mlp":
+            raise ValueError(f"a width applies to the mlp workload only, not {model}")
+        raw["model"]["hidden"] = [width, max(width // 2, 1)]
     raw["train"] = {"precision": precision, "device": device, "log_every": 0}
     return config_from_dict(raw)
 
