@@ -6,8 +6,10 @@
 # bf16 and fp16 (CUDA-graph and fused modes; the gpt rows carry tokens/s and MFU). Every table,
 # JSON and figure goes to OUT_DIR, with the log of each step; copy them to benchmarks/results/.
 # `--device cpu --smoke` is the dry run CI makes (tests/test_gpu_check.py): the same steps, a few
-# updates each (fp32 throughput only: a CPU emulates bf16/fp16 matmuls), so the runbook does not rot. Not built yet (issue 23): the peer comparison and
-# the scaling curves; they are listed as skipped.
+# updates each (fp32 throughput only: a CPU emulates bf16/fp16 matmuls), so the runbook does not rot. Not built yet (issue 23): the peer comparison,
+# listed as skipped.
+# Scaling curves (benchmarks.scaling): the fp32 MLP, batch 32-65536 and width 256-16384; on an H200, about a minute
+# (mostly 28 JAX compiles), boxed at SCALING_LIMIT.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
@@ -33,14 +35,19 @@ if [ "$SMOKE" = 1 ]; then  # a CPU emulates bf16/fp16 matmuls (minutes for the p
   MODELS_FP32=(--models mlp,gpt)
   MODELS_MIXED=(--models mlp)
   PRECISION=(--models mlp --steps 2 --repeats 1)
+  SCALING=(--smoke)
   LIMIT=300
+  SCALING_LIMIT=300
 else
   PRECISIONS=(fp32 bf16 fp16)
   THROUGHPUT=()
   MODELS_FP32=()
   MODELS_MIXED=()
   PRECISION=()
+  # past the issue's 4096 and the CPU's 2048: on a GPU this MLP's step is launch-bound well beyond them
+  SCALING=(--batch-sizes 32,64,128,256,512,1024,2048,4096,16384,65536 --widths 256,1024,4096,16384)
   LIMIT=150
+  SCALING_LIMIT=120
 fi
 
 FAILED=()
@@ -71,7 +78,8 @@ for precision in "${PRECISIONS[@]}"; do
   step "throughput-$precision" "$PY" -m benchmarks.throughput --device "$DEVICE" --precision "$precision" \
     --out "$OUT" "${THROUGHPUT[@]}" "${models[@]}"
 done
-echo "== peers, scaling curves: skipped (not built yet, issue 23)"
+LIMIT=$SCALING_LIMIT step scaling "$PY" -m benchmarks.scaling --device "$DEVICE" --out "$OUT" "${SCALING[@]}"
+echo "== peers: skipped (not built yet, issue 23)"
 
 ls "$OUT"
 if [ ${#FAILED[@]} -gt 0 ]; then
