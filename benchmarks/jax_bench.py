@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import functools
 import time
-from typing import Any, Callable, Optional
+from typing import Any, Callable, ContextManager, Optional
 
 import jax
 import jax.numpy as jnp
@@ -20,11 +20,11 @@ import optax
 from flax.training import dynamic_scale
 
 import flaxloop.train as flax_train
-from benchmarks.timing import Timed, interleaved_repeats
+from benchmarks.timing import Timed, interleaved_repeats, timed_rows
 from benchmarks.workloads import workload_batches, workload_config
 from flaxloop.losses import make_loss
 from flaxloop.optim import decayed_tensors
-from flaxloop.precision import compute_dtype, param_dtype, precision_scope
+from flaxloop.precision import compute_dtype, param_dtype, precision_scope, resolve_device
 from loopspec.config import Config, resolved_eps, resolved_weight_decay
 from loopspec.run import prepare_run
 
@@ -77,6 +77,86 @@ def bare_step_fn(state: flax_train.TrainState, config: Config) -> tuple[Callable
     return step, carry
 
 
+def prepare(
+    model_name: str,
+    batch_size: int,
+    precision: str,
+    device_name: str,
+    modes: list[str],
+    steps: int,
+    warmup: int,
+    fused_unroll: int = 0,
+    width: Optional[int] = None,
+) -> dict[str, Timed]:
+    """Every mode built on the workload's batches (on the device) and warmed up, ready to time.
+    Call it, and time its steps, inside scope(precision, device_name): jit's cache is keyed by the
+    scope's device and matmul precision, so a step called outside it would compile again.
+
+    fused_unroll 0 picks: a rolled scan runs XLA:CPU's convolutions about 12x slower (CNN,
+    batch 32: 637 against 53 ms a step), so the CNN's K steps are unrolled on CPU; the MLPs'
+    are not: unrolled, they measured slower (MLP, batch 32: 310 against 186 us a step)."""
+    config = workload_config(model_name, batch_size, precision, device_name, width)
+    device = resolve_device(device_name)
+    setup = prepare_run(config, "runs/benchmarks/jax", None, backend="jax", overwrite=True)
+    dtype = param_dtype(precision)
+    fused_k = min(steps, 16)
+    x, y, out_dim, _ = workload_batches(config, fused_k)
+    xs, ys = jax.device_put(x if x.dtype.kind == "i" else x.astype(dtype)), jax.device_put(y)
+    singles = [({"tail": {"x": xs[i], "y": ys[i]}}, (xs[i], ys[i])) for i in range(fused_k)]
+    loss_fn = make_loss(config.loss, max(out_dim, 2), out_dim)
+    library = functools.partial(flax_train.train_step, loss_fn=loss_fn)
+    unroll = fused_unroll or (fused_k if device.platform == "cpu" and model_name == "cnn" else 1)
+    timed = {}
+    for mode in modes:
+        state = flax_train.JaxBackend(setup).state
+        bare, carry = bare_step_fn(state, config)
+        box: dict[str, Any] = {"state": state, "carry": carry}
+        if mode == "jit":
+            step_fn = jax.jit(library)
+
+            def step(i: int, box: dict = box, step_fn: Callable = step_fn) -> None:
+                box["state"], out = step_fn(box["state"], singles[i % fused_k][0])
+                if "out" in box:  # the training loop's read-back, one update late
+                    jax.device_get(box["out"])
+                box["out"] = out
+        elif mode == "bare_jit":
+            bare_fn = jax.jit(bare)
+
+            def step(i: int, box: dict = box, bare_fn: Callable = bare_fn) -> None:
+                box["carry"] = bare_fn(box["carry"], singles[i % fused_k][1])
+        elif mode == "fused":
+            fused_fn = jax.jit(
+                lambda s, xb, yb: jax.lax.scan(
+                    lambda c, b: library(c, {"tail": {"x": b[0], "y": b[1]}}), s, (xb, yb), unroll=unroll
+                )
+            )
+
+            def step(i: int, box: dict = box, fused_fn: Callable = fused_fn) -> None:
+                box["state"], _ = fused_fn(box["state"], xs, ys)
+        elif mode == "bare_fused":
+            bare_fused_fn = jax.jit(
+                lambda c, xb, yb, bare=bare: jax.lax.scan(lambda c, b: (bare(c, b), None), c, (xb, yb), unroll=unroll)[
+                    0
+                ]
+            )
+
+            def step(i: int, box: dict = box, bare_fused_fn: Callable = bare_fused_fn) -> None:
+                box["carry"] = bare_fused_fn(box["carry"], xs, ys)
+        else:
+            raise ValueError(mode)
+        calls, per_call = (max(1, steps // fused_k), fused_k) if "fused" in mode else (steps, 1)
+        sync = functools.partial(lambda box: jax.block_until_ready((box["state"], box["carry"])), box)
+        started = time.perf_counter()
+        for i in range(max(1, warmup // per_call)):
+            step(i)
+        sync()
+        seconds = time.perf_counter() - started
+        # XLA keeps one process-wide peak (no reset): the peak so far, after this mode's warm-up
+        peak = (device.memory_stats() or {}).get("peak_bytes_in_use")
+        timed[mode] = Timed(step, sync, calls, per_call, seconds, None if peak is None else peak / 2**20)
+    return timed
+
+
 def run(
     model_name: str,
     batch_size: int,
@@ -89,80 +169,15 @@ def run(
     fused_unroll: int = 0,
     width: Optional[int] = None,
 ) -> list[dict[str, Any]]:
-    """fused_unroll 0 picks: a rolled scan runs XLA:CPU's convolutions about 12x slower (CNN,
-    batch 32: 637 against 53 ms a step), so the CNN's K steps are unrolled on CPU; the MLPs'
-    are not: unrolled, they measured slower (MLP, batch 32: 310 against 186 us a step)."""
-    config = workload_config(model_name, batch_size, precision, device_name, width)
-    rows = []
-    with precision_scope(precision, device_name, config.train.tf32) as device:
-        setup = prepare_run(config, "runs/benchmarks/jax", None, backend="jax", overwrite=True)
-        dtype = param_dtype(precision)
-        fused_k = min(steps, 16)
-        x, y, out_dim, _ = workload_batches(config, fused_k)
-        xs, ys = jax.device_put(x if x.dtype.kind == "i" else x.astype(dtype)), jax.device_put(y)
-        singles = [({"tail": {"x": xs[i], "y": ys[i]}}, (xs[i], ys[i])) for i in range(fused_k)]
-        loss_fn = make_loss(config.loss, max(out_dim, 2), out_dim)
-        library = functools.partial(flax_train.train_step, loss_fn=loss_fn)
-        unroll = fused_unroll or (fused_k if device.platform == "cpu" and model_name == "cnn" else 1)
-        timed, peak = {}, {}
-        for mode in modes:
-            state = flax_train.JaxBackend(setup).state
-            bare, carry = bare_step_fn(state, config)
-            box: dict[str, Any] = {"state": state, "carry": carry}
-            if mode == "jit":
-                step_fn = jax.jit(library)
+    """Every mode prepared, then timed in interleaved repeats: one row per mode."""
+    with scope(precision, device_name):
+        timed = prepare(model_name, batch_size, precision, device_name, modes, steps, warmup, fused_unroll, width)
+        return timed_rows("jax", timed, interleaved_repeats(timed, repeats))
 
-                def step(i: int, box: dict = box, step_fn: Callable = step_fn) -> None:
-                    box["state"], out = step_fn(box["state"], singles[i % fused_k][0])
-                    if "out" in box:  # the training loop's read-back, one update late
-                        jax.device_get(box["out"])
-                    box["out"] = out
-            elif mode == "bare_jit":
-                bare_fn = jax.jit(bare)
 
-                def step(i: int, box: dict = box, bare_fn: Callable = bare_fn) -> None:
-                    box["carry"] = bare_fn(box["carry"], singles[i % fused_k][1])
-            elif mode == "fused":
-                fused_fn = jax.jit(
-                    lambda s, xb, yb: jax.lax.scan(
-                        lambda c, b: library(c, {"tail": {"x": b[0], "y": b[1]}}), s, (xb, yb), unroll=unroll
-                    )
-                )
-
-                def step(i: int, box: dict = box, fused_fn: Callable = fused_fn) -> None:
-                    box["state"], _ = fused_fn(box["state"], xs, ys)
-            elif mode == "bare_fused":
-                bare_fused_fn = jax.jit(
-                    lambda c, xb, yb, bare=bare: jax.lax.scan(
-                        lambda c, b: (bare(c, b), None), c, (xb, yb), unroll=unroll
-                    )[0]
-                )
-
-                def step(i: int, box: dict = box, bare_fused_fn: Callable = bare_fused_fn) -> None:
-                    box["carry"] = bare_fused_fn(box["carry"], xs, ys)
-            else:
-                raise ValueError(mode)
-            calls, per_call = (max(1, steps // fused_k), fused_k) if "fused" in mode else (steps, 1)
-            sync = functools.partial(lambda box: jax.block_until_ready((box["state"], box["carry"])), box)
-            started = time.perf_counter()
-            for i in range(max(1, warmup // per_call)):
-                step(i)
-            sync()
-            timed[mode] = Timed(step, sync, calls, per_call, time.perf_counter() - started)
-            # XLA keeps one process-wide peak (no reset): the peak so far, after this mode's warm-up
-            peak[mode] = (device.memory_stats() or {}).get("peak_bytes_in_use")
-        per_step = interleaved_repeats(timed, repeats)
-        for mode in modes:
-            rows.append(
-                {
-                    "backend": "jax",
-                    "mode": mode,
-                    "us_per_step": per_step[mode],
-                    "warmup_seconds": timed[mode].warmup_seconds,
-                    "peak_memory_mib": None if peak[mode] is None else peak[mode] / 2**20,
-                }
-            )
-    return rows
+def scope(precision: str, device_name: str) -> ContextManager[Any]:
+    """What prepared steps must be timed inside: the precision scope (the workloads leave tf32 off)."""
+    return precision_scope(precision, device_name)
 
 
 def peak_flops(precision: str, device_name: str, size: int = 2048) -> float:

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any, Optional, Sequence
 
 from benchmarks.throughput import backend_module, summarize
+from benchmarks.timing import interleaved_repeats, timed_rows
 from loopspec.cli import OneLineParser
 
 DEFAULT_WIDTH = 256  # the mlp workload's own hidden [256, 128]
@@ -61,17 +62,27 @@ def sweep_points(args: argparse.Namespace) -> list[tuple[str, int, int]]:
 
 
 def worker(args: argparse.Namespace) -> int:
-    """One backend, every point: write its rows to args.worker_json."""
+    """One backend, every point: write its rows to args.worker_json. Every point is prepared (built,
+    compiled, warmed up) first; then each repeat times every point and mode once, in turn, so a slow
+    spell of a shared machine lands on the whole curve alike rather than bending it where it fell."""
     module = backend_module(args.worker)
     modes = [m for m in args.modes if m in module.MODES]
+    timed = {}
+    with module.scope(args.precision, args.device):
+        for point in sweep_points(args):
+            sweep, batch, width = point
+            prepared = module.prepare(
+                "mlp", batch, args.precision, args.device, modes, args.steps, args.warmup, width=width
+            )
+            timed.update({(point, mode): t for mode, t in prepared.items()})
+            print(f"  {args.worker} {sweep} b{batch} w{width}: prepared", flush=True)
+        per_step = interleaved_repeats(timed, args.repeats)
     rows = []
-    for sweep, batch, width in sweep_points(args):
-        for row in module.run(
-            "mlp", batch, args.precision, args.device, modes, args.steps, args.warmup, args.repeats, width=width
-        ):
-            rows.append({"sweep": sweep, "model": "mlp", "batch_size": batch, "width": width, **row})
-            median = statistics.median(row["us_per_step"])
-            print(f"  {args.worker} {sweep} b{batch} w{width} {row['mode']}: {median:.0f} us/step", flush=True)
+    for (point, mode), t in timed.items():
+        sweep, batch, width = point
+        (row,) = timed_rows(args.worker, {mode: t}, {mode: per_step[point, mode]})
+        rows.append({"sweep": sweep, "model": "mlp", "batch_size": batch, "width": width, **row})
+        print(f"  {args.worker} {sweep} b{batch} w{width} {mode}: {statistics.median(row['us_per_step']):.0f} us/step")
     result = {
         "version": module.version(),
         "device": module.device_label(args.device),

@@ -8,12 +8,13 @@ CUDA only); each with a `bare_` twin: the textbook five lines on the same nn.Mod
 
 from __future__ import annotations
 
+import contextlib
 import time
-from typing import Any, Callable, Optional
+from typing import Any, Callable, ContextManager, Optional
 
 import torch
 
-from benchmarks.timing import Timed, interleaved_repeats
+from benchmarks.timing import Timed, interleaved_repeats, timed_rows
 from benchmarks.workloads import workload_batches, workload_config
 from torchloop.losses import make_loss
 from torchloop.models import build_model
@@ -77,7 +78,7 @@ def mode_step(
     return bare if mode.startswith("bare") else library
 
 
-def run(
+def prepare(
     model_name: str,
     batch_size: int,
     precision: str,
@@ -85,9 +86,9 @@ def run(
     modes: list[str],
     steps: int,
     warmup: int,
-    repeats: int,
     width: Optional[int] = None,
-) -> list[dict[str, Any]]:
+) -> dict[str, Timed]:
+    """Every mode built on the workload's batches (on the device) and warmed up, ready to time."""
     config = workload_config(model_name, batch_size, precision, device_name, width)
     device = resolve_device(device_name)
     set_matmul_precision(config.train.tf32)
@@ -101,7 +102,7 @@ def run(
         for xb, yb in zip(x, y)
     ]
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
-    timed, peak = {}, {}
+    timed = {}
     for mode in modes:
         if "cuda_graph" in mode and device.type != "cuda":
             continue
@@ -113,22 +114,36 @@ def run(
             step(*batches[i % len(batches)])
         sync()
         timed[mode] = Timed(
-            lambda i, step=step: step(*batches[i % len(batches)]), sync, steps, 1, time.perf_counter() - started
+            lambda i, step=step: step(*batches[i % len(batches)]),
+            sync,
+            steps,
+            1,
+            time.perf_counter() - started,
+            torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None,
         )
-        peak[mode] = (
-            torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None
-        )  # over the warm-up
-    per_step = interleaved_repeats(timed, repeats)
-    return [
-        {
-            "backend": "torch",
-            "mode": mode,
-            "us_per_step": per_step[mode],
-            "warmup_seconds": timed[mode].warmup_seconds,
-            "peak_memory_mib": peak[mode],
-        }
-        for mode in timed
-    ]
+    return timed
+
+
+def run(
+    model_name: str,
+    batch_size: int,
+    precision: str,
+    device_name: str,
+    modes: list[str],
+    steps: int,
+    warmup: int,
+    repeats: int,
+    width: Optional[int] = None,
+) -> list[dict[str, Any]]:
+    """Every mode prepared, then timed in interleaved repeats: one row per mode."""
+    with scope(precision, device_name):
+        timed = prepare(model_name, batch_size, precision, device_name, modes, steps, warmup, width)
+        return timed_rows("torch", timed, interleaved_repeats(timed, repeats))
+
+
+def scope(precision: str, device_name: str) -> ContextManager[Any]:
+    """What prepared steps must be timed inside: nothing for torch (prepare sets the matmul precision)."""
+    return contextlib.nullcontext()
 
 
 def peak_flops(precision: str, device_name: str) -> float:
