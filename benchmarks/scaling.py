@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -40,6 +41,8 @@ COMPUTE_BOUND = (
 )
 SMOKE = {"batch_sizes": [32, 64], "widths": [64, 128], "steps": 2, "warmup": 1, "repeats": 1}
 BACKEND_NAMES = {"torch": "torch", "jax": "JAX"}
+# set for a run, they change what a shared CPU measures (OMP_WAIT_POLICY=PASSIVE stops torch's threads spinning)
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "OMP_WAIT_POLICY", "XLA_FLAGS")
 # torch_bench.MODES and jax_bench.MODES restated: a bad --modes fails before torch or jax load (a test keeps them equal)
 MODES = {
     "torch": ("bare_eager", "eager", "bare_compile", "compile", "bare_cuda_graph", "cuda_graph"),
@@ -131,6 +134,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         "width": args.width,
         "width_batch": args.width_batch,
         "criterion": COMPUTE_BOUND,
+        "environment": {name: os.environ[name] for name in THREAD_VARIABLES if name in os.environ},
         "peak_flops": {b: r["peak_flops"] for b, r in results.items()},
         "rows": rows,
         "curves": curves(rows),
@@ -194,7 +198,8 @@ def render(report: dict[str, Any]) -> str:
         f"# Scaling: {report['device']}, {report['date']}",
         "",
         f"{report['versions']}; precision {report['precision']}; median of {report['repeats']} repeats of "
-        f"{report['steps']} steps after {report['warmup']} warm-up steps. Width w means MLP hidden [w, w // 2].",
+        f"{report['steps']} steps after {report['warmup']} warm-up steps. Width w means MLP hidden [w, w // 2]."
+        + "".join(f" {name}={value}." for name, value in report.get("environment", {}).items()),
         "",
         sentences(report),
         "",
