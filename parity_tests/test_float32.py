@@ -158,7 +158,11 @@ PLANTED: dict[str, tuple[Callable[[pytest.MonkeyPatch], None], tuple[str, ...]]]
 }
 
 
-@pytest.mark.parametrize("planted", list(PLANTED))
+# make test: the weakest catch (biased running variance) and an optimizer mistake; CI runs all four
+MAKE_TEST_PLANTED = {"Adam eps inside the square root", "biased running variance"}
+
+
+@pytest.mark.parametrize("planted", cases(list(PLANTED), lambda planted: planted in MAKE_TEST_PLANTED))
 def test_planted_difference_is_caught(planted: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     plant, overrides = PLANTED[planted]
     plant(monkeypatch)

@@ -19,6 +19,7 @@ import flaxloop.train
 from loopspec.config import config_from_dict
 from loopspec.metrics import read_metrics
 from parity_tests.schedule_configs import FULL, run_configs
+from parity_tests.selection import cases
 from paritykit.harness import precision_unavailable, run_backends, sensitivity_verdict
 from paritykit.sensitivity import EXACT_ULPS, record_margin, ulps_apart
 
@@ -70,8 +71,14 @@ RESUMED = {
 }
 
 
-@pytest.mark.parametrize("source", ["torch", "jax"])
-@pytest.mark.parametrize("schedule", list(RESUMED))
+@pytest.mark.parametrize(  # make test: each schedule resumed from one source, the sources alternating
+    "schedule,source",
+    cases(
+        [(schedule, source) for schedule in RESUMED for source in ("torch", "jax")],
+        lambda case: (list(RESUMED).index(case[0]) + ("torch", "jax").index(case[1])) % 2 == 0,
+        lambda case: f"{case[0]}-{case[1]}",
+    ),
+)
 def test_resumed_float32_run_keeps_torch_rates(schedule: str, source: str, tmp_path: Path) -> None:
     """JAX resumed mid-epoch from a checkpoint of either backend continues with torch's exact rates;
     torch resumed from a JAX checkpoint continues its recurrence from the double the checkpoint holds."""

@@ -13,6 +13,7 @@ import torch
 
 from loopspec.metrics import read_metrics
 from loopspec.weights import load_weights, save_weights
+from parity_tests.selection import cases
 from torchloop.models import TabularMLP
 
 MODULES = {"torch": "torchloop.train", "jax": "flaxloop.train"}
@@ -98,33 +99,48 @@ def test_init_takes_the_other_backends_weights(runs: dict[str, Path], tmp_path: 
         np.testing.assert_array_equal(started[name], given[name])
 
 
+USER_ERRORS = [
+    (["--set", "optimizer.lrr=1"], "unknown key optimizer.lrr; allowed keys in optimizer: name, lr"),
+    (["--set", "model.name=resnet"], "unknown model (model.name) 'resnet'; allowed: mlp, fashion_mlp, cnn"),
+    (["--set", "optimizer.lr=fast"], "optimizer.lr must be a number, got 'fast'"),
+    (["--set", "data.name=npz", "--set", "data.path=/no/such.npz"], "npz file not found: /no/such.npz"),
+    (
+        ["--set", "model.name=cnn", "--set", "model.dropout_mode=framework"],
+        "model cnn needs images (N, C, H, W); this dataset gives samples of shape (41,)",
+    ),
+    (["--set", "model.name=cnn"], "model.dropout_mode does not apply to model 'cnn'; it applies to: mlp"),
+    (["--set", "train.device=cuda"], "train.device is cuda but"),
+    (["--init", "configs/digits_cnn.yaml"], "cannot read configs/digits_cnn.yaml as safetensors"),
+    # Loss options the task cannot use (focal on a binary task has one logit; on digits, ten).
+    (
+        ["--set", "loss.class_weights=[1,3]"],
+        "loss.class_weights does not apply: dataset intrusion has 2 classes, "
+        "so the focal loss uses one logit; the one-logit (sigmoid) focal loss weights class 1 with loss.alpha",
+    ),
+    (
+        ["--config", "configs/digits_cnn.yaml", "--set", "loss.name=focal", "--set", "loss.alpha=0.5"],
+        "loss.alpha does not apply: dataset digits has 10 classes, so the focal loss uses one logit per class",
+    ),
+]
+
+
+def on_one_backend(case: tuple) -> bool:
+    """make test: each error on one of the backends, alternating (the check runs in loopspec, shared);
+    the device check on both, as each backend asks its own framework for the device."""
+    backend, args, message = case
+    return (
+        "train.device=cuda" in args or ([a for a, _ in USER_ERRORS].index(args) + list(MODULES).index(backend)) % 2 == 0
+    )
+
+
 @pytest.mark.parametrize(
-    "args,message",
-    [
-        (["--set", "optimizer.lrr=1"], "unknown key optimizer.lrr; allowed keys in optimizer: name, lr"),
-        (["--set", "model.name=resnet"], "unknown model (model.name) 'resnet'; allowed: mlp, fashion_mlp, cnn"),
-        (["--set", "optimizer.lr=fast"], "optimizer.lr must be a number, got 'fast'"),
-        (["--set", "data.name=npz", "--set", "data.path=/no/such.npz"], "npz file not found: /no/such.npz"),
-        (
-            ["--set", "model.name=cnn", "--set", "model.dropout_mode=framework"],
-            "model cnn needs images (N, C, H, W); this dataset gives samples of shape (41,)",
-        ),
-        (["--set", "model.name=cnn"], "model.dropout_mode does not apply to model 'cnn'; it applies to: mlp"),
-        (["--set", "train.device=cuda"], "train.device is cuda but"),
-        (["--init", "configs/digits_cnn.yaml"], "cannot read configs/digits_cnn.yaml as safetensors"),
-        # Loss options the task cannot use (focal on a binary task has one logit; on digits, ten).
-        (
-            ["--set", "loss.class_weights=[1,3]"],
-            "loss.class_weights does not apply: dataset intrusion has 2 classes, "
-            "so the focal loss uses one logit; the one-logit (sigmoid) focal loss weights class 1 with loss.alpha",
-        ),
-        (
-            ["--config", "configs/digits_cnn.yaml", "--set", "loss.name=focal", "--set", "loss.alpha=0.5"],
-            "loss.alpha does not apply: dataset digits has 10 classes, so the focal loss uses one logit per class",
-        ),
-    ],
+    "backend,args,message",
+    cases(
+        [(backend, args, message) for args, message in USER_ERRORS for backend in MODULES],
+        on_one_backend,
+        lambda case: f"{case[0]}-{case[2][:40]}",
+    ),
 )
-@pytest.mark.parametrize("backend", list(MODULES))
 def test_user_errors_are_one_line_with_exit_code_2(tmp_path: Path, backend: str, args: list, message: str) -> None:
     if "train.device=cuda" in args and torch.cuda.is_available():
         pytest.skip("this machine has CUDA")
