@@ -3,29 +3,39 @@ JAX's half of what torch's autograd and DistributedDataParallel do inside torchl
 
 from __future__ import annotations
 
-from typing import Any, cast
+from typing import Any, Callable, Optional, cast
 
 import jax
 
 from flaxloop.losses import LossFn
 from flaxloop.state import TrainState
 
+# (forward pass, the micro-batch rows' positions) -> each parity dropout layer's mask, by path key
+# (flaxloop.dropout.parity_dropout_masks with the run's seed, layers and dtype bound).
+MaskFn = Callable[[jax.Array, jax.Array], dict[str, jax.Array]]
+
 
 def micro_gradients(
-    state: TrainState, batch_stats: Any, forward_pass: jax.Array, micro: dict[str, Any], scale: float, loss_fn: LossFn
+    state: TrainState,
+    batch_stats: Any,
+    forward_pass: jax.Array,
+    micro: dict[str, Any],
+    scale: float,
+    loss_fn: LossFn,
+    masks_fn: Optional[MaskFn] = None,
 ) -> tuple[jax.Array, Any, Any]:
     """Loss * scale, the gradient of that times the fp16 loss scale, and the BatchNorm
-    statistics after one micro-batch. The loss is computed in the weights' float dtype."""
+    statistics after one micro-batch. The loss is computed in the weights' float dtype. Parity
+    dropout masks are generated here, on the device, from the traced forward-pass count."""
     dropout_key = jax.random.fold_in(state.dropout_key, forward_pass)
     if "replica" in micro:  # framework-mode dropout: each replica draws its own masks
         dropout_key = jax.random.fold_in(dropout_key, micro["replica"])
     loss_scale = 1.0 if state.loss_scale is None else state.loss_scale.scale
+    masks = None if masks_fn is None else masks_fn(forward_pass, micro["mask_rows"])
 
     def compute_loss(params: Any) -> tuple[jax.Array, tuple[jax.Array, Any]]:
         variables = {"params": params, "batch_stats": batch_stats}
-        logits, stats = state.apply_fn(
-            variables, micro["x"], True, {"dropout": dropout_key}, micro.get("dropout_masks")
-        )
+        logits, stats = state.apply_fn(variables, micro["x"], True, {"dropout": dropout_key}, masks)
         loss = loss_fn(logits.astype(jax.tree.leaves(params)[0].dtype), micro["y"]) * scale
         return loss * loss_scale, (loss, stats)
 
@@ -34,7 +44,13 @@ def micro_gradients(
 
 
 def replica_gradients(
-    state: TrainState, batch_stats: Any, forward_pass: jax.Array, micro: dict[str, Any], scale: float, loss_fn: LossFn
+    state: TrainState,
+    batch_stats: Any,
+    forward_pass: jax.Array,
+    micro: dict[str, Any],
+    scale: float,
+    loss_fn: LossFn,
+    masks_fn: Optional[MaskFn] = None,
 ) -> tuple[jax.Array, Any, Any]:
     """micro_gradients of a micro-batch split over N replicas, as torch DDP computes it: each replica
     runs its shard (BatchNorm normalises with the shard's own statistics) with its loss weighted by
@@ -42,12 +58,13 @@ def replica_gradients(
     DDP rank sees); the gradients are divided by N and summed (DDP's averaging all-reduce), and the
     BatchNorm running statistics are replica 0's (rank 0's buffers, broadcast after each update)."""
     if "replicas" not in micro:
-        return micro_gradients(state, batch_stats, forward_pass, micro, scale, loss_fn)
+        return micro_gradients(state, batch_stats, forward_pass, micro, scale, loss_fn, masks_fn)
     shards = micro["replicas"]
     replicas = len(shards) if isinstance(shards, tuple) else len(shards["weight"])
 
     def replica(shard: dict[str, Any]) -> tuple[jax.Array, Any, Any]:
-        return micro_gradients(state, batch_stats, forward_pass, shard, scale * shard["weight"] * replicas, loss_fn)
+        weight = scale * shard["weight"] * replicas
+        return micro_gradients(state, batch_stats, forward_pass, shard, weight, loss_fn, masks_fn)
 
     if isinstance(shards, dict):  # equal shards, stacked on a replica axis sharded over the devices
         losses, grads, stats = jax.vmap(replica)(shards)

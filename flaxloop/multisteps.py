@@ -4,13 +4,13 @@ as the scanned window of flaxloop.train.train_step does)."""
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any, Callable, Optional
 
 import jax
 import numpy as np
 import optax
 
-from flaxloop.gradients import replica_gradients
+from flaxloop.gradients import MaskFn, replica_gradients
 from flaxloop.losses import LossFn
 from flaxloop.state import StepMetrics, TrainState, step_metrics
 
@@ -18,10 +18,11 @@ MicroStep = Callable[..., tuple[TrainState, StepMetrics]]
 
 
 def multisteps_micro_step(
-    state: TrainState, micro: dict[str, Any], scale: float, loss_fn: LossFn
+    state: TrainState, micro: dict[str, Any], scale: float, loss_fn: LossFn, masks_fn: Optional[MaskFn] = None
 ) -> tuple[TrainState, StepMetrics]:
     """One micro-batch under optax.MultiSteps: it accumulates, and applies on the window's last."""
-    loss, grads, batch_stats = replica_gradients(state, state.batch_stats, state.forward_passes, micro, 1.0, loss_fn)
+    passes = state.forward_passes
+    loss, grads, batch_stats = replica_gradients(state, state.batch_stats, passes, micro, 1.0, loss_fn, masks_fn)
     state = state.apply_gradients(grads=grads, batch_stats=batch_stats, forward_passes=state.forward_passes + 1)
     return state, step_metrics(state, loss * scale)
 

@@ -31,7 +31,8 @@ from flaxloop.checkpoint import (
     load_training_state,
     variables_of,
 )
-from flaxloop.gradients import replica_gradients
+from flaxloop.dropout import parity_dropout_masks
+from flaxloop.gradients import MaskFn, replica_gradients
 from flaxloop.losses import LossFn, make_loss
 from flaxloop.models import build_model, path_key
 from flaxloop.multisteps import dispatch_multisteps, multisteps_micro_step
@@ -57,7 +58,9 @@ from loopspec.run import RunSetup
 from loopspec.schedules import schedule_values
 
 
-def train_step(state: TrainState, window: dict[str, Any], loss_fn: LossFn) -> tuple[TrainState, StepMetrics]:
+def train_step(
+    state: TrainState, window: dict[str, Any], loss_fn: LossFn, masks_fn: Optional[MaskFn] = None
+) -> tuple[TrainState, StepMetrics]:
     """One optimizer update from the mean gradient of a window of micro-batches.
 
     window["stack"] holds equal-sized micro-batches stacked on a leading axis (scanned);
@@ -73,7 +76,7 @@ def train_step(state: TrainState, window: dict[str, Any], loss_fn: LossFn) -> tu
 
     def accumulate_micro(carry: tuple, micro: dict[str, Any]) -> tuple[tuple, None]:
         grad_sum, loss_sum, batch_stats, passes = carry
-        loss, grads, batch_stats = replica_gradients(state, batch_stats, passes, micro, 1.0 / count, loss_fn)
+        loss, grads, batch_stats = replica_gradients(state, batch_stats, passes, micro, 1.0 / count, loss_fn, masks_fn)
         return (jax.tree.map(jnp.add, grad_sum, grads), loss_sum + loss, batch_stats, passes + 1), None
 
     if stack is not None:
@@ -172,8 +175,15 @@ class JaxBackend:
         loss_fn = setup.losses.get("jax") or make_loss(config.loss, data.num_classes, setup.out_dim)
         train = config.train
         self.multisteps = train.accumulation == "multisteps" and train.accumulation_steps > 1
-        self.step_fn = jax.jit(functools.partial(train_step, loss_fn=loss_fn))
-        self.micro_fn = jax.jit(functools.partial(multisteps_micro_step, loss_fn=loss_fn), static_argnames="scale")
+        masks_fn = (
+            functools.partial(parity_dropout_masks, config.seed, setup.parity_dropout_layers, self.dtype)
+            if setup.parity_dropout
+            else None
+        )
+        self.step_fn = jax.jit(functools.partial(train_step, loss_fn=loss_fn, masks_fn=masks_fn))
+        self.micro_fn = jax.jit(
+            functools.partial(multisteps_micro_step, loss_fn=loss_fn, masks_fn=masks_fn), static_argnames="scale"
+        )
         self.eval_fn = jax.jit(functools.partial(eval_step, loss_fn=loss_fn))
         self.plateau = (
             ReduceLROnPlateau(config.schedule, config.optimizer.lr) if config.schedule.name == "plateau" else None
@@ -191,11 +201,8 @@ class JaxBackend:
         shards: list[dict[str, Any]] = []
         for position, weight in parts:
             shard = {"x": self.x_train[rows[position]], "y": self.setup.dataset.y_train[rows[position]]}
-            if micro.dropout_masks is not None:
-                keys = [key for key, _, _ in self.setup.dropout_layers]
-                shard["dropout_masks"] = {
-                    key: m[position].astype(self.dtype) for key, m in zip(keys, micro.dropout_masks)
-                }
+            if self.setup.parity_dropout:  # the masks' rows: generated in the step (flaxloop.dropout)
+                shard["mask_rows"] = np.asarray(micro.positions[position], np.uint32)
             if placement.replicas > 1:
                 shard["weight"] = np.asarray(weight, self.dtype)
                 shard["replica"] = np.asarray(len(shards), np.int32)

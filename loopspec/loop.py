@@ -5,7 +5,8 @@ state and does what only the framework can: dispatch one optimizer update on a w
 micro-batches, read a dispatched update back, evaluate a validation batch, advance an epoch
 schedule, export the weights. Everything else is decided here, the same way for both:
 
-- the epochs, the seeded batch order, the accumulation windows and parity dropout masks;
+- the epochs, the seeded batch order, the accumulation windows, and the coordinates of each
+  micro-batch's parity dropout masks (its forward pass, its rows' positions);
 - the read-back policy: an update is read back `readback_lag` updates after it was dispatched
   (torch 0; JAX 1, so the host never waits for the device between updates);
 - what a skipped update means: an fp16 overflow is recorded and training goes on; a non-finite
@@ -66,14 +67,17 @@ class StepResult(NamedTuple):
 
 class MicroBatch(NamedTuple):
     rows: np.ndarray  # indices into the training split
-    dropout_masks: Optional[list[np.ndarray]]  # parity-mode masks, one per dropout layer
+    forward_pass: int  # training forward passes before this one: the index of its parity dropout masks
+    # Each row's position in the micro-batch as drawn: the row of the parity dropout masks it takes
+    # (loopspec.dropout), which the backend generates on its device. A range, so a shard or the
+    # reversed order stays one, and torch makes it on the device with arange.
+    positions: range
 
 
 def reversed_rows(batch: MicroBatch) -> MicroBatch:
     """The same micro-batch with its rows, and each row's dropout masks, in reverse order: the same
     mathematics, another summation order in every reduction over the batch."""
-    masks = None if batch.dropout_masks is None else [np.ascontiguousarray(m[::-1]) for m in batch.dropout_masks]
-    return MicroBatch(np.ascontiguousarray(batch.rows[::-1]), masks)
+    return batch._replace(rows=np.ascontiguousarray(batch.rows[::-1]), positions=batch.positions[::-1])
 
 
 class Backend(Protocol):
@@ -324,10 +328,7 @@ class Loop:
         for index, window in enumerate(windows):
             if index < first_window:  # done before the checkpoint this run resumed from
                 continue
-            micro = [
-                MicroBatch(rows, self.setup.dropout_masks(self.forward_passes + i, len(rows)))
-                for i, rows in enumerate(window)
-            ]
+            micro = [MicroBatch(rows, self.forward_passes + i, range(len(rows))) for i, rows in enumerate(window)]
             if self.setup.reverse_batch_rows:
                 micro = [reversed_rows(batch) for batch in micro]
             self.forward_passes += len(window)

@@ -18,7 +18,7 @@ from loopspec.checkpoint_checks import BUFFER_SUFFIXES, check_fits
 from loopspec.checks import check_data_and_config
 from loopspec.config import Config, resolved_config
 from loopspec.data import Dataset, load_dataset
-from loopspec.dropout import parity_dropout_mask
+from loopspec.dropout import DropoutLayer, check_layout
 from loopspec.errors import UserError
 from loopspec.files import write_json_atomic
 from loopspec.memory import check_generated_data
@@ -47,7 +47,7 @@ class RunSetup:
     losses: dict[str, Any] = field(default_factory=dict)  # backend -> (logits, labels) -> mean, from fit(loss=...)
     # The model's parity dropout layers in the order a forward pass runs them: (name, one sample's
     # shape, rate). The backend finds them when it builds the model; masks are keyed by that order.
-    dropout_layers: list[tuple[str, tuple[int, ...], float]] = field(default_factory=list)
+    dropout_layers: list[DropoutLayer] = field(default_factory=list)
     # paritykit.locate: stop after this update with a checkpoint there (loopspec.errors.Paused); not a
     # config key, so the schedule, whose length max_steps would change, stays the run's.
     pause_after: Optional[int] = None
@@ -75,15 +75,13 @@ class RunSetup:
     def clipping(self) -> bool:
         return self.config.train.clip_grad_norm is not None or self.config.train.clip_grad_value is not None
 
-    def dropout_masks(self, forward_pass: int, batch_size: int) -> Optional[list[np.ndarray]]:
-        """Parity-mode masks for one training forward pass, one per layer in running order; None in
-        framework mode."""
-        if not self.parity_dropout:
-            return None
-        return [
-            parity_dropout_mask(self.config.seed, layer, forward_pass, (batch_size, *shape), rate)
-            for layer, (_, shape, rate) in enumerate(self.dropout_layers)
-        ]
+    @property
+    def parity_dropout_layers(self) -> list[DropoutLayer]:
+        """The layers that take parity masks, in running order (a mask's layer index is its place here):
+        those with a nonzero rate, a rate-0 layer being the identity; none in framework mode."""
+        layers = [layer for layer in self.dropout_layers if layer[2] > 0] if self.parity_dropout else []
+        check_layout(layers, self.config.data.batch_size)
+        return layers
 
 
 WeightShapes = Callable[..., dict[str, tuple[int, ...]]]  # (config, input_shape, out_dim, model, reference)

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from loopspec import fit
 from loopspec.checkpoint import checkpoint_root
 from loopspec.comparison import compare_runs
 from loopspec.metrics import read_metrics
@@ -37,6 +38,15 @@ BATCHNORM_CNN = {  # 1600 training rows in batches of 45: shards of 23/22, the l
     "optimizer": {"name": "adamw", "lr": 0.002},
     "schedule": {"name": "onecycle", "max_lr": 0.004},
     "train": {"epochs": 17, "precision": "fp64", "accumulation_steps": 2, "clip_grad_norm": 2.0, "log_every": 0},
+}
+
+PARITY_DROPOUT = {  # a small GPT (LayerNorm, no BatchNorm) with parity dropout: N replicas equal one device
+    "seed": 5,
+    "data": {"name": "text", "block_size": 16, "stride": 16, "batch_size": 45, "val_fraction": 0.1},
+    "model": {"name": "gpt", "n_layer": 1, "n_head": 2, "n_embd": 16, "dropout": 0.2, "dropout_mode": "parity"},
+    "loss": {"name": "cross_entropy"},
+    "optimizer": {"name": "adamw", "lr": 0.003},
+    "train": {"epochs": 1, "max_steps": 12, "precision": "fp64", "log_every": 0},
 }
 
 
@@ -89,6 +99,21 @@ def test_ddp_and_jax_sharding_agree_with_batchnorm_accumulation_and_clipping(bat
     # With BatchNorm, two replicas are a different run from one device (per-replica statistics).
     one = train("torch", raw | {"train": {**raw["train"], "epochs": 1}}, tmp_path / "one", 1)
     assert not compare_runs(one, runs["torch"], rtol=1e-10, steps=10).agree
+
+
+@pytest.mark.parametrize("backend", cases(["torch", "jax"], lambda backend: backend == "jax"))
+def test_parity_dropout_shards_take_their_global_rows_masks(backend: str, tmp_path: Path) -> None:
+    """Each replica generates the masks of its shard's global rows (shards of 23 and 22 rows; each row's
+    masks (16, 16), and (2, 16, 16) in attention), so without BatchNorm two replicas are one device's run."""
+    one = fit(PARITY_DROPOUT, tmp_path / "one", backend=backend).out_dir  # one device: in this process
+    two = train(backend, PARITY_DROPOUT, tmp_path / "two", 2)
+    report = compare_runs(one, two, rtol=1e-10)
+    assert report.agree, f"\n{report.render()}"
+    without = copy.deepcopy(PARITY_DROPOUT)  # the masks act: without them the first loss is another
+    without["model"]["dropout"] = 0.0
+    loss = read_metrics(one / "metrics.jsonl")["step"][0]["loss"]
+    plain = fit(without, tmp_path / "none", backend=backend).history["step"][0]["loss"]
+    assert abs(plain - loss) > 1e-6 * abs(plain)
 
 
 @pytest.mark.full  # make test: the loss-scale sequence on one device (test_precision), DDP in fp32

@@ -345,7 +345,7 @@ def probe(
         # A rate-0 layer is the identity, and a model may skip it (a fused attention kernel).
         found = [layer for layer in dropout_layers(reference, x_torch[:2]) if layer[2] > 0]
         masks = [
-            parity_dropout_mask(config.seed, i, forward_pass, (len(y), *shape), rate)
+            parity_dropout_mask(config.seed, i, forward_pass, np.arange(len(y)), shape, rate)
             for i, (_, shape, rate, _) in enumerate(found)
         ]
         flax_found = [layer for layer in model.dropout_layers(variables, sample[:2]) if layer[2] > 0]

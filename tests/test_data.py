@@ -13,7 +13,6 @@ import pytest
 from loopspec.batching import batches_per_epoch, epoch_order, train_batches
 from loopspec.config import DataConfig
 from loopspec.data import INTRUSION_FEATURES, load_dataset, make_intrusion, split_indices
-from loopspec.dropout import parity_dropout_mask
 from loopspec.errors import DataError
 
 
@@ -69,18 +68,6 @@ def test_batch_order_depends_only_on_seed_and_epoch() -> None:
     assert sorted(np.concatenate(batches)) == list(range(50))
     dropped = train_batches(50, 16, 0, 1, drop_last=True)
     assert [len(b) for b in dropped] == [16, 16, 16] and batches_per_epoch(50, 16, drop_last=True) == 3
-
-
-def test_parity_dropout_masks_are_counter_based() -> None:
-    mask = parity_dropout_mask(seed=0, layer=1, forward_pass=5, shape=(64, 128), rate=0.25)
-    np.testing.assert_array_equal(mask, parity_dropout_mask(0, 1, 5, (64, 128), 0.25))
-    assert set(np.unique(mask)) == {0.0, 1 / 0.75}
-    assert abs((mask == 0).mean() - 0.25) < 0.02
-    for other in ((0, 1, 6), (0, 2, 5), (1, 1, 5)):
-        assert not np.array_equal(mask, parity_dropout_mask(*other, (64, 128), 0.25))
-    # A pass's stream does not run into the next pass's: no shifted overlap.
-    long = parity_dropout_mask(0, 0, 0, (4096,), 0.5)
-    assert not np.array_equal(long[4:8], parity_dropout_mask(0, 0, 1, (4,), 0.5))
 
 
 # ---------------------------------------------------------------------------- files

@@ -24,6 +24,7 @@ MODULES = [
     "inference",
     "models",
     "layers",
+    "dropout",
 ]
 
 # module -> backend -> {name: why only this framework needs it}
@@ -145,6 +146,7 @@ FRAMEWORK_ONLY: dict[str, dict[str, dict[str, str]]] = {
             "own_name_map": "flax names the convention cannot map come from the module (torch's are the names)",
         },
     },
+    "dropout": {"torch": {}, "jax": {}},
     "layers": {
         "torch": {
             "parity_masks": "a torch layer holds its mask for one forward pass",

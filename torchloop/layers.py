@@ -28,8 +28,9 @@ class ParityDropout(nn.Dropout):
 
 
 @contextlib.contextmanager
-def parity_masks(layers: Sequence[ParityDropout], masks: Optional[Sequence[torch.Tensor]]) -> Iterator[None]:
-    """Give each parity dropout layer (in the order they run) its mask for one forward pass."""
+def parity_masks(layers: Sequence[ParityDropout], masks: Optional[Sequence[Optional[torch.Tensor]]]) -> Iterator[None]:
+    """Give each parity dropout layer (in the order they run) its mask for one forward pass (None: the
+    layer's own dropout, the identity at rate 0)."""
     if masks is None:
         yield
         return

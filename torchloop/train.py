@@ -29,6 +29,7 @@ from loopspec.loop import MicroBatch, Outcome, StepResult, backend_fit
 from loopspec.parallel import Placement, replica_shards
 from loopspec.run import RunSetup
 from torchloop.checkpoint import export_training_state, export_weights, import_weights, load_training_state
+from torchloop.dropout import parity_dropout_masks
 from torchloop.layers import ParityDropout, dropout_layers, parity_masks
 from torchloop.losses import make_loss
 from torchloop.models import build_model
@@ -44,9 +45,10 @@ from torchloop.precision import (
 )
 from torchloop.schedules import current_momentum, make_schedule
 
-# inputs, labels, parity dropout masks, and the loss's weight: this replica's share of the global
+# inputs, labels, parity dropout masks (one per ParityDropout in running order; None for a rate-0 one),
+# and the loss's weight: this replica's share of the global
 # batch's loss times the replica count (DDP averages the replicas' gradients); 1.0 on one device.
-TorchMicroBatch = tuple[torch.Tensor, torch.Tensor, Optional[Sequence[torch.Tensor]], float]
+TorchMicroBatch = tuple[torch.Tensor, torch.Tensor, Optional[Sequence[Optional[torch.Tensor]]], float]
 
 
 def train_step(
@@ -152,6 +154,8 @@ class TorchBackend:
         found = dropout_layers(self.model, probe) if setup.parity_dropout_asked else []
         setup.dropout_layers = [(name, shape, rate) for name, shape, rate, _ in found]
         self.dropout_modules = [layer for _, _, _, layer in found]
+        self.dropout_names = [name for name, _, _, _ in found]
+        self.parity_layers = setup.parity_dropout_layers
         given = setup.losses.get("torch")  # fit(loss=...): (logits, labels) -> the mean loss
         self.loss_fn = given or make_loss(config.loss, data.num_classes, setup.out_dim).to(self.device, self.dtype)
         self.network = distributed(self.model, setup.placement, self.device)  # what trains: DDP or the model
@@ -172,17 +176,21 @@ class TorchBackend:
         return [t.to(self.device, non_blocking=True) for t in tensors]
 
     def micro_batch(self, micro: MicroBatch) -> TorchMicroBatch:
-        """This replica's contiguous shard of the micro-batch, and its loss weight."""
-        placement, rows, masks = self.setup.placement, micro.rows, micro.dropout_masks
+        """This replica's contiguous shard of the micro-batch, its parity dropout masks (generated on the
+        device from the shard's global positions) and its loss weight."""
+        placement, rows = self.setup.placement, micro.rows
         shards = replica_shards(rows, self.setup.dataset.y_train, self.setup.config.loss, placement.replicas)
         mine, weight = shards[placement.rank]
         x, y = self.on_device(self.x_train[rows[mine]], self.y_train[rows[mine]])
-        return (
-            x,
-            y,
-            None if masks is None else [torch.as_tensor(m[mine], dtype=self.dtype, device=self.device) for m in masks],
-            weight * placement.replicas,
-        )
+        masks = None
+        if self.parity_layers:
+            shard = micro.positions[mine]
+            positions = torch.arange(shard.start, shard.stop, shard.step, device=self.device)
+            by_name = parity_dropout_masks(
+                self.setup.config.seed, self.parity_layers, self.dtype, micro.forward_pass, positions
+            )
+            masks = [by_name.get(name) for name in self.dropout_names]
+        return x, y, masks, weight * placement.replicas
 
     def dispatch(self, window: Sequence[MicroBatch]) -> StepResult:
         self.model.train()

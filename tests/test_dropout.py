@@ -1,0 +1,159 @@
+"""Parity dropout masks: the NumPy specification (loopspec.dropout) is Threefry-2x32-20, and the device
+generators of both backends (torchloop.dropout, flaxloop.dropout: every layer from one Threefry
+evaluation; the JAX one jitted with the forward pass and rows traced, as the train step runs it)
+equal it bit for bit."""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from flaxloop import dropout as flax_dropout
+from loopspec import dropout as spec
+from loopspec.errors import UserError
+from parity_tests.schedule_configs import FULL
+from torchloop import dropout as torch_dropout
+
+# Random123's known-answer vectors for threefry2x32 with 20 rounds: (counter, key) -> output.
+KNOWN_ANSWERS = [
+    ((0x00000000, 0x00000000), (0x00000000, 0x00000000), (0x6B200159, 0x99BA4EFE)),
+    ((0xFFFFFFFF, 0xFFFFFFFF), (0xFFFFFFFF, 0xFFFFFFFF), (0x1CB996FC, 0xBB002BE7)),
+    ((0x243F6A88, 0x85A308D3), (0x13198A2E, 0x03707344), (0xC4923A9C, 0x483DF7A0)),
+]
+EDGE_RATES = [0.0, 2.0**-32, 0.1, 0.3, 0.5, 1.0 - 2.0**-32, 1.0]
+
+
+@pytest.mark.parametrize("counter, key, expected", KNOWN_ANSWERS)
+def test_threefry_matches_the_known_answers_and_jax(counter: tuple, key: tuple, expected: tuple) -> None:
+    x0, x1 = (np.array([c], np.uint32) for c in counter)
+    assert [int(w[0]) for w in spec.threefry2x32(key, x0, x1)] == list(expected)
+    assert [int(w[0]) for w in torch_dropout.threefry2x32(key, *(torch.tensor([c]) for c in counter))] == list(expected)
+    assert [int(w[0]) for w in flax_dropout.threefry2x32(key, jnp.asarray(x0), jnp.asarray(x1))] == list(expected)
+    # jax.random's own threefry (its primitive) is the same function.
+    from jax.extend.random import threefry2x32_p
+
+    theirs = threefry2x32_p.bind(*(jnp.asarray([k], jnp.uint32) for k in key), jnp.asarray(x0), jnp.asarray(x1))
+    assert [int(w[0]) for w in theirs] == list(expected)
+
+
+def layer_lists(shapes: st.SearchStrategy, rates: st.SearchStrategy) -> st.SearchStrategy:
+    layer = st.tuples(shapes, rates)
+    return st.lists(layer, min_size=1, max_size=3).map(lambda ls: [(f"l{i}", s, r) for i, (s, r) in enumerate(ls)])
+
+
+def draws(layers: st.SearchStrategy, rows: st.SearchStrategy) -> st.SearchStrategy:
+    return st.fixed_dictionaries(
+        {
+            "seed": st.one_of(st.integers(0, 3), st.integers(0, 2**32 - 1)),
+            "forward_pass": st.one_of(st.integers(0, 10), st.integers(0, 2**31 - 1)),
+            "rows": rows,
+            "layers": layers,
+            "dtype": st.sampled_from(["float32", "float64"]),
+        }
+    )
+
+
+def specified(d: dict) -> dict[str, np.ndarray]:
+    rows = np.asarray(d["rows"])
+    masks = spec.parity_dropout_masks(d["seed"], d["layers"], np.dtype(d["dtype"]), d["forward_pass"], rows)
+    for name, shape, _ in d["layers"]:
+        assert masks[name].shape == (len(rows), *shape) and masks[name].dtype == np.dtype(d["dtype"])
+    return masks
+
+
+def assert_equal_masks(ours: dict, expected: dict[str, np.ndarray]) -> None:
+    assert list(ours) == list(expected)
+    for name, mask in expected.items():
+        np.testing.assert_array_equal(np.asarray(ours[name]), mask, strict=True)
+
+
+any_rows = st.lists(st.integers(0, 2**20 - 1), min_size=1, max_size=6, unique=True)
+any_layers = layer_lists(
+    st.lists(st.integers(1, 7), min_size=1, max_size=3).map(tuple),
+    st.one_of(st.sampled_from(EDGE_RATES), st.floats(0.0, 1.0)),
+)
+
+
+@settings(max_examples=500 if FULL else 100, deadline=None)
+@given(d=draws(any_layers, any_rows))
+def test_torch_generator_equals_the_specification_bit_for_bit(d: dict) -> None:
+    rows = torch.tensor(d["rows"], dtype=torch.int64)
+    masks = torch_dropout.parity_dropout_masks(
+        d["seed"], d["layers"], getattr(torch, d["dtype"]), d["forward_pass"], rows
+    )
+    assert_equal_masks({name: mask.numpy() for name, mask in masks.items()}, specified(d))
+
+
+@functools.lru_cache(maxsize=None)
+def jitted_masks(layers: tuple, dtype: str) -> jax.stages.Wrapped:
+    """The JAX masks as the train step computes them, the forward pass and the rows traced (and here the
+    seed too, which the step holds as a constant, so that examples share a compilation)."""
+    return jax.jit(lambda seed, passes, rows: flax_dropout.parity_dropout_masks(seed, layers, dtype, passes, rows))
+
+
+# Each (layers, dtype) compiles once (under a second); the seed, forward pass and rows vary freely.
+few_layers = st.sampled_from(
+    [
+        (("a", (7,), 0.3),),
+        (("a", (2, 3, 5), 0.5), ("b", (1,), 2.0**-32), ("c", (4,), 1.0)),
+        (("a", (3,), 1.0 - 2.0**-32), ("b", (2, 2), 0.1)),
+    ]
+)
+
+
+@settings(max_examples=200 if FULL else 25, deadline=None)
+@given(d=draws(few_layers, st.lists(st.integers(0, 2**20 - 1), min_size=5, max_size=5, unique=True)))
+def test_jax_generator_equals_the_specification_bit_for_bit(d: dict) -> None:
+    with jax.enable_x64(d["dtype"] == "float64"):
+        masks = jitted_masks(d["layers"], d["dtype"])(
+            jnp.uint32(d["seed"]), jnp.int32(d["forward_pass"]), jnp.asarray(np.asarray(d["rows"], np.uint32))
+        )
+        assert_equal_masks(masks, specified(d))
+
+
+def test_masks_are_pure_functions_of_their_coordinates() -> None:
+    rows = np.arange(64)
+    mask = spec.parity_dropout_mask(0, 1, 5, rows, (128,), 0.25)
+    np.testing.assert_array_equal(mask, spec.parity_dropout_mask(0, 1, 5, rows, (128,), 0.25))
+    assert set(np.unique(mask)) == {0.0, 1 / 0.75}
+    assert abs((mask == 0).mean() - 0.25) < 0.02
+    for other in ((0, 1, 6), (0, 2, 5), (1, 1, 5)):
+        assert (mask != spec.parity_dropout_mask(*other, rows, (128,), 0.25)).mean() > 0.2
+    # A shard takes its global rows' masks, reversed rows keep theirs, a row's mask is its own.
+    np.testing.assert_array_equal(spec.parity_dropout_mask(0, 1, 5, rows[20:40], (128,), 0.25), mask[20:40])
+    np.testing.assert_array_equal(spec.parity_dropout_mask(0, 1, 5, rows[::-1], (128,), 0.25), mask[::-1])
+    # A sample's shape only lays its elements out: (8, 16) is (128,) row by row.
+    np.testing.assert_array_equal(spec.parity_dropout_mask(0, 1, 5, rows, (8, 16), 0.25).reshape(64, 128), mask)
+
+
+@pytest.mark.parametrize("rate", EDGE_RATES)
+def test_keep_rule_at_the_edge_rates(rate: float) -> None:
+    mask = spec.parity_dropout_mask(3, 0, 7, np.arange(256), (256,), rate)
+    if rate == 0.0:
+        assert (mask == 1.0).all()
+    elif rate == 1.0:
+        assert (mask == 0.0).all()
+    else:
+        assert abs((mask == 0).mean() - rate) < 0.01
+        assert set(np.unique(mask)) <= {0.0, 1.0 / (1.0 - rate)}
+    assert spec.keep_threshold(rate) == int(np.ceil(rate * 2**32))
+
+
+def test_what_the_layout_cannot_address_is_refused() -> None:
+    with pytest.raises(ValueError, match="rate"):
+        spec.keep_threshold(1.5)
+    with pytest.raises(ValueError, match="seed"):
+        spec.random_words(2**32, 0, 0, np.arange(2), 4)
+    with pytest.raises(ValueError, match="row positions"):
+        spec.random_words(0, 0, 0, np.array([2**20]), 4)
+    with pytest.raises(UserError, match="2\\*\\*20 rows"):
+        spec.check_layout([("a", (4,), 0.5)], 2**20 + 1)
+    with pytest.raises(UserError, match="4096 dropout layers"):
+        spec.check_layout([("a", (4,), 0.5)] * 4097, 8)
