@@ -6,8 +6,8 @@
 # bf16 and fp16 (CUDA-graph and fused modes; the gpt rows carry tokens/s and MFU). Every table,
 # JSON and figure goes to OUT_DIR, with the log of each step; copy them to benchmarks/results/.
 # `--device cpu --smoke` is the dry run CI makes (tests/test_gpu_check.py): the same steps, a few
-# updates each (fp32 throughput only: a CPU emulates bf16/fp16 matmuls), so the runbook does not rot. Not built yet (issue 23): the peer comparison and
-# the scaling curves; they are listed as skipped.
+# updates each (fp32 throughput only: a CPU emulates bf16/fp16 matmuls), so the runbook does not rot. Then the peer comparison
+# (Keras, Lightning, the plain loops). Not built yet (issue 23): the scaling curves; listed as skipped.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
@@ -71,7 +71,10 @@ for precision in "${PRECISIONS[@]}"; do
   step "throughput-$precision" "$PY" -m benchmarks.throughput --device "$DEVICE" --precision "$precision" \
     --out "$OUT" "${THROUGHPUT[@]}" "${models[@]}"
 done
-echo "== peers, scaling curves: skipped (not built yet, issue 23)"
+# The peers (benchmarks/peers.py): 16 processes on the GPU, each starting its framework, in a time box of their own.
+if [ "$SMOKE" = 1 ]; then PEERS=(--smoke --workloads default); else PEERS=(--workloads default,gpt --epochs 5 --repeats 1); fi
+LIMIT=300 step peers "$PY" -m benchmarks.peers --device "$DEVICE" --out "$OUT" "${PEERS[@]}"
+echo "== scaling curves: skipped (not built yet, issue 23)"
 
 ls "$OUT"
 if [ ${#FAILED[@]} -gt 0 ]; then
