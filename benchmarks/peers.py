@@ -40,6 +40,9 @@ from typing import Any, Optional, Sequence
 
 from loopspec.cli import OneLineParser
 from loopspec.config import load_config
+from loopspec.data import load_dataset
+from loopspec.errors import UserError
+from loopspec.schedules import plan_schedule
 
 ROOT = Path(__file__).resolve().parents[1]
 INSTALL_HINT = "not installed (pip install -e .[bench])"
@@ -55,7 +58,7 @@ class Workload:
 WORKLOADS = {
     "default": Workload("intrusion_mlp_focal", ("data.num_samples=1280",)),
     "digits_cnn": Workload("digits_cnn", ("data.val_fraction=0.8",)),
-    "gpt": Workload("gpt_char", ("data.stride=32",)),
+    "gpt": Workload("gpt_char", ("data.stride=32", "schedule.warmup=5")),
 }
 
 
@@ -66,9 +69,11 @@ class Program:
     args: tuple[str, ...]
     packages: tuple[str, ...]
     label: str
-    differs: str
+    differs: str  # what differs from the library's run, on every workload
     library: bool = False
     dropout_mode: Optional[str] = None  # the library run with this dropout_mode instead of the recipe's
+
+    per_workload: tuple[tuple[str, str], ...] = ()  # (workload, what else differs on that one)
 
     def applies(self, recipe_dropout_mode: str) -> bool:
         """The framework-dropout variant only where the recipe ships parity dropout."""
@@ -102,8 +107,9 @@ PROGRAMS = {
         (),
         ("torch",),
         "plain PyTorch loop (seed style)",
-        "DataLoader(TensorDataset) over the library's batch order, loss.item() each batch; torch's default init; "
-        "the gpt's attention in scaled_dot_product_attention",
+        "DataLoader(TensorDataset) over the library's batch order, loss.item() each batch; torch's default init "
+        "(nanoGPT's normal(0, 0.02) for the gpt)",
+        per_workload=(("gpt", "attention in scaled_dot_product_attention"),),
     ),
     "lightning": Program(
         "torch",
@@ -139,8 +145,11 @@ PROGRAMS = {
         (),
         ("jax", "flax", "optax"),
         "plain Flax loop (Flax-examples style)",
-        "TrainState, jitted train_step, host NumPy batches in the library's order; images NHWC; flax's default "
-        "init; the per-epoch cosine as an optax schedule of the update count",
+        "TrainState, jitted train_step, host NumPy batches in the library's order; flax's default init",
+        per_workload=(
+            ("default", "the per-epoch cosine as an optax schedule of the update count"),
+            ("digits_cnn", "images NHWC"),
+        ),
     ),
     "keras": Program(
         "jax",
@@ -148,8 +157,12 @@ PROGRAMS = {
         (),
         ("keras", "jax"),
         "Keras 3 on JAX, model.fit",
-        "fit on NumPy arrays with Keras's own shuffle; Adam's epsilon as Keras adds it; the per-epoch cosine by "
-        "LearningRateScheduler; images NHWC; the gpt's attention in MultiHeadAttention (separate q, k, v kernels)",
+        "fit on NumPy arrays with Keras's own shuffle; Keras's default init; Adam's epsilon as Keras adds it",
+        per_workload=(
+            ("default", "the per-epoch cosine by a LearningRateScheduler callback"),
+            ("digits_cnn", "images NHWC"),
+            ("gpt", "attention in MultiHeadAttention (separate q, k, v kernels)"),
+        ),
     ),
 }
 
@@ -245,6 +258,7 @@ def plan(args: argparse.Namespace) -> tuple[list[tuple[str, str]], list[dict[str
     """The (workload, program) runs, and a row for each program skipped for a missing package."""
     runs, skipped = [], []
     for name in args.workloads:
+        check_workload(args, WORKLOADS[name])
         shipped_dropout = load_config(WORKLOADS[name].recipe).model.dropout_mode
         for key in args.programs:
             program = PROGRAMS[key]
@@ -258,6 +272,13 @@ def plan(args: argparse.Namespace) -> tuple[list[tuple[str, str]], list[dict[str
     return runs, skipped
 
 
+def check_workload(args: argparse.Namespace, workload: Workload) -> None:
+    """The run every program makes is a valid one (raises loopspec's UserError): checked once, here,
+    with the library's own rules (the schedule's against the data's length too)."""
+    config = load_config(workload.recipe, overrides(args, workload, PROGRAMS["torch_plain"]))
+    plan_schedule(config, len(load_dataset(config.data).y_train))
+
+
 def row_head(workload: str, key: str) -> dict[str, Any]:
     program = PROGRAMS[key]
     return {
@@ -268,7 +289,10 @@ def row_head(workload: str, key: str) -> dict[str, Any]:
         "framework": program.framework,
         "library": program.library,
         "shipped": program.library and program.dropout_mode is None,
-        "differs": program.differs.format(recipe=WORKLOADS[workload].recipe),
+        "differs": "; ".join(
+            [program.differs.format(recipe=WORKLOADS[workload].recipe)]
+            + [text for name, text in program.per_workload if name == workload]
+        ),
     }
 
 
@@ -428,7 +452,11 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse_args(argv)
-    runs, skipped = plan(args)
+    try:
+        runs, skipped = plan(args)
+    except UserError as err:
+        print(f"python -m benchmarks.peers: error: {err}", file=sys.stderr)
+        return 2
     for row in skipped:
         print(f"  {row['workload']}-{row['program']}: {row['status']}", flush=True)
     rows = measure(args, runs) + skipped
