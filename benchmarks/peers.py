@@ -476,7 +476,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     }
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    stem = f"peers_{args.device}{'_smoke' if args.smoke else ''}_{date}"
+    subset = "" if args.workloads == list(WORKLOADS) else "_" + "-".join(args.workloads)
+    stem = f"peers_{args.device}{'_smoke' if args.smoke else ''}{subset}_{date}"
     (out / f"{stem}.json").write_text(json.dumps(report, indent=2) + "\n")
     (out / f"{stem}.md").write_text(render(report))
     print(render(report))
