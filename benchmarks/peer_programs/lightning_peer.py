@@ -49,6 +49,8 @@ class Clock(L.Callback):
 
     def on_validation_start(self, trainer: L.Trainer, module: L.LightningModule) -> None:
         if not trainer.sanity_checking:
+            if torch.cuda.is_initialized():  # CUDA runs ahead: wait for the updates the validation reads anyway
+                torch.cuda.synchronize()
             self.clock.train_done(self.updates)
 
     def on_train_epoch_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
