@@ -6,10 +6,9 @@
 # bf16 and fp16 (CUDA-graph and fused modes; the gpt rows carry tokens/s and MFU). Every table,
 # JSON and figure goes to OUT_DIR, with the log of each step; copy them to benchmarks/results/.
 # `--device cpu --smoke` is the dry run CI makes (tests/test_gpu_check.py): the same steps, a few
-# updates each (fp32 throughput only: a CPU emulates bf16/fp16 matmuls), so the runbook does not rot. Not built yet (issue 23): the peer comparison,
-# listed as skipped.
-# Scaling curves (benchmarks.scaling): the fp32 MLP, batch 32-65536 and width 256-16384; on an H200, about a minute
-# (mostly 28 JAX compiles), boxed at SCALING_LIMIT.
+# updates each (fp32 throughput only: a CPU emulates bf16/fp16 matmuls), so the runbook does not rot. Then the
+# scaling curves (benchmarks.scaling: the fp32 MLP, batch 32-65536 and width 256-16384; on an H200 about a minute,
+# mostly 28 JAX compiles, boxed at SCALING_LIMIT) and the peer comparison (Keras, Lightning, the plain loops).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
@@ -79,7 +78,9 @@ for precision in "${PRECISIONS[@]}"; do
     --out "$OUT" "${THROUGHPUT[@]}" "${models[@]}"
 done
 LIMIT=$SCALING_LIMIT step scaling "$PY" -m benchmarks.scaling --device "$DEVICE" --out "$OUT" "${SCALING[@]}"
-echo "== peers: skipped (not built yet, issue 23)"
+# The peers (benchmarks/peers.py): 16 processes on the GPU, each starting its framework, in a time box of their own.
+if [ "$SMOKE" = 1 ]; then PEERS=(--smoke --workloads default); else PEERS=(--workloads default,gpt --epochs 5 --repeats 1); fi
+LIMIT=300 step peers "$PY" -m benchmarks.peers --device "$DEVICE" --out "$OUT" "${PEERS[@]}"
 
 ls "$OUT"
 if [ ${#FAILED[@]} -gt 0 ]; then
