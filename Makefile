@@ -14,8 +14,9 @@ test:
 test-full:
 	@PY=$$(scripts/setup.sh) && HYPOTHESIS_PROFILE=full $$PY -m pytest -n 2
 
+# REST narrows test-rest further, e.g. REST="not float32" (CI runs those under a second profile instead)
 test-rest:
-	@PY=$$(scripts/setup.sh) && HYPOTHESIS_PROFILE=full $$PY -m pytest -n 2 -m "full or hypothesis"
+	@PY=$$(scripts/setup.sh) && HYPOTHESIS_PROFILE=full $$PY -m pytest -n 2 -m "(full or hypothesis)$(if $(REST), and ($(REST)))"
 
 lint:
 	@PY=$$(scripts/setup.sh) && $$PY -m ruff check . && $$PY -m ruff format --check . && $$PY -m mypy
