@@ -8,7 +8,8 @@ schedule, export the weights. Everything else is decided here, the same way for 
 - the epochs, the seeded batch order, the accumulation windows, and the coordinates of each
   micro-batch's parity dropout masks (its forward pass, its rows' positions);
 - the read-back policy: an update is read back `readback_lag` updates after it was dispatched
-  (torch 0; JAX 1, so the host never waits for the device between updates);
+  (JAX, and torch on a GPU without fp16: 1, so the host does not wait for the device between
+  updates; torch on the CPU, or with fp16's GradScaler reading its flags on the host: 0);
 - what a skipped update means: an fp16 overflow is recorded and training goes on; a non-finite
   loss or gradient is recorded and skipped, or saved and stopped (train.on_nonfinite);
 - schedules: a per-step schedule advances with the optimizer's count of applied updates (inside

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import json
 from pathlib import Path
 
 import numpy as np
@@ -167,3 +168,36 @@ def test_accumulate_clip_recipe_agrees(implementation: str, tmp_path: Path) -> N
     )
     runs = run_backends(raw, tmp_path)
     agree(runs["torch"], runs["jax"])
+
+
+def test_torch_read_back_one_update_late_keeps_the_run_bit_for_bit(
+    nan_in_training_row, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """torch reads an update back after dispatching the next where that hides a device (CUDA): a NaN
+    batch's update, applied before it is judged, is undone and the next one redone; a checkpoint or a
+    stop with an update in flight takes the state before it. Forced here on the CPU, the run is the one
+    read back at once, bit for bit: every record, checkpoint and final tensor (framework-mode dropout,
+    whose random state must survive the redo, and a per-step schedule)."""
+    from torchloop.train import TorchBackend
+
+    raw = with_train(parity_config("mlp", "adam", "bce_pos_weight", steps=10_000), epochs=6, on_nonfinite="skip")
+    raw["train"].update(max_steps=40, checkpoint={"every_steps": 3, "keep_last": 100}, accumulation_steps=2)
+    raw["model"]["dropout_mode"] = "framework"
+    raw["schedule"] = {"name": "cosine", "interval": "step"}
+    runs = {}
+    for lagged in ((), ("cpu",)):
+        monkeypatch.setattr(TorchBackend, "lagged_devices", lagged)
+        runs[bool(lagged)] = run_backends(raw, tmp_path / str(bool(lagged)), backends=("torch",))["torch"]
+    agree(runs[False], runs[True], rtol=0.0)
+    records = [[json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()] for run in runs.values()]
+    for record in (*records[0], *records[1]):
+        record.pop("seconds", None)  # the only timing
+    assert records[0] == records[1]
+    steps = [r for r in records[1] if r["kind"] == "step"]
+    assert sum(s["skipped"] for s in steps) >= 4 and steps[-1]["step"] == 40  # stopped mid-epoch, one in flight
+    points = sorted(p.name for p in (runs[False] / "checkpoints").glob("step-*"))
+    assert points == sorted(p.name for p in (runs[True] / "checkpoints").glob("step-*")) and len(points) >= 13
+    for point in points:
+        saved = [load_weights(run / "checkpoints" / point / "tensors.safetensors") for run in runs.values()]
+        assert saved[0].keys() == saved[1].keys()
+        assert all(saved[0][k].tobytes() == saved[1][k].tobytes() for k in saved[0]), point
