@@ -20,13 +20,11 @@ import datetime
 import json
 import os
 import statistics
-import subprocess
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
-from benchmarks.throughput import backend_module, summarize
+from benchmarks.throughput import backend_module, run_workers, summarize
 from benchmarks.timing import interleaved_repeats, timed_rows
 from loopspec.cli import OneLineParser
 
@@ -109,14 +107,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     """Run both backend processes; rows with rates, and the compute-bound point of every curve."""
     from benchmarks.workloads import step_flops, workload_batches, workload_config
 
-    results = {}
-    with tempfile.TemporaryDirectory() as scratch:
-        for backend in ("torch", "jax"):
-            target = Path(scratch) / f"{backend}.json"
-            command = worker_command(args, backend, target)
-            print(f"$ {' '.join(command)}", flush=True)
-            subprocess.run(command, check=True)
-            results[backend] = json.loads(target.read_text())
+    results = run_workers(lambda backend, target: worker_command(args, backend, target))
     rows = []
     for result in results.values():
         for row in result["rows"]:

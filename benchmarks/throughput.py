@@ -23,7 +23,7 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 DEFAULT_BATCH = {"mlp": 256, "fashion_mlp": 256, "cnn": 128, "gpt": 16}
 PAIRS = {
@@ -243,43 +243,36 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     return 0
 
 
-def measure(args: argparse.Namespace) -> dict[str, Any]:
-    """Run both backend processes and build the report (rows, ratios, metadata)."""
-    from benchmarks.workloads import step_flops, tokens_per_sample, workload_batches, workload_config
+def worker_command(args: argparse.Namespace, backend: str, target: Path) -> list[str]:
+    command = [sys.executable, "-m", "benchmarks.throughput", "--worker", backend, "--worker-json", str(target)]
+    command += ["--models", args.models, "--precision", args.precision, "--device", args.device]
+    command += ["--steps", str(args.steps), "--warmup", str(args.warmup), "--repeats", str(args.repeats)]
+    command += ["--fused-unroll", str(args.fused_unroll)]
+    return (
+        command
+        + (["--modes", args.modes] if args.modes else [])
+        + (["--batch-size", str(args.batch_size)] if args.batch_size else [])
+    )
 
+
+def run_workers(command_for: Callable[[str, Path], list[str]]) -> dict[str, dict[str, Any]]:
+    """Each backend in its own process (command_for(backend, json_path)); their JSON results by backend."""
     results = {}
     with tempfile.TemporaryDirectory() as scratch:
         for backend in ("torch", "jax"):
             target = Path(scratch) / f"{backend}.json"
-            command = [
-                sys.executable,
-                "-m",
-                "benchmarks.throughput",
-                "--worker",
-                backend,
-                "--worker-json",
-                str(target),
-                "--models",
-                args.models,
-                "--precision",
-                args.precision,
-                "--device",
-                args.device,
-                "--steps",
-                str(args.steps),
-                "--warmup",
-                str(args.warmup),
-                "--repeats",
-                str(args.repeats),
-                "--fused-unroll",
-                str(args.fused_unroll),
-            ]
-            command += (["--modes", args.modes] if args.modes else []) + (
-                ["--batch-size", str(args.batch_size)] if args.batch_size else []
-            )
+            command = command_for(backend, target)
             print(f"$ {' '.join(command)}", flush=True)
             subprocess.run(command, check=True)
             results[backend] = json.loads(target.read_text())
+    return results
+
+
+def measure(args: argparse.Namespace) -> dict[str, Any]:
+    """Run both backend processes and build the report (rows, ratios, metadata)."""
+    from benchmarks.workloads import step_flops, tokens_per_sample, workload_batches, workload_config
+
+    results = run_workers(lambda backend, target: worker_command(args, backend, target))
     rows = []
     for result in results.values():
         for row in result["rows"]:
