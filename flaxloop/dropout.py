@@ -11,23 +11,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from loopspec.dropout import KEY_PARITY, ROTATIONS, ROW_BITS, WORD, DropoutLayer, blocks, keep_scale, keep_threshold
+from loopspec import dropout as spec
+from loopspec.dropout import ROW_BITS, WORD, DropoutLayer, blocks, keep_scale, keep_threshold
 
 
 def threefry2x32(key: tuple[Any, Any], x0: jax.Array, x1: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """Threefry-2x32-20, elementwise on uint32 arrays. Written out rather than jax's threefry2x32_p: its CPU
-    lowering is a rolled loop, which XLA cannot fuse with the compare that follows."""
-    k0, k1 = (jnp.uint32(k) if isinstance(k, (int, np.integer)) else jnp.asarray(k).astype(jnp.uint32) for k in key)
-    schedule = (k0, k1, k0 ^ k1 ^ jnp.uint32(KEY_PARITY))
-    x0, x1 = jnp.asarray(x0, jnp.uint32) + k0, jnp.asarray(x1, jnp.uint32) + k1
-    for injection in range(1, 6):
-        for rotation in ROTATIONS[(injection - 1) % 2]:
-            x0 = x0 + x1
-            x1 = (x1 << jnp.uint32(rotation)) | (x1 >> jnp.uint32(32 - rotation))
-            x1 = x1 ^ x0
-        x0 = x0 + schedule[injection % 3]
-        x1 = x1 + schedule[(injection + 1) % 3] + jnp.uint32(injection)
-    return x0, x1
+    """Threefry-2x32-20, elementwise on uint32 arrays: the specification's own code on jax.numpy. Not jax's
+    threefry2x32_p: its CPU lowering is a rolled loop, which XLA cannot fuse with the compare that follows."""
+    return spec.threefry2x32(key, x0, x1, xp=jnp)
 
 
 def counter_columns(layers: Sequence[DropoutLayer]) -> tuple[np.ndarray, np.ndarray]:

@@ -40,19 +40,20 @@ MAX_LAYERS = WORD >> ROW_BITS
 DropoutLayer = tuple[str, tuple[int, ...], float]
 
 
-def threefry2x32(key: tuple[Any, Any], x0: np.ndarray, x1: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Threefry-2x32-20 of counters (x0, x1) under key (k0, k1), elementwise; uint32 arithmetic wraps."""
-    k0, k1 = (np.asarray(k, np.uint32) for k in key)
-    schedule = (k0, k1, k0 ^ k1 ^ np.uint32(KEY_PARITY))
-    x0, x1 = np.asarray(x0, np.uint32) + k0, np.asarray(x1, np.uint32) + k1
+def threefry2x32(key: tuple[Any, Any], x0: Any, x1: Any, xp: Any = np) -> tuple[Any, Any]:
+    """Threefry-2x32-20 of counters (x0, x1) under key (k0, k1), elementwise; uint32 arithmetic wraps.
+    `xp`: the array module, NumPy or one with its uint32 API (flaxloop passes jax.numpy; keys may be traced)."""
+    k0, k1 = (xp.uint32(k) if isinstance(k, (int, np.integer)) else xp.asarray(k).astype(xp.uint32) for k in key)
+    schedule = (k0, k1, k0 ^ k1 ^ xp.uint32(KEY_PARITY))
+    x0, x1 = xp.asarray(x0).astype(xp.uint32) + k0, xp.asarray(x1).astype(xp.uint32) + k1
     with np.errstate(over="ignore"):  # uint32 scalars warn on the wrap-around that is the arithmetic
         for injection in range(1, 6):
             for rotation in ROTATIONS[(injection - 1) % 2]:
                 x0 = x0 + x1
-                x1 = (x1 << np.uint32(rotation)) | (x1 >> np.uint32(32 - rotation))
+                x1 = (x1 << xp.uint32(rotation)) | (x1 >> xp.uint32(32 - rotation))
                 x1 = x1 ^ x0
             x0 = x0 + schedule[injection % 3]
-            x1 = x1 + schedule[(injection + 1) % 3] + np.uint32(injection)
+            x1 = x1 + schedule[(injection + 1) % 3] + xp.uint32(injection)
     return x0, x1
 
 
