@@ -23,20 +23,23 @@ def micro_gradients(
     scale: float,
     loss_fn: LossFn,
     masks_fn: Optional[MaskFn] = None,
+    data: Optional[tuple[jax.Array, jax.Array]] = None,
 ) -> tuple[jax.Array, Any, Any]:
     """Loss * scale, the gradient of that times the fp16 loss scale, and the BatchNorm
     statistics after one micro-batch. The loss is computed in the weights' float dtype. Parity
-    dropout masks are generated here, on the device, from the traced forward-pass count."""
+    dropout masks are generated here, on the device, from the traced forward-pass count; with the
+    training split on the device (`data`), the micro-batch is its rows, gathered here."""
     dropout_key = jax.random.fold_in(state.dropout_key, forward_pass)
     if "replica" in micro:  # framework-mode dropout: each replica draws its own masks
         dropout_key = jax.random.fold_in(dropout_key, micro["replica"])
     loss_scale = 1.0 if state.loss_scale is None else state.loss_scale.scale
     masks = None if masks_fn is None else masks_fn(forward_pass, micro["mask_rows"])
+    x, y = (micro["x"], micro["y"]) if data is None else (data[0][micro["rows"]], data[1][micro["rows"]])
 
     def compute_loss(params: Any) -> tuple[jax.Array, tuple[jax.Array, Any]]:
         variables = {"params": params, "batch_stats": batch_stats}
-        logits, stats = state.apply_fn(variables, micro["x"], True, {"dropout": dropout_key}, masks)
-        loss = loss_fn(logits.astype(jax.tree.leaves(params)[0].dtype), micro["y"]) * scale
+        logits, stats = state.apply_fn(variables, x, True, {"dropout": dropout_key}, masks)
+        loss = loss_fn(logits.astype(jax.tree.leaves(params)[0].dtype), y) * scale
         return loss * loss_scale, (loss, stats)
 
     (_, (loss, new_stats)), grads = jax.value_and_grad(compute_loss, has_aux=True)(state.params)
@@ -51,6 +54,7 @@ def replica_gradients(
     scale: float,
     loss_fn: LossFn,
     masks_fn: Optional[MaskFn] = None,
+    data: Optional[tuple[jax.Array, jax.Array]] = None,
 ) -> tuple[jax.Array, Any, Any]:
     """micro_gradients of a micro-batch split over N replicas, as torch DDP computes it: each replica
     runs its shard (BatchNorm normalises with the shard's own statistics) with its loss weighted by
@@ -58,7 +62,7 @@ def replica_gradients(
     DDP rank sees); the gradients are divided by N and summed (DDP's averaging all-reduce), and the
     BatchNorm running statistics are replica 0's (rank 0's buffers, broadcast after each update)."""
     if "replicas" not in micro:
-        return micro_gradients(state, batch_stats, forward_pass, micro, scale, loss_fn, masks_fn)
+        return micro_gradients(state, batch_stats, forward_pass, micro, scale, loss_fn, masks_fn, data)
     shards = micro["replicas"]
     replicas = len(shards) if isinstance(shards, tuple) else len(shards["weight"])
 

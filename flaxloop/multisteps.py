@@ -21,8 +21,8 @@ def multisteps_micro_step(
     state: TrainState, micro: dict[str, Any], scale: float, loss_fn: LossFn, masks_fn: Optional[MaskFn] = None
 ) -> tuple[TrainState, StepMetrics]:
     """One micro-batch under optax.MultiSteps: it accumulates, and applies on the window's last."""
-    passes = state.forward_passes
-    loss, grads, batch_stats = replica_gradients(state, state.batch_stats, passes, micro, 1.0, loss_fn, masks_fn)
+    passes, data = state.forward_passes, micro.get("data")
+    loss, grads, batch_stats = replica_gradients(state, state.batch_stats, passes, micro, 1.0, loss_fn, masks_fn, data)
     state = state.apply_gradients(grads=grads, batch_stats=batch_stats, forward_passes=state.forward_passes + 1)
     return state, step_metrics(state, loss * scale)
 

@@ -65,10 +65,12 @@ def train_step(
 
     window["stack"] holds equal-sized micro-batches stacked on a leading axis (scanned);
     window["tail"] a last micro-batch of another size (the epoch's short batch). Without
-    accumulation the window is just a tail. An update that is not finite (or overflows fp16)
-    is skipped here, in the step, so the loop can read the flags an update late.
+    accumulation the window is just a tail. With window["data"], the training split on the
+    device, a micro-batch holds its rows' indices, gathered in the step. An update that is not
+    finite (or overflows fp16) is skipped here, in the step, so the loop can read the flags an
+    update late.
     """
-    stack, tail = window.get("stack"), window.get("tail")
+    stack, tail, data = window.get("stack"), window.get("tail"), window.get("data")
     count = (0 if stack is None else len(jax.tree.leaves(stack)[0])) + (0 if tail is None else 1)
     zeros = jax.tree.map(jnp.zeros_like, state.params)
     loss_dtype = jax.tree.leaves(state.params)[0].dtype
@@ -76,7 +78,9 @@ def train_step(
 
     def accumulate_micro(carry: tuple, micro: dict[str, Any]) -> tuple[tuple, None]:
         grad_sum, loss_sum, batch_stats, passes = carry
-        loss, grads, batch_stats = replica_gradients(state, batch_stats, passes, micro, 1.0 / count, loss_fn, masks_fn)
+        loss, grads, batch_stats = replica_gradients(
+            state, batch_stats, passes, micro, 1.0 / count, loss_fn, masks_fn, data
+        )
         return (jax.tree.map(jnp.add, grad_sum, grads), loss_sum + loss, batch_stats, passes + 1), None
 
     if stack is not None:
@@ -132,6 +136,17 @@ def inputs_as(x: np.ndarray, dtype: Any) -> np.ndarray:
     return x.astype(np.int32) if np.issubdtype(x.dtype, np.integer) else x.astype(dtype)
 
 
+def device_dataset(x: np.ndarray, y: np.ndarray, device: jax.Device) -> Optional[tuple[jax.Array, jax.Array]]:
+    """The training split on the device once, when it takes at most a quarter of the device's memory (1 GiB
+    on the host, where it is a second copy): each step gathers its rows there, with no batch to copy in."""
+    stats = device.memory_stats() or {}
+    limit = stats["bytes_limit"] // 4 if "bytes_limit" in stats else 1 << 30
+    if x.nbytes + y.nbytes > limit:
+        return None
+    placed: tuple[jax.Array, jax.Array] = jax.device_put((x, y), device)
+    return placed
+
+
 class Dispatched(NamedTuple):
     state: TrainState  # after the update
     metrics: StepMetrics  # on the device, or already read back (optax.MultiSteps)
@@ -157,7 +172,10 @@ class JaxBackend:
         config, data = setup.config, setup.dataset
         self.setup, self.dtype = setup, param_dtype(config.train.precision)
         self.x_train, self.x_val = inputs_as(data.x_train, self.dtype), inputs_as(data.x_val, self.dtype)
-        self.mesh = replica_mesh(setup.placement, resolve_device(config.train.device))
+        device = resolve_device(config.train.device)
+        self.mesh = replica_mesh(setup.placement, device)
+        # One device: the training split there (replicas take their batches' shards from the host).
+        self.train_data = device_dataset(self.x_train, data.y_train, device) if self.mesh is None else None
         compute = compute_dtype(config.train.precision)
         self.model = build_model(
             config.model, data.input_shape, setup.out_dim, compute, self.dtype, setup.models.get("jax")
@@ -200,7 +218,10 @@ class JaxBackend:
         parts = replica_shards(rows, self.setup.dataset.y_train, self.setup.config.loss, placement.replicas)
         shards: list[dict[str, Any]] = []
         for position, weight in parts:
-            shard = {"x": self.x_train[rows[position]], "y": self.setup.dataset.y_train[rows[position]]}
+            if self.train_data is not None:  # gathered in the step
+                shard: dict[str, Any] = {"rows": np.asarray(rows[position], np.int32)}
+            else:
+                shard = {"x": self.x_train[rows[position]], "y": self.setup.dataset.y_train[rows[position]]}
             if self.setup.parity_dropout:  # the masks' rows: generated in the step (flaxloop.dropout)
                 shard["mask_rows"] = np.asarray(micro.positions[position], np.uint32)
             if placement.replicas > 1:
@@ -228,10 +249,12 @@ class JaxBackend:
 
     def dispatch(self, window: Sequence[MicroBatch]) -> Dispatched:
         micro_batches = [self.micro_batch(micro) for micro in window]
+        data = {} if self.train_data is None else {"data": self.train_data}
         if self.multisteps:
+            micro_batches = [{**micro, **data} for micro in micro_batches]
             self.state, metrics = dispatch_multisteps(self.state, self.micro_fn, micro_batches, self.place)
             return Dispatched(self.state, metrics)
-        self.state, metrics = self.step_fn(self.state, self.place(stack_window(micro_batches)))
+        self.state, metrics = self.step_fn(self.state, self.place({**stack_window(micro_batches), **data}))
         return Dispatched(self.state, metrics)
 
     def read(self, handle: Dispatched) -> StepResult:

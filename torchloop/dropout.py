@@ -1,6 +1,7 @@
 """Parity-mode dropout masks generated on the model's device with tensor ops, in the step: loopspec.dropout's
 generator (the specification) bit for bit, every layer's words from one Threefry evaluation (its ops
-launched once per forward pass, not once per layer). torch's unsigned 32-bit arithmetic is thin, so the
+launched once per forward pass, not once per layer). The backend runs it on a GPU; on the CPU it runs
+the NumPy specification, twice as fast there. torch's unsigned 32-bit arithmetic is thin, so the
 words are int64 tensors masked to 32 bits after every add and rotation (nothing exceeds 2**63).
 flaxloop/dropout.py has the same functions in the same order."""
 

@@ -27,6 +27,7 @@ from torch.optim import lr_scheduler
 from loopspec.checkpoint import Checkpoint
 from loopspec.cli import run_cli
 from loopspec.config import Config
+from loopspec.dropout import parity_dropout_masks as spec_masks
 from loopspec.loop import MicroBatch, Outcome, StepResult, backend_fit
 from loopspec.parallel import Placement, replica_shards
 from loopspec.run import RunSetup
@@ -143,6 +144,19 @@ def eval_step(
     return loss_fn(logits, y).item(), logits.double().cpu().numpy()
 
 
+def device_dataset(
+    x: torch.Tensor, y: torch.Tensor, device: torch.device
+) -> Optional[tuple[torch.Tensor, torch.Tensor]]:
+    """The training split on the device once, when it takes at most a quarter of the GPU's memory (on the
+    CPU the host tensors are the device's): each step gathers its rows there, with no batch to copy in."""
+    if device.type == "cpu":
+        return x, y
+    _, total = torch.cuda.mem_get_info(device)
+    if x.nbytes + y.nbytes > total // 4:
+        return None
+    return x.to(device), y.to(device)
+
+
 class Snapshot(NamedTuple):
     """The training state before an update. torch's objects change in place, so an update dispatched
     before the previous one is read back may have to be undone: a non-finite one (skipped), or the
@@ -211,10 +225,13 @@ class TorchBackend:
         self.optimizer = make_optimizer(config.optimizer, decayed_tensors(config.optimizer, self.model))
         self.scheduler = make_schedule(config.schedule, self.optimizer, setup.schedule_horizon)
         self.scaler = make_grad_scaler(precision, config.train.loss_scale, self.device)
-        # On the host in the run's dtype (token ids as int64); each batch moves to the device when it is used.
+        # On the host in the run's dtype (token ids as int64); the training split also on the device when it
+        # fits (one device), else each batch moves to the device when it is used.
         self.x_train = torch.as_tensor(data.x_train, dtype=self.input_dtype(data.x_train))
         self.x_val = torch.as_tensor(data.x_val, dtype=self.input_dtype(data.x_val))
         self.y_train, self.y_val = torch.as_tensor(data.y_train), torch.as_tensor(data.y_val)
+        one_device = setup.placement.replicas == 1
+        self.train_data = device_dataset(self.x_train, self.y_train, self.device) if one_device else None
         # Read an update back after dispatching the next, as JAX does, so the host does not wait for the
         # device; but fp16's GradScaler reads its overflow flags on the host in every step anyway.
         self.readback_lag = int(self.device.type in self.lagged_devices and not self.scaler.is_enabled())
@@ -232,14 +249,23 @@ class TorchBackend:
         placement, rows = self.setup.placement, micro.rows
         shards = replica_shards(rows, self.setup.dataset.y_train, self.setup.config.loss, placement.replicas)
         mine, weight = shards[placement.rank]
-        x, y = self.on_device(self.x_train[rows[mine]], self.y_train[rows[mine]])
+        if self.train_data is not None:  # gathered on the device; the indices copied in without a wait
+            index = torch.from_numpy(np.ascontiguousarray(rows[mine]))
+            if self.device.type == "cuda":
+                index = index.pin_memory().to(self.device, non_blocking=True)
+            x, y = (part.index_select(0, index) for part in self.train_data)
+        else:
+            x, y = self.on_device(self.x_train[rows[mine]], self.y_train[rows[mine]])
         masks = None
         if self.parity_layers:
-            shard = micro.positions[mine]
-            positions = torch.arange(shard.start, shard.stop, shard.step, device=self.device)
-            by_name = parity_dropout_masks(
-                self.setup.config.seed, self.parity_layers, self.dtype, micro.forward_pass, positions
-            )
+            shard, seed = micro.positions[mine], self.setup.config.seed
+            if self.device.type == "cpu":  # NumPy's uint32 ops (the specification) run it twice as fast as torch's
+                dtype = torch.empty((), dtype=self.dtype).numpy().dtype
+                drawn = spec_masks(seed, self.parity_layers, dtype, micro.forward_pass, np.asarray(shard))
+                by_name = {name: torch.from_numpy(mask) for name, mask in drawn.items()}
+            else:
+                positions = torch.arange(shard.start, shard.stop, shard.step, device=self.device)
+                by_name = parity_dropout_masks(seed, self.parity_layers, self.dtype, micro.forward_pass, positions)
             masks = [by_name.get(name) for name in self.dropout_names]
         return x, y, masks, weight * placement.replicas
 
