@@ -41,8 +41,8 @@ def parity_dropout_masks(
     seed: int, layers: Sequence[DropoutLayer], dtype: Any, forward_pass: jax.Array, rows: jax.Array
 ) -> dict[str, jax.Array]:
     """Every parity layer's mask for one forward pass, keyed by its path key (`layers`: those with a nonzero
-    rate, in running order); `forward_pass` and `rows` (the rows' positions) may be traced. The run's
-    constants come first, to be bound with functools.partial."""
+    rate, in running order); `seed`, `forward_pass` and `rows` (the rows' positions) may be traced (the
+    step takes the seed as an argument, so runs that differ only in it share the compiled step)."""
     offsets, block_index = counter_columns(layers)
     rows = jnp.asarray(rows).astype(jnp.uint32)
     x0 = rows[:, None] + offsets[None, :]

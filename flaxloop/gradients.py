@@ -10,9 +10,10 @@ import jax
 from flaxloop.losses import LossFn
 from flaxloop.state import TrainState
 
-# (forward pass, the micro-batch rows' positions) -> each parity dropout layer's mask, by path key
-# (flaxloop.dropout.parity_dropout_masks with the run's seed, layers and dtype bound).
-MaskFn = Callable[[jax.Array, jax.Array], dict[str, jax.Array]]
+# (seed, forward pass, the micro-batch rows' positions) -> each parity dropout layer's mask, by path key
+# (flaxloop.dropout.parity_dropout_masks with the run's layers and dtype bound). The seed is an argument of
+# the step, not a constant, so runs that differ only in their seed share one compiled step.
+MaskFn = Callable[..., dict[str, jax.Array]]
 
 
 def micro_gradients(
@@ -33,7 +34,9 @@ def micro_gradients(
     if "replica" in micro:  # framework-mode dropout: each replica draws its own masks
         dropout_key = jax.random.fold_in(dropout_key, micro["replica"])
     loss_scale = 1.0 if state.loss_scale is None else state.loss_scale.scale
-    masks = None if masks_fn is None else masks_fn(forward_pass, micro["mask_rows"])
+    masks = None
+    if masks_fn is not None:
+        masks = masks_fn(micro["mask_seed"], forward_pass=forward_pass, rows=micro["mask_rows"])
     x, y = (micro["x"], micro["y"]) if data is None else (data[0][micro["rows"]], data[1][micro["rows"]])
 
     def compute_loss(params: Any) -> tuple[jax.Array, tuple[jax.Array, Any]]:

@@ -137,11 +137,11 @@ def inputs_as(x: np.ndarray, dtype: Any) -> np.ndarray:
 
 
 def device_dataset(x: np.ndarray, y: np.ndarray, device: jax.Device) -> Optional[tuple[jax.Array, jax.Array]]:
-    """The training split on the device once, when it takes at most a quarter of the device's memory (1 GiB
-    on the host, where it is a second copy): each step gathers its rows there, with no batch to copy in."""
+    """The training split on an accelerator once, when it takes at most a quarter of its memory: each step
+    gathers its rows there, with no batch to copy in. Not on the CPU, where the host's gather is the device's,
+    and where a split in the step's arguments would make runs of other sizes compile their own step."""
     stats = device.memory_stats() or {}
-    limit = stats["bytes_limit"] // 4 if "bytes_limit" in stats else 1 << 30
-    if x.nbytes + y.nbytes > limit:
+    if device.platform == "cpu" or x.nbytes + y.nbytes > stats.get("bytes_limit", 0) // 4:
         return None
     placed: tuple[jax.Array, jax.Array] = jax.device_put((x, y), device)
     return placed
@@ -194,7 +194,7 @@ class JaxBackend:
         train = config.train
         self.multisteps = train.accumulation == "multisteps" and train.accumulation_steps > 1
         masks_fn = (
-            functools.partial(parity_dropout_masks, config.seed, setup.parity_dropout_layers, self.dtype)
+            functools.partial(parity_dropout_masks, layers=setup.parity_dropout_layers, dtype=self.dtype)
             if setup.parity_dropout
             else None
         )
@@ -224,6 +224,7 @@ class JaxBackend:
                 shard = {"x": self.x_train[rows[position]], "y": self.setup.dataset.y_train[rows[position]]}
             if self.setup.parity_dropout:  # the masks' rows: generated in the step (flaxloop.dropout)
                 shard["mask_rows"] = np.asarray(micro.positions[position], np.uint32)
+                shard["mask_seed"] = np.asarray(self.setup.config.seed, np.uint32)
             if placement.replicas > 1:
                 shard["weight"] = np.asarray(weight, self.dtype)
                 shard["replica"] = np.asarray(len(shards), np.int32)

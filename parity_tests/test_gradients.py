@@ -201,3 +201,31 @@ def test_torch_read_back_one_update_late_keeps_the_run_bit_for_bit(
         saved = [load_weights(run / "checkpoints" / point / "tensors.safetensors") for run in runs.values()]
         assert saved[0].keys() == saved[1].keys()
         assert all(saved[0][k].tobytes() == saved[1][k].tobytes() for k in saved[0]), point
+
+
+@pytest.mark.parametrize("implementation", JAX_IMPLEMENTATIONS)
+def test_jax_batches_gathered_in_the_step_keep_the_run_bit_for_bit(
+    implementation: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """On an accelerator JAX keeps the training split on the device and each step gathers its rows there;
+    forced here on the CPU, the run is the one with host batches, bit for bit: every record and final
+    tensor (parity dropout, accumulation with a short last micro-batch, both JAX accumulations)."""
+    import jax
+
+    import flaxloop.train as flax_train
+
+    raw = parity_config("mlp", "adam", "bce_pos_weight", steps=10_000)
+    raw["data"].update(drop_last=False, num_samples=1000)
+    raw["train"].update(max_steps=30, accumulation_steps=2, accumulation=implementation)
+    place = lambda x, y, device: tuple(jax.device_put((x, y), device))  # noqa: E731
+    runs = {}
+    for on_device in (False, True):
+        monkeypatch.setattr(flax_train, "device_dataset", place if on_device else lambda *_: None)
+        runs[on_device] = run_backends(raw, tmp_path / str(on_device), backends=("jax",))["jax"]
+    records = [[json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()] for run in runs.values()]
+    for record in (*records[0], *records[1]):
+        record.pop("seconds", None)  # the only timing
+    assert records[0] == records[1] and len([r for r in records[1] if r["kind"] == "step"]) == 30
+    saved = [load_weights(run / "final.safetensors") for run in runs.values()]
+    assert saved[0].keys() == saved[1].keys()
+    assert all(saved[0][k].tobytes() == saved[1][k].tobytes() for k in saved[0])
