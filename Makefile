@@ -9,14 +9,14 @@ run:
 	@PY=$$(scripts/setup.sh) && $$PY -m paritykit.run
 
 test:
-	@PY=$$(scripts/setup.sh) && $$PY -m pytest -n 2 -m "not full"
+	@PY=$$(scripts/setup.sh) && $$PY -m pytest -n 2 --dist worksteal -m "not full"
 
 test-full:
-	@PY=$$(scripts/setup.sh) && HYPOTHESIS_PROFILE=full $$PY -m pytest -n 2
+	@PY=$$(scripts/setup.sh) && HYPOTHESIS_PROFILE=full $$PY -m pytest -n 2 --dist worksteal
 
 # REST narrows test-rest further, e.g. REST="not float32" (CI runs those under a second profile instead)
 test-rest:
-	@PY=$$(scripts/setup.sh) && HYPOTHESIS_PROFILE=full $$PY -m pytest -n 2 -m "(full or hypothesis)$(if $(REST), and ($(REST)))"
+	@PY=$$(scripts/setup.sh) && HYPOTHESIS_PROFILE=full $$PY -m pytest -n 2 --dist worksteal -m "(full or hypothesis)$(if $(REST), and ($(REST)))"
 
 lint:
 	@PY=$$(scripts/setup.sh) && $$PY -m ruff check . && $$PY -m ruff format --check . && $$PY -m mypy

@@ -93,6 +93,8 @@ def run_profile(name: str, margins: Path, pytest_args: Sequence[str]) -> int:
         "float32",
         "-n",
         workers,
+        "--dist",
+        "worksteal",  # an idle worker takes queued tests from the busy one
         "-q",
         "-p",
         "no:cacheprovider",
