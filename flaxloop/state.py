@@ -5,7 +5,7 @@ torch's lives in its model, optimizer, scheduler and GradScaler objects."""
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple, Optional
+from typing import Any, Callable, NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp
@@ -115,6 +115,33 @@ def step_metrics(
         finite,
         jnp.asarray(overflow),
     )
+
+
+def pack_metrics(metrics: StepMetrics) -> jax.Array:
+    """The fields present, in order, in one array of their widest float dtype (exact: flags become 0/1),
+    so the loop reads an update back with one device-to-host copy instead of one per field."""
+    present = [jnp.asarray(value) for value in metrics if value is not None]
+    dtype = jnp.result_type(*[v.dtype for v in present if jnp.issubdtype(v.dtype, jnp.floating)])
+    return jnp.stack([v.astype(dtype) for v in present])
+
+
+def packing_metrics(
+    step: Callable[[TrainState, Any], tuple[TrainState, StepMetrics]],
+) -> Callable[[TrainState, Any], tuple[TrainState, jax.Array]]:
+    """`step` returning its metrics packed (pack_metrics), to be jitted as one program."""
+
+    def packed_step(state: TrainState, window: Any) -> tuple[TrainState, jax.Array]:
+        new_state, metrics = step(state, window)
+        return new_state, pack_metrics(metrics)
+
+    return packed_step
+
+
+def unpack_metrics(packed: np.ndarray, present: tuple[bool, ...]) -> StepMetrics:
+    """pack_metrics' array back as StepMetrics on the host; `present`: which fields the step fills."""
+    values = iter(packed)
+    fields: list[Any] = [next(values) if filled else None for filled in present]
+    return StepMetrics(*fields)
 
 
 def where_tree(condition: jax.Array, if_true: Any, if_false: Any) -> Any:

@@ -45,8 +45,10 @@ from flaxloop.state import (
     TrainState,
     create_train_state,
     model_sample,
+    packing_metrics,
     set_learning_rate,
     step_metrics,
+    unpack_metrics,
     where_tree,
 )
 from loopspec.checkpoint import Checkpoint
@@ -149,7 +151,7 @@ def device_dataset(x: np.ndarray, y: np.ndarray, device: jax.Device) -> Optional
 
 class Dispatched(NamedTuple):
     state: TrainState  # after the update
-    metrics: StepMetrics  # on the device, or already read back (optax.MultiSteps)
+    metrics: StepMetrics | jax.Array  # packed on the device (pack_metrics), or read back (optax.MultiSteps)
 
 
 class JaxBackend:
@@ -198,7 +200,11 @@ class JaxBackend:
             if setup.parity_dropout
             else None
         )
-        self.step_fn = jax.jit(functools.partial(train_step, loss_fn=loss_fn, masks_fn=masks_fn))
+        step = functools.partial(train_step, loss_fn=loss_fn, masks_fn=masks_fn)
+        self.step_fn = jax.jit(packing_metrics(step))  # one array to read back per update, not one per field
+        # which StepMetrics fields the step fills (momentum when the optimizer cycles it, the loss scale in fp16)
+        shapes = jax.eval_shape(lambda s: step_metrics(s, jnp.zeros([]), s.loss_scale), state)
+        self.metric_fields = tuple(value is not None for value in shapes)
         self.micro_fn = jax.jit(
             functools.partial(multisteps_micro_step, loss_fn=loss_fn, masks_fn=masks_fn), static_argnames="scale"
         )
@@ -259,7 +265,8 @@ class JaxBackend:
         return Dispatched(self.state, metrics)
 
     def read(self, handle: Dispatched) -> StepResult:
-        m = jax.device_get(handle.metrics)
+        metrics = handle.metrics
+        m = metrics if isinstance(metrics, StepMetrics) else unpack_metrics(np.asarray(metrics), self.metric_fields)
         outcome: Outcome = "nonfinite" if not m.finite else "overflow" if m.overflow else "applied"
         optional = lambda value, kind: None if value is None else kind(value)  # noqa: E731
         return StepResult(
