@@ -142,8 +142,7 @@ def device_dataset(x: np.ndarray, y: np.ndarray, device: jax.Device) -> Optional
     """The training split on an accelerator once, when it takes at most a quarter of its memory: each step
     gathers its rows there, with no batch to copy in. Not on the CPU, where the host's gather is the device's,
     and where a split in the step's arguments would make runs of other sizes compile their own step."""
-    stats = device.memory_stats() or {}
-    if device.platform == "cpu" or x.nbytes + y.nbytes > stats.get("bytes_limit", 0) // 4:
+    if device.platform == "cpu" or x.nbytes + y.nbytes > (device.memory_stats() or {}).get("bytes_limit", 0) // 4:
         return None
     placed: tuple[jax.Array, jax.Array] = jax.device_put((x, y), device)
     return placed
