@@ -411,9 +411,10 @@ class FlaxModel:
         raise NotImplementedError
 
     def dropout_layers(self, variables: Variables, sample: jax.Array) -> list[DropoutLayer]:
-        """The parity dropout layers in the order one forward pass runs them (a probe in eval mode)."""
+        """The parity dropout layers in the order one forward pass runs them (a probe in eval mode,
+        traced and not run: an eager pass would compile each operation of the model on its own)."""
         with finding_dropout_layers() as found:
-            self.apply(variables, sample, train=False)
+            jax.eval_shape(lambda v, x: self.apply(v, x, train=False), variables, sample)
         paths = [path for path, _, _ in found]
         if len(set(paths)) != len(paths):
             raise UserError("a parity dropout layer runs twice in one forward pass; give each use its own layer")
@@ -522,12 +523,18 @@ class NnxModel(FlaxModel):
         return logits, self.nnx.state(module, self.nnx.BatchStat).to_pure_dict()
 
     def dropout_layers(self, variables: Variables, sample: jax.Array) -> list[DropoutLayer]:
-        module = self.merged(variables)
-        paths = {id(layer): path for path, layer in self.nnx.iter_modules(module)}
-        module.eval()
-        with finding_dropout_layers() as found:
-            module(sample)
-        layers = [(paths[id(layer)], shape, rate) for layer, shape, rate in found]
+        layers: list[DropoutLayer] = []
+
+        def probe(given: Variables, x: jax.Array) -> jax.Array:
+            module = self.merged(given)
+            paths = {id(layer): path for path, layer in self.nnx.iter_modules(module)}
+            module.eval()
+            with finding_dropout_layers() as found:
+                out = module(x)
+            layers.extend((paths[id(layer)], shape, rate) for layer, shape, rate in found)
+            return out
+
+        jax.eval_shape(probe, variables, sample)  # traced, not run (see FlaxModel.dropout_layers)
         if len({path for path, _, _ in layers}) != len(layers):
             raise UserError("a parity dropout layer runs twice in one forward pass; give each use its own layer")
         return layers

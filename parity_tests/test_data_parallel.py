@@ -2,8 +2,9 @@
 other: torch DistributedDataParallel over two gloo processes (torchrun) and JAX jit over a mesh of
 two host devices, from the same initial weights and the same global batches.
 
-Runs go through the real command lines in subprocesses: torchrun starts the torch ranks, and a
-fresh Python process can give JAX two CPU devices (the test process's JAX already has one).
+torch runs go through the real command line: torchrun starts the ranks. JAX runs in the test process,
+which conftest.py starts with two host devices (JAX_NUM_CPU_DEVICES=2); one JAX run goes through its
+command line too, where a fresh process asks for its devices itself (flaxloop.parallel).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from loopspec import fit
 from loopspec.checkpoint import checkpoint_root
 from loopspec.comparison import compare_runs
 from loopspec.metrics import read_metrics
+from parity_tests.command_line import run_here
 from parity_tests.selection import cases
 from parity_tests.test_precision import OVERFLOW
 from paritykit.harness import precision_unavailable
@@ -50,8 +52,14 @@ PARITY_DROPOUT = {  # a small GPT (LayerNorm, no BatchNorm) with parity dropout:
 }
 
 
-def train(backend: str, raw: dict, out: Path, replicas: int, *extra: str) -> Path:
-    """One run through the command line; torch with replicas under torchrun, JAX in one process."""
+def train(backend: str, raw: dict, out: Path, replicas: int, *extra: str, command_line: bool = False) -> Path:
+    """One run: torch's replicas through its command line under torchrun; JAX, and one device, in this
+    process (importing a framework and compiling again in a subprocess costs more than the run), or
+    through the command line when asked."""
+    if not command_line and (backend == "jax" or replicas == 1):
+        resume = extra[extra.index("--resume") + 1] if "--resume" in extra else None
+        overrides = [f"train.devices={replicas}", "train.verbose=0"]
+        return fit(raw, out, backend=backend, overrides=overrides, resume=resume).out_dir
     config = out.parent / f"{out.name}.yaml"
     config.write_text(yaml.safe_dump(raw))
     args = ["--config", str(config), "--out", str(out), "--quiet", "--set", f"train.devices={replicas}", *extra]
@@ -75,7 +83,7 @@ def test_two_replicas_equal_one_device_without_batchnorm(backend: str, accumulat
     if accumulation == "multisteps":  # optax.MultiSteps over windows of 2 micro-batches
         raw = {**raw, "train": {**raw["train"], "accumulation_steps": 2, "accumulation": "multisteps"}}
     one = train(backend, raw, tmp_path / "one", 1)
-    two = train(backend, raw, tmp_path / "two", 2)
+    two = train(backend, raw, tmp_path / "two", 2, command_line=True)
     report = compare_runs(one, two, rtol=1e-10)  # summed in another order: rounding, 1e-12 measured
     assert report.agree, f"\n{report.render()}"
     steps = read_metrics(two / "metrics.jsonl")["step"]
@@ -145,32 +153,17 @@ def test_a_data_parallel_run_resumes_bitwise(backend: str, tmp_path: Path) -> No
     assert len(read_metrics(resumed / "metrics.jsonl")["step"]) == len(read_metrics(full / "metrics.jsonl")["step"])
 
 
-def test_replicas_without_their_engine_are_refused_in_one_line(tmp_path: Path) -> None:
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    base = ["--config", "intrusion_mlp_focal", "--out", str(tmp_path / "run")]
-    torch_alone = subprocess.run(
-        [sys.executable, "-m", "torchloop.train", *base, "--set", "train.devices=2"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert torch_alone.returncode == 2 and "torchrun --nproc_per_node 2" in torch_alone.stderr
-    too_many = subprocess.run(
-        [sys.executable, "-m", "flaxloop.train", *base, "--set", "train.devices=2", "--set", "train.device=cuda"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert too_many.returncode == 2 and len(too_many.stderr.strip().splitlines()) == 1
-    assert not (tmp_path / "run").exists()
-    short_last = subprocess.run(  # 9600 training rows in batches of 9597: a last batch of 3 rows
-        [sys.executable, "-m", "flaxloop.train", *base, "--set", "train.devices=2", "--set", "data.batch_size=9597"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert short_last.returncode == 2 and "the epoch's last batch (3 rows)" in short_last.stderr, short_last.stderr
-    assert not (tmp_path / "run").exists()
+def test_replicas_without_their_engine_are_refused_in_one_line(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """The command lines' refusals, in this process (nothing trains before them)."""
+
+    def refused(backend: str, *overrides: str) -> str:
+        argv = ["--config", "intrusion_mlp_focal", "--out", str(tmp_path / "run"), "--set", "train.devices=2"]
+        code = run_here(backend, *argv, *[f"--set={override}" for override in overrides])
+        err = capsys.readouterr().err
+        assert code == 2 and len(err.strip().splitlines()) == 1 and not (tmp_path / "run").exists(), err
+        return err
+
+    assert "torchrun --nproc_per_node 2" in refused("torch")
+    refused("jax", "train.device=cuda")
+    # 9600 training rows in batches of 9597: a last batch of 3 rows
+    assert "the epoch's last batch (3 rows)" in refused("jax", "data.batch_size=9597")

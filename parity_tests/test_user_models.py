@@ -27,6 +27,7 @@ from loopspec import UserError, fit, load_run
 from loopspec.comparison import compare_runs
 from loopspec.metrics import read_metrics
 from parity_tests import pairs
+from parity_tests.command_line import run_here
 from parity_tests.selection import cases
 from paritykit.harness import sensitivity_verdict
 from paritykit.pairs import check_models
@@ -323,19 +324,15 @@ def test_what_cannot_be_a_pair_is_one_line_with_nothing_written(case: str, tmp_p
     assert not (tmp_path / "pair").exists()
 
 
-def test_a_bad_model_on_the_command_line_is_exit_2(tmp_path: Path) -> None:
+def test_a_bad_model_on_the_command_line_is_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """run_cli in this process: the refusal comes before anything trains (the subprocess path of a
+    command-line error is tests/test_cli.py's)."""
     np.savez(tmp_path / "data.npz", **arrays("tabular"))
     for backend, model in (("torch", "parity_tests.nowhere:model"), ("jax", "parity_tests.pairs:residual_mlp")):
-        done = subprocess.run(
-            [sys.executable, "-m", f"{'torch' if backend == 'torch' else 'flax'}loop.train", "--model", model]
-            + ["--out", str(tmp_path / backend), "--set", "data.name=arrays", "--set", f"data.path={tmp_path}/data.npz"]
-            + ["--config", "intrusion_mlp_focal"],
-            capture_output=True,
-            text=True,
-            timeout=300,
-            env={**os.environ, "PYTHONPATH": str(ROOT)},
-        )
-        assert done.returncode == 2 and len(done.stderr.strip().splitlines()) == 1, done.stderr
+        argv = ["--model", model, "--out", str(tmp_path / backend), "--set", "data.name=arrays"]
+        code = run_here(backend, *argv, "--set", f"data.path={tmp_path}/data.npz", "--config", "intrusion_mlp_focal")
+        err = capsys.readouterr().err
+        assert code == 2 and len(err.strip().splitlines()) == 1, err
         assert not (tmp_path / backend).exists()
 
 

@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 
 from loopspec.metrics import read_metrics
+from parity_tests.command_line import MODULES, run_here
 
-MODULES = {"torch": "torchloop.train", "jax": "flaxloop.train"}
 TINY = [
     "--config",
     "configs/intrusion_mlp_focal.yaml",
@@ -65,6 +65,7 @@ def test_a_terminal_shows_a_live_bar_per_epoch(backend: str, tmp_path: Path) -> 
 
 @pytest.mark.parametrize("backend", [pytest.param("torch", marks=pytest.mark.full), "jax"])
 def test_off_a_terminal_one_line_per_epoch(backend: str, tmp_path: Path) -> None:
+    """In a subprocess: in this one, pytest's logging handlers take the lines instead of stdout."""
     done = subprocess.run(
         [sys.executable, "-m", MODULES[backend], *TINY, "--set", "train.log_every=0", "--out", str(tmp_path)],
         capture_output=True,
@@ -121,22 +122,7 @@ def tensorboard_scalars(log_dir: Path) -> dict[str, dict[int, float]]:
 def test_tensorboard_and_csv_hold_what_metrics_jsonl_holds(backend: str, tmp_path: Path) -> None:
     import numpy as np
 
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            MODULES[backend],
-            *TINY,
-            "--set",
-            "train.loggers=[jsonl,tensorboard,csv]",
-            "--out",
-            str(tmp_path),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert done.returncode == 0, done.stderr
+    assert run_here(backend, *TINY, "--set", "train.loggers=[jsonl,tensorboard,csv]", "--out", str(tmp_path)) == 0
     records = read_metrics(tmp_path / "metrics.jsonl")
     scalars = tensorboard_scalars(tmp_path / "tensorboard")
     for kind, index in (("step", "step"), ("epoch", "epoch")):
