@@ -4,7 +4,12 @@ reference generated from the schema, a short README whose links all resolve."""
 from __future__ import annotations
 
 import re
+import runpy
 from pathlib import Path
+
+import pytest
+
+from parity_tests.command_line import run_here
 
 README = Path("README.md").read_text()
 
@@ -48,29 +53,9 @@ def test_no_page_points_outside_the_repository() -> None:
 
 def test_the_plain_pytorch_loading_example_runs(tmp_path: Path) -> None:
     """docs/checkpoints.md's example, on a run of the digits recipe made here."""
-    import subprocess
-    import sys
-
     run = tmp_path / "digits"
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "torchloop.train",
-            "--config",
-            "configs/digits_cnn.yaml",
-            "--out",
-            str(run),
-            "--set",
-            "train.epochs=1",
-            "--set",
-            "train.max_steps=5",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert done.returncode == 0, done.stderr
+    args = ["--config", "configs/digits_cnn.yaml", "--out", str(run), "--set", "train.epochs=1"]
+    assert run_here("torch", *args, "--set", "train.max_steps=5") == 0
     page = Path("docs/checkpoints.md").read_text()
     section = page[page.index("## Loading a checkpoint into plain PyTorch") :]
     code = re.search(r"```python\n(.*?)```", section, re.S).group(1).replace("runs/digits", str(run))
@@ -80,20 +65,20 @@ def test_the_plain_pytorch_loading_example_runs(tmp_path: Path) -> None:
     assert set(namespace["optimizer"].state_dict()["state"][0]) == {"step", "exp_avg", "exp_avg_sq"}
 
 
-def test_the_bring_your_own_models_script_runs(tmp_path: Path) -> None:
-    """The README's script: at most 30 lines besides the two model classes; it prints AGREE."""
-    import os
-    import subprocess
-    import sys
-
+def test_the_bring_your_own_models_script_runs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    """The README's script: at most 30 lines besides the two model classes; it prints AGREE. Run as
+    a script in this process (a subprocess would import both frameworks again)."""
     section = README[README.index("## Bring your own models") : README.index("## What parity means")]
     script = re.search(r"```python\n(.*?)```", section, re.S).group(1)
     outside_classes = re.sub(r"\nclass .*?(?=\n\n\n)", "", script, flags=re.S)
     assert len([line for line in outside_classes.splitlines() if line.strip()]) <= 30
-    env = {**os.environ, "PYTHONPATH": str(Path.cwd())}
-    done = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True)
-    assert done.returncode == 0, done.stderr[-3000:]
-    assert done.stdout.rstrip().endswith("AGREE") and "DISAGREE" not in done.stdout, done.stdout[-2000:]
+    (tmp_path / "check_pair.py").write_text(script)
+    monkeypatch.chdir(tmp_path)
+    runpy.run_path(str(tmp_path / "check_pair.py"), run_name="__main__")
+    shown = capsys.readouterr().out
+    assert shown.rstrip().endswith("AGREE") and "DISAGREE" not in shown, shown[-2000:]
 
 
 def test_the_parity_report_is_generated_whole_and_linked() -> None:
