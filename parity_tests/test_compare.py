@@ -11,8 +11,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import paritykit.compare
 from loopspec.comparison import compare_runs
 from loopspec.weights import load_weights, save_weights
+from parity_tests.command_line import MODULES, run_here
 from parity_tests.matrix import parity_config
 from paritykit.harness import run_backends
 
@@ -115,21 +117,25 @@ def readme_cli_example() -> list[list[str]]:
     return [line.split("#")[0].split() for line in block.strip().splitlines()]
 
 
-def test_the_readme_cli_example_compares_two_runs_that_agree(tmp_path: Path) -> None:
-    """The README's three commands (one epoch, to keep the suite short): the two runs agree."""
-    shorter = ["--set", "train.epochs=1"]
-    for command in readme_cli_example():
-        assert command[:2] == ["python", "-m"]
-        args = [sys.executable, *command[1:]] + (shorter if "train" in command[2] else [])
-        done = subprocess.run(
-            [a.replace("configs/", str(Path.cwd() / "configs") + "/") for a in args],
-            cwd=tmp_path,
-            capture_output=True,
-            text=True,
-            timeout=600,
-        )
-        assert done.returncode == 0, done.stdout[-2000:] + done.stderr
-    assert "AGREE" in done.stdout.splitlines()[-1] and "(torch, fp64" in done.stdout
+def test_the_readme_cli_example_compares_two_runs_that_agree(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    """The README's three commands (one epoch, to keep the suite short), run in this process (each
+    module's main; a subprocess would import the frameworks again): the two runs agree."""
+    configs, commands = str(Path.cwd() / "configs") + "/", readme_cli_example()
+    monkeypatch.chdir(tmp_path)
+    for command in commands:
+        assert command[:2] == ["python", "-m"] and command[2] in (*MODULES.values(), "paritykit.compare")
+        args = [a.replace("configs/", configs) for a in command[3:]]
+        if command[2] == "paritykit.compare":
+            code = paritykit.compare.main(args)
+        else:
+            code = run_here(
+                *[b for b, module in MODULES.items() if module == command[2]], *args, "--set=train.epochs=1"
+            )
+        shown = capsys.readouterr()
+        assert code == 0, shown.out[-2000:] + shown.err
+    assert "AGREE" in shown.out.splitlines()[-1] and "(torch, fp64" in shown.out
 
 
 def test_runs_of_different_configs_are_named_key_by_key(tmp_path: Path) -> None:
