@@ -95,13 +95,13 @@ def test_two_replicas_equal_one_device_without_batchnorm(backend: str, accumulat
 def test_ddp_and_jax_sharding_agree_with_batchnorm_accumulation_and_clipping(batch_size: int, tmp_path: Path) -> None:
     raw = {**BATCHNORM_CNN, "data": {**BATCHNORM_CNN["data"], "batch_size": batch_size}}
     if batch_size == 44:  # the 300-update length is the uneven case's; this one checks the sharded path
-        raw["train"] = {**raw["train"], "epochs": 5}
+        raw["train"] = {**raw["train"], "epochs": 3}
     runs = {backend: train(backend, raw, tmp_path / backend, 2) for backend in ("torch", "jax")}
     report = compare_runs(runs["torch"], runs["jax"], rtol=1e-10)
     steps = read_metrics(runs["torch"] / "metrics.jsonl")["step"]
     print(f"{len(steps)} steps, clipped on {sum(s['clipped'] for s in steps)}")
     assert report.agree, f"\n{report.render()}"
-    assert len(steps) >= (300 if batch_size == 45 else 90) and 0 < sum(s["clipped"] for s in steps) < len(steps)
+    assert len(steps) >= (300 if batch_size == 45 else 54) and 0 < sum(s["clipped"] for s in steps) < len(steps)
     # Rank 0 alone wrote: one record per update, not one per rank.
     assert [s["step"] for s in steps] == list(range(1, len(steps) + 1))
     # With BatchNorm, two replicas are a different run from one device (per-replica statistics).

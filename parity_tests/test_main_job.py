@@ -15,7 +15,7 @@ def test_main_job_trains_both_backends_in_both_dtypes_and_passes(tmp_path) -> No
             "--out",
             str(tmp_path),
             "--set",
-            "data.num_samples=1500",
+            "data.num_samples=1600",  # 1280 training rows: 10 whole batches, no second program for a short one
             "--set",
             "train.epochs=3",
             "--set",
