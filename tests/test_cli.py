@@ -37,16 +37,12 @@ def train(backend: str, *args: str) -> subprocess.CompletedProcess:
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory) -> dict[str, Path]:
+    """Each command line's run, in this process (a whole run in a subprocess: test_log_line_every_n_steps)."""
     out = tmp_path_factory.mktemp("cli")
-    result = {}
     for backend in MODULES:
-        run = out / backend
-        done = train(
-            backend, "--config", "configs/intrusion_mlp_focal.yaml", "--out", str(run), *TINY, "--dtype", "float64"
-        )
-        assert done.returncode == 0, done.stderr
-        result[backend] = run
-    return result
+        args = ["--config", "configs/intrusion_mlp_focal.yaml", "--out", str(out / backend), "--dtype", "float64"]
+        assert run_here(backend, *args, *TINY) == 0
+    return {backend: out / backend for backend in MODULES}
 
 
 @pytest.mark.parametrize("backend", list(MODULES))
