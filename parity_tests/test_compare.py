@@ -153,22 +153,19 @@ def test_runs_of_different_configs_are_named_key_by_key(tmp_path: Path) -> None:
     assert text.index("the configs differ") < text.index("quantity")
 
 
-def test_float32_runs_are_judged_by_the_envelope(tmp_path: Path) -> None:
+def test_float32_runs_are_judged_by_the_envelope(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """parity-compare's main in this process (the installed command runs as one in tests/test_wheel.py)."""
     raw = parity_config("cnn", "adam", "cross_entropy", steps=40)
     raw["train"]["precision"] = "fp32"
     runs = run_backends(raw, tmp_path)
-    done = subprocess.run(
-        [sys.executable, "-m", "paritykit.compare", str(runs["torch"]), str(runs["jax"])],
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert done.returncode == 0, done.stdout + done.stderr
-    assert "1e-10 is the float64 tolerance" in done.stdout and "AGREE: lr" in done.stdout
-    assert "(torch, fp32, 40 updates)" in done.stdout
+    code = paritykit.compare.main([str(runs["torch"]), str(runs["jax"])])
+    shown = capsys.readouterr().out
+    assert code == 0, shown
+    assert "1e-10 is the float64 tolerance" in shown and "AGREE: lr" in shown
+    assert "(torch, fp32, 40 updates)" in shown
 
 
-def test_float32_runs_from_different_weights_are_not_judged(tmp_path: Path) -> None:
+def test_float32_runs_from_different_weights_are_not_judged(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     raw = parity_config("mlp", "adam", "focal", steps=10)
     raw["train"]["precision"] = "fp32"
     a = run_backends(raw, tmp_path / "a", backends=("torch",))["torch"]
@@ -177,7 +174,6 @@ def test_float32_runs_from_different_weights_are_not_judged(tmp_path: Path) -> N
     raw["model"]["init"] = "canonical"
     report_dir = tmp_path / "b"
     (report_dir / "jax" / "config.json").write_text(json.dumps(json.loads((a / "config.json").read_text())))
-    done = subprocess.run(
-        [sys.executable, "-m", "paritykit.compare", str(a), str(b)], capture_output=True, text=True, timeout=600
-    )
-    assert done.returncode == 2 and "started from different weights" in done.stdout, done.stdout + done.stderr
+    code = paritykit.compare.main([str(a), str(b)])
+    shown = capsys.readouterr()
+    assert code == 2 and "started from different weights" in shown.out, shown.out + shown.err
