@@ -13,8 +13,6 @@ import copy
 import hashlib
 import json
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -26,6 +24,7 @@ from safetensors.numpy import load_file, save_file
 
 from loopspec import UserError, fit, load_run
 from loopspec.checkpoint import CheckpointError, load_checkpoint, newest_checkpoint
+from parity_tests.command_line import run_here
 from parity_tests.schedule_configs import FULL
 from torchloop.checkpoint import load_training_state
 from torchloop.models import build_model
@@ -226,18 +225,13 @@ def test_a_damaged_newest_checkpoint_is_skipped_for_the_newest_valid(
     warnings: list[str] = []
     found = newest_checkpoint(run, warnings.append, fits_for(backend, run))
     assert found.path == older and len(warnings) == 1 and newest(run).name in warnings[0]
-    done = subprocess.run(
-        [sys.executable, "-m", {"torch": "torchloop.train", "jax": "flaxloop.train"}[backend]]
-        + ["--resume", str(run), "--out", str(run), "--set", "train.epochs=3", "--quiet"],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert done.returncode == 0, done.stderr
+    assert run_here(backend, "--resume", str(run), "--out", str(run), "--set", "train.epochs=3", "--quiet") == 0
     assert load_run(run).summary["epochs"] == 3
 
 
-def test_when_no_checkpoint_is_valid_the_line_says_why_each_was_refused(runs: dict[str, Path], tmp_path: Path) -> None:
+def test_when_no_checkpoint_is_valid_the_line_says_why_each_was_refused(
+    runs: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
     run = tmp_path / "run"
     shutil.copytree(runs["torch"], run)
     for path in (run / "checkpoints").glob("step-*"):
@@ -245,14 +239,10 @@ def test_when_no_checkpoint_is_valid_the_line_says_why_each_was_refused(runs: di
         state["hyperparameters"]["lr"] = "fast"
         (path / "state.json").write_text(json.dumps(state))
     before = hashes(run)
-    done = subprocess.run(
-        [sys.executable, "-m", "flaxloop.train", "--resume", str(run), "--out", str(run), "--set", "train.epochs=3"],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert done.returncode == 2, done.stderr
-    last = done.stderr.strip().splitlines()[-1]
+    code = run_here("jax", "--resume", str(run), "--out", str(run), "--set", "train.epochs=3")
+    err = capsys.readouterr().err
+    assert code == 2, err
+    last = err.strip().splitlines()[-1]
     assert "none can continue this run" in last and "hyperparameters.lr must be a number" in last
     assert hashes(run) == before
 

@@ -11,17 +11,17 @@ from __future__ import annotations
 
 import hashlib
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+import paritykit.run
 from loopspec import UserError, fit, load_run
 from loopspec.data import make_intrusion, raw_split, split_indices
 from loopspec.metrics import predictions
 from loopspec.preprocessing import load_preprocessing
+from parity_tests.command_line import run_here
 
 TINY = {
     "data": {"name": "intrusion", "num_samples": 600, "batch_size": 32},
@@ -134,30 +134,25 @@ def test_overwrite_replaces_another_run_when_resuming(runs: dict[str, Path], tmp
     assert sorted(p.name for p in (target / "checkpoints").glob("step-*"))[0] >= "step-00000007"
 
 
-def test_the_cli_refuses_in_one_line_with_exit_2(runs: dict[str, Path], tmp_path: Path) -> None:
+def test_the_cli_refuses_in_one_line_with_exit_2(
+    runs: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
     target = partial_copies(runs, tmp_path)["another run"]
     before = tree_hashes(target)
-    done = subprocess.run(
-        [sys.executable, "-m", "torchloop.train", "--resume", str(runs["b"]), "--out", str(target)]
-        + ["--set", "train.epochs=2"],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert done.returncode == 2 and len(done.stderr.strip().splitlines()) == 1, done.stderr
-    assert "holds another run" in done.stderr and tree_hashes(target) == before
+    code = run_here("torch", "--resume", str(runs["b"]), "--out", str(target), "--set", "train.epochs=2")
+    err = capsys.readouterr().err
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
+    assert "holds another run" in err and tree_hashes(target) == before
 
 
-def test_parity_run_refuses_a_directory_it_did_not_write(runs: dict[str, Path], tmp_path: Path) -> None:
+def test_parity_run_refuses_a_directory_it_did_not_write(
+    runs: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
     target = partial_copies(runs, tmp_path)["another run"]
     before = tree_hashes(target)
-    done = subprocess.run(
-        [sys.executable, "-m", "paritykit.run", "--out", str(target), "--dtype", "float64"],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert done.returncode == 2 and len(done.stderr.strip().splitlines()) == 1, done.stderr
+    code = paritykit.run.main(["--out", str(target), "--dtype", "float64"])
+    err = capsys.readouterr().err
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
     assert tree_hashes(target) == before
 
 
