@@ -19,7 +19,17 @@ profiles.apply_environment(_profile)
 os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", str(Path(__file__).parent / ".cache" / "jax"))
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
-# Two host devices in each test process, so JAX's data-parallel runs need no subprocess (which would
-# import JAX and compile again); a single-device run is the same program on device 0.
-os.environ.setdefault("JAX_NUM_CPU_DEVICES", "2")
 profiles.apply_torch(_profile)
+
+
+def _two_host_devices() -> None:
+    """Two host devices in each test process, so JAX's data-parallel runs need no subprocess (which
+    would import JAX and compile again); a single-device run is the same program on device 0 (its
+    records and weights checked bit for bit). Set in JAX's config, not the environment, so the
+    subprocesses that tests start see one device, as a user's process does."""
+    import jax
+
+    jax.config.update("jax_num_cpu_devices", 2)
+
+
+_two_host_devices()

@@ -414,7 +414,12 @@ class FlaxModel:
         """The parity dropout layers in the order one forward pass runs them (a probe in eval mode,
         traced and not run: an eager pass would compile each operation of the model on its own)."""
         with finding_dropout_layers() as found:
-            jax.eval_shape(lambda v, x: self.apply(v, x, train=False), variables, sample)
+
+            def probe(given: Variables, x: jax.Array) -> Any:
+                found.clear()  # a fresh closure is traced once; were it traced again, the list starts over
+                return self.apply(given, x, train=False)
+
+            jax.eval_shape(probe, variables, sample)
         paths = [path for path, _, _ in found]
         if len(set(paths)) != len(paths):
             raise UserError("a parity dropout layer runs twice in one forward pass; give each use its own layer")
@@ -531,7 +536,7 @@ class NnxModel(FlaxModel):
             module.eval()
             with finding_dropout_layers() as found:
                 out = module(x)
-            layers.extend((paths[id(layer)], shape, rate) for layer, shape, rate in found)
+            layers[:] = [(paths[id(layer)], shape, rate) for layer, shape, rate in found]
             return out
 
         jax.eval_shape(probe, variables, sample)  # traced, not run (see FlaxModel.dropout_layers)

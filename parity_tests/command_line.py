@@ -8,8 +8,11 @@ installed scripts) still start one.
 
 from __future__ import annotations
 
-import importlib
+import warnings
 
+import pytest
+
+from loopspec.backends import backend_module
 from loopspec.cli import run_cli
 
 MODULES = {"torch": "torchloop.train", "jax": "flaxloop.train"}
@@ -17,5 +20,21 @@ MODULES = {"torch": "torchloop.train", "jax": "flaxloop.train"}
 
 def run_here(backend: str, *argv: str) -> int:
     """`python -m torchloop.train ARGV` (or flaxloop's) in this process: its exit code."""
-    module = MODULES[backend]
-    return run_cli(f"python -m {module}", backend, importlib.import_module(module).fit, list(argv))
+    try:
+        return run_cli(f"python -m {MODULES[backend]}", backend, backend_module(backend, "train").fit, list(argv))
+    except SystemExit as usage:  # argparse's own errors
+        return int(usage.code or 0)
+
+
+def refusal(capfd: pytest.CaptureFixture, backend: str, *argv: str) -> str:
+    """The one line a refused command prints, checked as a terminal would show it: exit code 2, that
+    line alone on stderr (capfd: what C++ libraries write to the descriptor too), and no Python
+    warning (which a separate process would have printed there)."""
+    capfd.readouterr()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        code = run_here(backend, *argv)
+    err = capfd.readouterr().err
+    lines = err.strip().splitlines()
+    assert code == 2 and len(lines) == 1 and not caught, (code, err, [str(w.message) for w in caught])
+    return lines[0]

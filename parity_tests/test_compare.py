@@ -18,6 +18,8 @@ from parity_tests.command_line import MODULES, run_here
 from parity_tests.matrix import parity_config
 from paritykit.harness import run_backends
 
+BACKEND_OF = {module: backend for backend, module in MODULES.items()}
+
 
 @pytest.fixture(scope="module")
 def torch_run(tmp_path_factory) -> Path:
@@ -125,14 +127,12 @@ def test_the_readme_cli_example_compares_two_runs_that_agree(
     configs, commands = str(Path.cwd() / "configs") + "/", readme_cli_example()
     monkeypatch.chdir(tmp_path)
     for command in commands:
-        assert command[:2] == ["python", "-m"] and command[2] in (*MODULES.values(), "paritykit.compare")
+        assert command[:2] == ["python", "-m"] and command[2] in (*BACKEND_OF, "paritykit.compare")
         args = [a.replace("configs/", configs) for a in command[3:]]
         if command[2] == "paritykit.compare":
             code = paritykit.compare.main(args)
         else:
-            code = run_here(
-                *[b for b, module in MODULES.items() if module == command[2]], *args, "--set=train.epochs=1"
-            )
+            code = run_here(BACKEND_OF[command[2]], *args, "--set=train.epochs=1")
         shown = capsys.readouterr()
         assert code == 0, shown.out[-2000:] + shown.err
     assert "AGREE" in shown.out.splitlines()[-1] and "(torch, fp64" in shown.out

@@ -3,7 +3,7 @@ other: torch DistributedDataParallel over two gloo processes (torchrun) and JAX 
 two host devices, from the same initial weights and the same global batches.
 
 torch runs go through the real command line: torchrun starts the ranks. JAX runs in the test process,
-which conftest.py starts with two host devices (JAX_NUM_CPU_DEVICES=2); one JAX run goes through its
+which conftest.py gives two host devices (jax_num_cpu_devices); one JAX run goes through its
 command line too, where a fresh process asks for its devices itself (flaxloop.parallel).
 """
 
@@ -22,7 +22,7 @@ from loopspec import fit
 from loopspec.checkpoint import checkpoint_root
 from loopspec.comparison import compare_runs
 from loopspec.metrics import read_metrics
-from parity_tests.command_line import run_here
+from parity_tests.command_line import MODULES, refusal
 from parity_tests.selection import cases
 from parity_tests.test_precision import OVERFLOW
 from paritykit.harness import precision_unavailable
@@ -57,7 +57,8 @@ def train(backend: str, raw: dict, out: Path, replicas: int, *extra: str, comman
     process (importing a framework and compiling again in a subprocess costs more than the run), or
     through the command line when asked."""
     if not command_line and (backend == "jax" or replicas == 1):
-        resume = extra[extra.index("--resume") + 1] if "--resume" in extra else None
+        assert not extra or (len(extra) == 2 and extra[0] == "--resume"), f"only --resume is passed on here: {extra}"
+        resume = extra[1] if extra else None
         overrides = [f"train.devices={replicas}", "train.verbose=0"]
         return fit(raw, out, backend=backend, overrides=overrides, resume=resume).out_dir
     config = out.parent / f"{out.name}.yaml"
@@ -67,7 +68,7 @@ def train(backend: str, raw: dict, out: Path, replicas: int, *extra: str, comman
         launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={replicas}"]
         command = [*launcher, "-m", "torchloop.train", *args]
     else:
-        command = [sys.executable, "-m", f"{'torch' if backend == 'torch' else 'flax'}loop.train", *args]
+        command = [sys.executable, "-m", MODULES[backend], *args]
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
     done = subprocess.run(command, cwd=out.parent, env=env, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, f"{' '.join(command)}\n{done.stderr[-3000:]}"
@@ -153,17 +154,11 @@ def test_a_data_parallel_run_resumes_bitwise(backend: str, tmp_path: Path) -> No
     assert len(read_metrics(resumed / "metrics.jsonl")["step"]) == len(read_metrics(full / "metrics.jsonl")["step"])
 
 
-def test_replicas_without_their_engine_are_refused_in_one_line(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+def test_replicas_without_their_engine_are_refused_in_one_line(tmp_path: Path, capfd: pytest.CaptureFixture) -> None:
     """The command lines' refusals, in this process (nothing trains before them)."""
-
-    def refused(backend: str, *overrides: str) -> str:
-        argv = ["--config", "intrusion_mlp_focal", "--out", str(tmp_path / "run"), "--set", "train.devices=2"]
-        code = run_here(backend, *argv, *[f"--set={override}" for override in overrides])
-        err = capsys.readouterr().err
-        assert code == 2 and len(err.strip().splitlines()) == 1 and not (tmp_path / "run").exists(), err
-        return err
-
-    assert "torchrun --nproc_per_node 2" in refused("torch")
-    refused("jax", "train.device=cuda")
+    base = ["--config", "intrusion_mlp_focal", "--out", str(tmp_path / "run"), "--set", "train.devices=2"]
+    assert "torchrun --nproc_per_node 2" in refusal(capfd, "torch", *base)
+    refusal(capfd, "jax", *base, "--set", "train.device=cuda")
     # 9600 training rows in batches of 9597: a last batch of 3 rows
-    assert "the epoch's last batch (3 rows)" in refused("jax", "data.batch_size=9597")
+    assert "the epoch's last batch (3 rows)" in refusal(capfd, "jax", *base, "--set", "data.batch_size=9597")
+    assert not (tmp_path / "run").exists()

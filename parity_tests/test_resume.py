@@ -28,6 +28,7 @@ from loopspec.comparison import compare_runs
 from loopspec.config import config_from_dict
 from loopspec.errors import UserError
 from loopspec.metrics import read_metrics
+from parity_tests.command_line import MODULES
 from parity_tests.matrix import OPTIMIZERS, parity_config
 from parity_tests.selection import cases
 from parity_tests.test_precision import OVERFLOW
@@ -187,7 +188,6 @@ def test_run_directories_are_owned(tmp_path: Path) -> None:
 
 # ------------------------------------------------------------------ through the command line
 
-MODULES = {"torch": "torchloop.train", "jax": "flaxloop.train"}
 CLI_ARGS = [
     "--config",
     "configs/intrusion_mlp_focal.yaml",

@@ -27,7 +27,7 @@ from loopspec import UserError, fit, load_run
 from loopspec.comparison import compare_runs
 from loopspec.metrics import read_metrics
 from parity_tests import pairs
-from parity_tests.command_line import run_here
+from parity_tests.command_line import refusal
 from parity_tests.selection import cases
 from paritykit.harness import sensitivity_verdict
 from paritykit.pairs import check_models
@@ -324,15 +324,13 @@ def test_what_cannot_be_a_pair_is_one_line_with_nothing_written(case: str, tmp_p
     assert not (tmp_path / "pair").exists()
 
 
-def test_a_bad_model_on_the_command_line_is_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    """run_cli in this process: the refusal comes before anything trains (the subprocess path of a
-    command-line error is tests/test_cli.py's)."""
+def test_a_bad_model_on_the_command_line_is_exit_2(tmp_path: Path, capfd: pytest.CaptureFixture) -> None:
+    """The command line in this process: the refusal comes before anything trains (the subprocess path
+    of a command-line error is tests/test_cli.py's)."""
     np.savez(tmp_path / "data.npz", **arrays("tabular"))
     for backend, model in (("torch", "parity_tests.nowhere:model"), ("jax", "parity_tests.pairs:residual_mlp")):
         argv = ["--model", model, "--out", str(tmp_path / backend), "--set", "data.name=arrays"]
-        code = run_here(backend, *argv, "--set", f"data.path={tmp_path}/data.npz", "--config", "intrusion_mlp_focal")
-        err = capsys.readouterr().err
-        assert code == 2 and len(err.strip().splitlines()) == 1, err
+        refusal(capfd, backend, *argv, "--set", f"data.path={tmp_path}/data.npz", "--config", "intrusion_mlp_focal")
         assert not (tmp_path / backend).exists()
 
 

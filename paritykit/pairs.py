@@ -17,11 +17,12 @@ forward that raises, non-finite outputs) is one line (UserError).
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional, cast
+from typing import Any, Iterator, Optional, cast
 
 import jax
 import jax.numpy as jnp
@@ -241,15 +242,22 @@ def nnx_outputs(model: NnxModel, variables: dict, x: jax.Array, train: bool, mas
     return logits, outputs
 
 
-def flax_outputs(model: FlaxModel, variables: dict, x: jax.Array, train: bool, masks: dict) -> tuple[Any, dict]:
+@contextlib.contextmanager
+def flax_forward_errors() -> Iterator[None]:
+    """A user's flax forward that raises becomes one line (UserError) naming the error."""
     try:
-        if isinstance(model, LinenModel):
-            return linen_outputs(model, variables, x, train, masks)
-        return nnx_outputs(cast(NnxModel, model), variables, x, train, masks)  # the other kind of FlaxModel
+        yield
     except UserError:
         raise
     except Exception as err:  # noqa: BLE001
         raise UserError(f"the flax model's forward raised {type(err).__name__}: {str(err).splitlines()[0]}") from None
+
+
+def flax_outputs(model: FlaxModel, variables: dict, x: jax.Array, train: bool, masks: dict) -> tuple[Any, dict]:
+    with flax_forward_errors():
+        if isinstance(model, LinenModel):
+            return linen_outputs(model, variables, x, train, masks)
+        return nnx_outputs(cast(NnxModel, model), variables, x, train, masks)  # the other kind of FlaxModel
 
 
 def torch_name_of(flax_key: str) -> str:
@@ -348,7 +356,8 @@ def probe(
             parity_dropout_mask(config.seed, i, forward_pass, np.arange(len(y)), shape, rate)
             for i, (_, shape, rate, _) in enumerate(found)
         ]
-        flax_found = [layer for layer in model.dropout_layers(variables, sample[:2]) if layer[2] > 0]
+        with flax_forward_errors():
+            flax_found = [layer for layer in model.dropout_layers(variables, sample[:2]) if layer[2] > 0]
         check_dropout_pairing(found, flax_found)
         keyed = {path_key(path): jnp.asarray(m) for (path, _, _), m in zip(flax_found, masks)}
         # Eval mode first (running statistics), then train mode with the same masks.

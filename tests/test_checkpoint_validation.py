@@ -230,7 +230,7 @@ def test_a_damaged_newest_checkpoint_is_skipped_for_the_newest_valid(
 
 
 def test_when_no_checkpoint_is_valid_the_line_says_why_each_was_refused(
-    runs: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture
+    runs: dict[str, Path], tmp_path: Path, capfd: pytest.CaptureFixture
 ) -> None:
     run = tmp_path / "run"
     shutil.copytree(runs["torch"], run)
@@ -240,7 +240,7 @@ def test_when_no_checkpoint_is_valid_the_line_says_why_each_was_refused(
         (path / "state.json").write_text(json.dumps(state))
     before = hashes(run)
     code = run_here("jax", "--resume", str(run), "--out", str(run), "--set", "train.epochs=3")
-    err = capsys.readouterr().err
+    err = capfd.readouterr().err
     assert code == 2, err
     last = err.strip().splitlines()[-1]
     assert "none can continue this run" in last and "hyperparameters.lr must be a number" in last

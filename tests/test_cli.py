@@ -13,7 +13,7 @@ import torch
 
 from loopspec.metrics import read_metrics
 from loopspec.weights import load_weights, save_weights
-from parity_tests.command_line import MODULES, run_here
+from parity_tests.command_line import MODULES, refusal, run_here
 from parity_tests.selection import cases
 from torchloop.models import TabularMLP
 
@@ -138,15 +138,12 @@ def on_one_backend(case: tuple) -> bool:
     ),
 )
 def test_user_errors_are_one_line_with_exit_code_2(
-    capsys: pytest.CaptureFixture, tmp_path: Path, backend: str, args: list, message: str
+    capfd: pytest.CaptureFixture, tmp_path: Path, backend: str, args: list, message: str
 ) -> None:
     if "train.device=cuda" in args and torch.cuda.is_available():
         pytest.skip("this machine has CUDA")
     config = [] if "--config" in args else ["--config", "configs/intrusion_mlp_focal.yaml"]
-    code = run_here(backend, *config, "--out", str(tmp_path / "run"), *args)
-    err = capsys.readouterr().err
-    lines = err.strip().splitlines()
-    assert code == 2 and len(lines) == 1 and message in lines[0], err
+    assert message in refusal(capfd, backend, *config, "--out", str(tmp_path / "run"), *args)
     assert not (tmp_path / "run" / "metrics.jsonl").exists()
 
 

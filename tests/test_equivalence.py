@@ -179,7 +179,8 @@ def test_models_share_layout_and_forward(name: str) -> None:
         # its random initialisers op by op (seconds each in float64), and the values are replaced
         template = jax.eval_shape(flax_model.init, jax.random.PRNGKey(0), jnp.zeros((2, *input_shape)))
         variables = flax_checkpoint.import_weights(dict(template), weights)
-        assert {k: v.shape for k, v in flax_checkpoint.export_weights(variables).items()} == shapes
+        fits = jax.tree.map(lambda given, declared: given.shape == declared.shape, variables, template)
+        assert all(jax.tree.leaves(fits)), "torch's tensors fit the shapes the Flax module declares"
         found = flax_model.dropout_layers(variables, jnp.zeros((2, *input_shape)))
         assert [shape for _, shape, _ in found] == [shape for _, shape, _, _ in layers]
         keyed = {flax_models.path_key(path): jnp.asarray(m) for (path, _, _), m in zip(found, masks)}
