@@ -16,7 +16,7 @@ MODELS: dict[str, dict[str, Any]] = {
             "name": "synthetic_images",
             "num_samples": 700,
             "channels": 1,
-            "image_size": 28,
+            "image_size": 14,  # the same layers on a quarter of Fashion-MNIST's pixels: half the run time
             "num_classes": 10,
             "batch_size": 32,
             "val_fraction": 0.1,

@@ -15,7 +15,7 @@ from paritykit.harness import run_both
 RTOL = 1e-10
 
 
-# The Fashion MLP (28x28 inputs) costs three times the others per run: make test trains it once.
+# The Fashion MLP (14x14 inputs here) costs twice the others per run: make test trains it once.
 ONCE = {"fashion_mlp": ("sgd", "weighted_cross_entropy")}
 
 
