@@ -1,8 +1,8 @@
 """Which parametrized cases `make test` runs, and which only `make test-full` (and CI) runs.
 
 `make test` runs every feature and every parity claim at least once, aiming at under 10 minutes on 2
-cores (13 measured, docs/usage.md); the rest of each large matrix carries the `full` mark. Nothing is dropped: `make test-full`
-runs every case, and CI runs the `full` cases after `make test`.
+cores (13 measured, docs/usage.md); the rest of each large matrix carries the `full` mark. Nothing is
+dropped: `make test-full` runs every case, and CI runs the `full` cases after `make test`.
 """
 
 from __future__ import annotations
