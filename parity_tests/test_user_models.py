@@ -27,7 +27,7 @@ from loopspec import UserError, fit, load_run
 from loopspec.comparison import compare_runs
 from loopspec.metrics import read_metrics
 from parity_tests import pairs
-from parity_tests.command_line import refusal
+from parity_tests.command_line import MODULES, refusal
 from parity_tests.selection import cases
 from paritykit.harness import sensitivity_verdict
 from paritykit.pairs import check_models
@@ -199,7 +199,7 @@ def command(backend: str, raw: dict, out: Path, replicas: int, *extra: str) -> P
         launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={replicas}"]
         line = [*launcher, "-m", "torchloop.train", *args]
     else:
-        line = [sys.executable, "-m", f"{'torch' if backend == 'torch' else 'flax'}loop.train", *args]
+        line = [sys.executable, "-m", MODULES[backend], *args]
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
     done = subprocess.run(line, cwd=out.parent, env=env, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, f"{' '.join(line)}\n{done.stderr[-3000:]}"
