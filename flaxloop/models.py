@@ -13,7 +13,7 @@ import contextlib
 import functools
 import inspect
 import math
-from typing import Any, Optional, Sequence, cast
+from typing import Any, Callable, Optional, Sequence, cast
 
 import jax
 import jax.numpy as jnp
@@ -485,20 +485,29 @@ class NnxModel(FlaxModel):
 
     kind = "nnx"
 
-    def __init__(self, module: Any):
+    def __init__(self, module: Any, build: Optional[Callable[[], Any]] = None):
+        """`module` as built; or, with `build` (its factory), `module` is its nnx.eval_shape: the weights'
+        values are made only when init runs, and any other state (an nnx.Rngs' key) now, in one program."""
         from flax import nnx
 
         self.nnx = nnx
         self.name_map = own_name_map(module)
-        # one State per filter; flax types the states after the first as a variadic tuple
-        split = cast(
-            "tuple[nnx.GraphDef[Any], nnx.State, nnx.State, nnx.State]",
-            nnx.split(module, nnx.Param, nnx.BatchStat, ...),
-        )
-        self.graph, self.params, self.stats, self.rest = split
+        self.build = build
+        self.graph, self.params, self.stats, self.rest = self.split(module)
+        if build is not None and jax.tree.leaves(self.rest):
+            self.rest = jax.jit(lambda: self.split(build())[3])()  # the weights' computations are dropped
+
+    def split(self, module: Any) -> tuple[Any, Any, Any, Any]:
+        """(graph, params, batch stats, the rest): one State per filter."""
+        return cast("tuple[Any, Any, Any, Any]", self.nnx.split(module, self.nnx.Param, self.nnx.BatchStat, ...))
 
     def init(self, key: jax.Array, sample: jax.Array) -> Variables:
-        return {"params": self.params.to_pure_dict(), "batch_stats": self.stats.to_pure_dict()}
+        # Built in the caller's context: traced under jax.eval_shape (the structure alone, at no cost),
+        # one compiled program under jax.jit, eagerly otherwise (as the factory would run on its own).
+        _, params, stats, _ = (
+            self.split(self.build()) if self.build is not None else (None, self.params, self.stats, None)
+        )
+        return {"params": params.to_pure_dict(), "batch_stats": stats.to_pure_dict()}
 
     def merged(self, variables: Variables) -> Any:
         params, stats = jax.tree.map(lambda v: v, self.params), jax.tree.map(lambda v: v, self.stats)
@@ -543,6 +552,24 @@ class NnxModel(FlaxModel):
         if len({path for path, _, _ in layers}) != len(layers):
             raise UserError("a parity dropout layer runs twice in one forward pass; give each use its own layer")
         return layers
+
+
+def from_factory(build: Callable[[], Any]) -> FlaxModel:
+    """The model a factory builds. An nnx module computes its initial weights as it is built, each
+    operation compiled on its own (5 s for a small Transformer, measured), and a parity run replaces them
+    with the torch model's: so it is built abstractly, and its values made only if init asks for them."""
+    from flax import nnx
+
+    def nnx_only() -> Any:
+        module = build()
+        return module if isinstance(module, nnx.Module) else None
+
+    try:
+        abstract = nnx.eval_shape(nnx_only)
+    except jax.errors.JAXTypeError:  # a factory that reads an array's value while building: built as it is
+        return as_flax_model(build())
+    # linen builds no arrays: built again outside the trace, so it holds nothing traced
+    return as_flax_model(build()) if abstract is None else NnxModel(abstract, build)
 
 
 def as_flax_model(module: Any) -> FlaxModel:
@@ -592,11 +619,12 @@ def build_model(
     if model is None:
         assert entry.flax is not None  # refused above
         factory = import_object(entry.flax, "model.flax")
+        if entry.builtin:
+            build = functools.partial(factory, cfg, tuple(input_shape), out_dim, dtype, param_dtype)
+        else:
+            build = functools.partial(factory, **cfg.kwargs, **dtype_arguments(factory, dtype, param_dtype))
         try:
-            if entry.builtin:
-                model = factory(cfg, tuple(input_shape), out_dim, dtype, param_dtype)
-            else:
-                model = factory(**cfg.kwargs, **dtype_arguments(factory, dtype, param_dtype))
+            return from_factory(build)
         except UserError:
             raise
         except Exception as err:  # noqa: BLE001 - a user's factory failing is reported in one line

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import functools
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,7 +34,15 @@ from flax import nnx
 from flaxloop.checkpoint import NameMap, export_weights, import_weights
 from flaxloop.layers import NnxParityDropout
 from flaxloop.losses import make_loss as make_flax_loss
-from flaxloop.models import FlaxModel, LinenModel, NnxModel, as_flax_model, dtype_arguments, path_key
+from flaxloop.models import (
+    FlaxModel,
+    LinenModel,
+    NnxModel,
+    as_flax_model,
+    dtype_arguments,
+    from_factory,
+    path_key,
+)
 from flaxloop.state import in_dtype
 from loopspec.comparison import Report, compare_runs
 from loopspec.config import Config, as_config, config_from_dict
@@ -138,12 +147,14 @@ def torch_module(model: Any, kwargs: dict[str, Any]) -> torch.nn.Module:
 
 
 def flax_module(model: Any, kwargs: dict[str, Any], dtype: Any = jnp.float64) -> Any:
-    """A flax module object as given, or from an import string (a factory that takes `dtype` /
-    `param_dtype` gets `dtype`: the probe runs in float64)."""
+    """A flax module object as given, or the FlaxModel an import string's factory builds (one that takes
+    `dtype` / `param_dtype` gets `dtype`: the probe runs in float64)."""
     if isinstance(model, str):
         factory = import_object(model, "the flax model")
         try:
-            model = factory(**kwargs, **dtype_arguments(factory, dtype, dtype))
+            return from_factory(functools.partial(factory, **kwargs, **dtype_arguments(factory, dtype, dtype)))
+        except UserError:
+            raise
         except Exception as err:  # noqa: BLE001
             raise UserError(f"the flax model {model!r} failed to build: {type(err).__name__}: {err}") from None
     as_flax_model(model)  # not a module, or a linen module without `train`: one line
