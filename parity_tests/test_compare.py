@@ -139,16 +139,16 @@ def test_the_readme_cli_example_compares_two_runs_that_agree(
 
 
 def test_runs_of_different_configs_are_named_key_by_key(tmp_path: Path) -> None:
-    base = parity_config("cnn", "adam", "cross_entropy", steps=5)
+    base = parity_config("mlp", "adam", "focal", steps=5)
     other = json.loads(json.dumps(base))
     other["optimizer"]["lr"] = 3e-4
-    other["model"]["channels"] = [4, 8, 16]
+    other["model"]["hidden"] = [32, 24]
     a = run_backends(base, tmp_path / "a", backends=("torch",))["torch"]
     b = run_backends(other, tmp_path / "b", backends=("jax",))["jax"]
     report = compare_runs(a, b)
     text = report.render()
     assert not report.agree and "the configs differ in 2 key(s)" in text
-    assert "optimizer.lr" in text and "model.channels" in text and "inf" not in text
+    assert "optimizer.lr" in text and "model.hidden" in text and "inf" not in text
     assert "differ in shape" in " ".join(report.problems)
     assert text.index("the configs differ") < text.index("quantity")
 

@@ -81,19 +81,19 @@ def test_accumulation_matches_the_large_batch_without_batchnorm(tmp_path: Path) 
 
 @pytest.mark.parametrize("accumulation_steps", cases([3, 4], lambda steps: steps == 3))
 def test_accumulation_with_batchnorm_agrees(accumulation_steps: int, tmp_path: Path) -> None:
-    """BatchNorm statistics per micro-batch; 44 micro-batches per epoch leave a trailing
-    partial window for k=3 (2 micro-batches) and none for k=4; three epochs: two boundaries."""
+    """BatchNorm statistics per micro-batch (the MLP's BatchNorm layers); 20 micro-batches per epoch leave
+    a trailing partial window for k=3 (2 micro-batches) and none for k=4; three epochs: two boundaries."""
     raw = with_train(
-        parity_config("cnn", "adamw", "cross_entropy", steps=10_000), epochs=3, accumulation_steps=accumulation_steps
+        parity_config("mlp", "adamw", "cross_entropy", steps=10_000), epochs=3, accumulation_steps=accumulation_steps
     )
     runs = {impl: run_backends(with_train(raw, accumulation=impl), tmp_path / impl) for impl in JAX_IMPLEMENTATIONS}
     agree(runs["manual"]["torch"], runs["manual"]["jax"])
     agree(runs["manual"]["torch"], runs["multisteps"]["jax"])
     agree(runs["manual"]["jax"], runs["multisteps"]["jax"])
     steps = read_metrics(runs["manual"]["torch"] / "metrics.jsonl")["step"]
-    assert len(steps) == 3 * -(-44 // accumulation_steps)
-    tracked = load_weights(runs["manual"]["jax"] / "final.safetensors")["features.0.norm.num_batches_tracked"]
-    assert int(tracked) == 3 * 44  # one BatchNorm update per micro-batch
+    assert len(steps) == 3 * -(-20 // accumulation_steps)
+    tracked = load_weights(runs["manual"]["jax"] / "final.safetensors")["blocks.0.norm.num_batches_tracked"]
+    assert int(tracked) == 3 * 20  # one BatchNorm update per micro-batch
 
 
 def test_clipping_accumulation_and_onecycle_together(tmp_path: Path) -> None:

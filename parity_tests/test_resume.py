@@ -28,7 +28,7 @@ from loopspec.comparison import compare_runs
 from loopspec.config import config_from_dict
 from loopspec.errors import UserError
 from loopspec.metrics import read_metrics
-from parity_tests.command_line import MODULES
+from parity_tests.command_line import MODULES, run_here
 from parity_tests.matrix import OPTIMIZERS, parity_config
 from parity_tests.selection import cases
 from parity_tests.test_precision import OVERFLOW
@@ -236,8 +236,9 @@ def wait_for_steps(run: Path, steps: int, process: subprocess.Popen, timeout: fl
     ),
 )
 def test_a_signal_saves_and_resume_continues_exactly(backend: str, signum: int, tmp_path: Path) -> None:
-    full = cli(backend, "--out", str(tmp_path / "full"))
-    assert full.wait(timeout=600) == 0, full.stderr.read()
+    """The signalled run is a process of its own; the uninterrupted run and the resume, the same command
+    line in this process (a process would add only importing and compiling)."""
+    assert run_here(backend, *CLI_ARGS, "--out", str(tmp_path / "full")) == 0
     run = tmp_path / "stopped"
     process = cli(backend, "--out", str(run))
     wait_for_steps(run, 30, process)
@@ -247,13 +248,7 @@ def test_a_signal_saves_and_resume_continues_exactly(backend: str, signum: int, 
     lines = err.strip().splitlines()
     assert len(lines) == 1 and "interrupted" in lines[0] and f"--resume {run}" in lines[0], err
     assert "Traceback" not in err
-    done = subprocess.run(
-        [sys.executable, "-m", MODULES[backend], "--resume", str(run), "--out", str(run)],
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert done.returncode == 0, done.stderr
+    assert run_here(backend, "--resume", str(run), "--out", str(run)) == 0
     report = compare_runs(tmp_path / "full", run, rtol=0.0)
     assert report.agree, f"\n{report.render()}"
 

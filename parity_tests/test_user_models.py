@@ -148,8 +148,8 @@ PLANTS = {  # the mistake -> (pair, where the pair check must point)
 }
 
 
-# make test: a plant in three of the four pairs; GELU tanh and the attention scale are also planted in the
-# built-in Transformer (parity_tests/test_gpt.py), so CI alone runs them here
+# make test: a plant in three of the four pairs (the LayerNorm eps among them); GELU tanh and the attention
+# scale are also planted in the built-in Transformer (parity_tests/test_gpt.py), so CI alone runs them here
 @pytest.mark.parametrize("plant", cases(list(PLANTS), lambda plant: plant not in {"gelu tanh", "attention scale"}))
 def test_a_planted_mistake_is_named_at_its_submodule(plant: str) -> None:
     name, where = PLANTS[plant]

@@ -29,6 +29,7 @@ import flaxloop.train
 import torchloop.train
 from loopspec.cli import run_cli
 from loopspec.weights import save_weights
+from parity_tests.schedule_configs import FULL
 from tests.test_config_rules import CASES, flatten
 
 FITS = {"torch": torchloop.train.fit, "jax": flaxloop.train.fit}
@@ -336,7 +337,7 @@ VALUES = st.one_of(
 
 
 @pytest.mark.parametrize("backend", list(FITS))
-@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=60 if FULL else 10, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(overrides=st.lists(st.tuples(st.sampled_from(KEYS), VALUES), min_size=1, max_size=3))
 def test_random_overrides_never_end_in_a_traceback(
     backend: str, overrides: list, tmp_path: Path, capsys: pytest.CaptureFixture

@@ -77,19 +77,8 @@ def test_final_weights_are_a_torch_state_dict(runs: dict[str, Path], backend: st
 
 
 def test_init_takes_the_other_backends_weights(runs: dict[str, Path], tmp_path: Path) -> None:
-    done = train(
-        "jax",
-        "--config",
-        "configs/intrusion_mlp_focal.yaml",
-        "--out",
-        str(tmp_path),
-        *TINY,
-        "--init",
-        str(runs["torch"] / "final.safetensors"),
-        "--dtype",
-        "float64",
-    )
-    assert done.returncode == 0, done.stderr
+    args = ["--config", "configs/intrusion_mlp_focal.yaml", "--out", str(tmp_path), *TINY, "--dtype", "float64"]
+    assert run_here("jax", *args, "--init", str(runs["torch"] / "final.safetensors")) == 0
     given, started = load_weights(runs["torch"] / "final.safetensors"), load_weights(tmp_path / "init.safetensors")
     for name in given:
         np.testing.assert_array_equal(started[name], given[name])
@@ -148,28 +137,17 @@ def test_user_errors_are_one_line_with_exit_code_2(
 
 
 @pytest.mark.parametrize("backend", list(MODULES))
-def test_init_with_the_wrong_model_is_refused(tmp_path: Path, backend: str) -> None:
+def test_init_with_the_wrong_model_is_refused(tmp_path: Path, backend: str, capfd: pytest.CaptureFixture) -> None:
     save_weights(tmp_path / "w.safetensors", {"head.weight": np.zeros((1, 3))})
-    done = train(
-        backend,
-        "--config",
-        "configs/intrusion_mlp_focal.yaml",
-        "--out",
-        str(tmp_path / "run"),
-        "--init",
-        str(tmp_path / "w.safetensors"),
-    )
-    lines = done.stderr.strip().splitlines()
-    assert done.returncode == 2 and len(lines) == 1, done.stderr
-    assert "does not fit this model: missing blocks.0.linear.weight" in lines[0]
+    args = ["--config", "configs/intrusion_mlp_focal.yaml", "--out", str(tmp_path / "run")]
+    line = refusal(capfd, backend, *args, "--init", str(tmp_path / "w.safetensors"))
+    assert "does not fit this model: missing blocks.0.linear.weight" in line
+    assert not (tmp_path / "run").exists()
 
 
-def test_usage_errors_are_one_line() -> None:
-    done = train("torch", "--config", "configs/digits_cnn.yaml")
-    assert done.returncode == 2
-    assert done.stderr.strip().splitlines() == [
-        "python -m torchloop.train: error: the following arguments are required: --out (see --help)"
-    ]
+def test_usage_errors_are_one_line(capfd: pytest.CaptureFixture) -> None:
+    line = refusal(capfd, "torch", "--config", "configs/digits_cnn.yaml")
+    assert line == "python -m torchloop.train: error: the following arguments are required: --out (see --help)"
 
 
 def test_weights_are_written_atomically(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
