@@ -44,7 +44,14 @@ def gpt_config(
 ) -> dict[str, Any]:
     return {
         "seed": 5,
-        "data": {"name": "text", "block_size": 24, "stride": 12, "batch_size": 16, "val_fraction": 0.1},
+        "data": {
+            "name": "text",
+            "block_size": 24,
+            "stride": 12,
+            "batch_size": 16,
+            "val_fraction": 0.1,
+            "drop_last": True,  # one compiled step: the short last batch is tested elsewhere
+        },
         "model": {
             "name": "gpt",
             "n_layer": 2,
