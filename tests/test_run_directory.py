@@ -29,7 +29,7 @@ TINY = {
     "train": {"epochs": 2, "verbose": 0, "checkpoint": {"every_steps": 5, "keep_last": 10}},
 }
 DIGITS = {
-    "data": {"name": "digits", "batch_size": 64},
+    "data": {"name": "digits", "batch_size": 64, "drop_last": True},  # one compiled step
     "model": {"name": "cnn", "channels": [4, 8, 8]},
     "train": {"epochs": 1, "verbose": 0},
 }
