@@ -143,11 +143,12 @@ def test_fp16_loss_scale_sequences_are_identical_with_two_replicas(tmp_path: Pat
 
 @pytest.mark.parametrize("backend", cases(["torch", "jax"], lambda backend: backend == "jax"))
 def test_a_data_parallel_run_resumes_bitwise(backend: str, tmp_path: Path) -> None:
-    """Stopped mid-epoch and resumed (into another directory) with 2 replicas: the same run."""
-    raw = {**BATCHNORM_CNN, "data": {**BATCHNORM_CNN["data"], "num_samples": 600, "batch_size": 44}}
+    """Stopped mid-epoch and resumed (into another directory) with 2 replicas: the same run. The even-shard
+    case's config above (its compiled programs too), saving every 4 updates."""
+    raw = {**BATCHNORM_CNN, "data": {**BATCHNORM_CNN["data"], "batch_size": 44}}
     raw["train"] = {**raw["train"], "epochs": 3, "checkpoint": {"every_steps": 4, "keep_last": 100}}
     full = train(backend, raw, tmp_path / "full", 2)
-    checkpoint = checkpoint_root(full) / "step-00000008"  # epoch 2 of 3, mid-epoch (6 updates each)
+    checkpoint = checkpoint_root(full) / "step-00000028"  # epoch 2 of 3, mid-epoch (19 updates each)
     resumed = train(backend, raw, tmp_path / "resumed", 2, "--resume", str(checkpoint))
     report = compare_runs(full, resumed, rtol=0.0)
     assert report.agree, f"\n{report.render()}"
