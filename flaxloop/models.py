@@ -557,7 +557,8 @@ class NnxModel(FlaxModel):
 def from_factory(build: Callable[[], Any]) -> FlaxModel:
     """The model a factory builds. An nnx module computes its initial weights as it is built, each
     operation compiled on its own (5 s for a small Transformer, measured), and a parity run replaces them
-    with the torch model's: so it is built abstractly, and its values made only if init asks for them."""
+    with the torch model's: so it is built abstractly, and its values made only if init asks for them.
+    The factory is called more than once, and under tracing: it must build a fresh module each call."""
     from flax import nnx
 
     def nnx_only() -> Any:
@@ -566,10 +567,24 @@ def from_factory(build: Callable[[], Any]) -> FlaxModel:
 
     try:
         abstract = nnx.eval_shape(nnx_only)
-    except jax.errors.JAXTypeError:  # a factory that reads an array's value while building: built as it is
+    except Exception:  # noqa: BLE001 - untraceable (reads a value, a Variable of a string): built as it is, below
+        abstract = None
+    # linen builds no arrays, and an nnx module holding a plain array keeps it in its structure (a tracer
+    # there): both built again outside the trace; a broken factory then fails with its own error
+    if abstract is None or holds_tracers(abstract):
         return as_flax_model(build())
-    # linen builds no arrays: built again outside the trace, so it holds nothing traced
-    return as_flax_model(build()) if abstract is None else NnxModel(abstract, build)
+    return NnxModel(abstract, build)
+
+
+def holds_tracers(module: Any) -> bool:
+    """Whether any attribute of the module's nodes holds a traced array (not inside an nnx.Variable)."""
+    from flax import nnx
+
+    for _, node in nnx.iter_graph(module):
+        values = vars(node).values() if hasattr(node, "__dict__") else ()
+        if any(isinstance(leaf, jax.core.Tracer) for value in values for leaf in jax.tree.leaves(value)):
+            return True
+    return False
 
 
 def as_flax_model(module: Any) -> FlaxModel:
@@ -619,11 +634,11 @@ def build_model(
     if model is None:
         assert entry.flax is not None  # refused above
         factory = import_object(entry.flax, "model.flax")
-        if entry.builtin:
-            build = functools.partial(factory, cfg, tuple(input_shape), out_dim, dtype, param_dtype)
-        else:
-            build = functools.partial(factory, **cfg.kwargs, **dtype_arguments(factory, dtype, param_dtype))
-        try:
+        try:  # the arguments too: model.kwargs may repeat dtype
+            if entry.builtin:
+                build = functools.partial(factory, cfg, tuple(input_shape), out_dim, dtype, param_dtype)
+            else:
+                build = functools.partial(factory, **cfg.kwargs, **dtype_arguments(factory, dtype, param_dtype))
             return from_factory(build)
         except UserError:
             raise

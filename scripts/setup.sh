@@ -10,7 +10,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
 VENV=.venv
-MODULES="torch jax flax optax safetensors yaml matplotlib sklearn scipy tqdm tensorboardX pytest xdist ruff mypy hypothesis"
+MODULES="torch jax jaxlib flax optax safetensors yaml matplotlib sklearn scipy tqdm tensorboardX pytest xdist ruff mypy hypothesis"
 CHECK="import ${MODULES// /, }"
 # Found, not imported: importing them all took 6.5 s before every make target (measured); a broken
 # install still fails at its first import, with that import's own error.

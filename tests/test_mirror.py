@@ -148,6 +148,7 @@ FRAMEWORK_ONLY: dict[str, dict[str, dict[str, str]]] = {
             "nnx_model": "linen and nnx modules behind one interface",
             "as_flax_model": "linen and nnx modules behind one interface",
             "from_factory": "an nnx module compiles its init op by op as it is built; torch builds uncompiled",
+            "holds_tracers": "from_factory's check that an abstract nnx build kept no traced array",
             "dtype_arguments": "flax modules take their dtypes at construction (torch casts with .to)",
             "layer_norm": "flax's LayerNorm needs torch's eps and exact variance spelled out",
             "gpt_transformer": "torch's GPT holds its transformer in an nn.ModuleDict; linen needs a module",

@@ -40,6 +40,28 @@ class ReadsAValue(nnx.Module):
         return self.linear(x)
 
 
+class PlainArrayAttribute(nnx.Module):
+    """A constant kept as a plain array attribute (not an nnx.Variable): part of the module's structure."""
+
+    def __init__(self) -> None:
+        self.mask = jnp.tril(jnp.ones((3, 3)))
+        self.linear = nnx.Linear(4, 3, rngs=nnx.Rngs(0))
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        return self.linear(x) @ self.mask
+
+
+class StringVariable(nnx.Module):
+    """A Variable that holds no array: not a valid JAX type under tracing."""
+
+    def __init__(self) -> None:
+        self.tag = nnx.Variable("hello")
+        self.linear = nnx.Linear(4, 3, rngs=nnx.Rngs(0))
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        return self.linear(x)
+
+
 class LinenHead(nn.Module):
     @nn.compact
     def __call__(self, x: jax.Array, train: bool) -> jax.Array:
@@ -73,12 +95,15 @@ def test_an_nnx_factory_is_built_abstractly_and_reads_as_an_eager_build() -> Non
 
 @pytest.mark.parametrize(
     ("factory", "kind"),
-    [(ReadsAValue, NnxModel), (LinenHead, LinenModel)],
-    ids=["nnx reading a value", "linen"],
+    [(ReadsAValue, NnxModel), (PlainArrayAttribute, NnxModel), (StringVariable, NnxModel), (LinenHead, LinenModel)],
+    ids=["nnx reading a value", "nnx with a plain array attribute", "nnx with a string Variable", "linen"],
 )
 def test_other_factories_are_built_as_they_are(factory: Any, kind: type) -> None:
     model = from_factory(factory)
     assert isinstance(model, kind)
     assert getattr(model, "build", None) is None  # no abstract template: what the factory built
-    variables = model.init(jax.random.PRNGKey(0), jnp.ones((2, 4)))
+    x = jnp.ones((2, 4))
+    variables = model.init(jax.random.PRNGKey(0), x)
     assert all(not isinstance(leaf, jax.ShapeDtypeStruct) for leaf in jax.tree.leaves(variables))
+    logits, _ = jax.jit(lambda v, x: model.apply(v, x, train=False))(variables, x)  # nothing traced leaks in
+    assert logits.shape == (2, 3)
