@@ -504,9 +504,7 @@ class NnxModel(FlaxModel):
     def init(self, key: jax.Array, sample: jax.Array) -> Variables:
         # Built in the caller's context: traced under jax.eval_shape (the structure alone, at no cost),
         # one compiled program under jax.jit, eagerly otherwise (as the factory would run on its own).
-        _, params, stats, _ = (
-            self.split(self.build()) if self.build is not None else (None, self.params, self.stats, None)
-        )
+        params, stats = self.split(self.build())[1:3] if self.build is not None else (self.params, self.stats)
         return {"params": params.to_pure_dict(), "batch_stats": stats.to_pure_dict()}
 
     def merged(self, variables: Variables) -> Any:
