@@ -2,8 +2,8 @@
 
 `make test` runs every feature and every parity claim at least once, aiming at under 10 minutes on 2
 cores (7 measured on a fast hour of the VM, about 11.5 on a slow one: docs/usage.md); the rest of each
-large matrix carries the `full` mark. Nothing is
-dropped: `make test-full` runs every case, and CI runs the `full` cases after `make test`.
+large matrix carries the `full` mark. Nothing is dropped: `make test-full` runs every case, and CI runs
+the `full` cases after `make test`.
 """
 
 from __future__ import annotations
