@@ -614,6 +614,18 @@ def dtype_arguments(factory: Any, dtype: Any, param_dtype: Any) -> dict[str, Any
     return {name: value for name, value in (("dtype", dtype), ("param_dtype", param_dtype)) if name in parameters}
 
 
+def imported_model(spec: str, kwargs: dict[str, Any], dtype: Any, param_dtype: Any, what: str) -> FlaxModel:
+    """The FlaxModel the factory `spec` ('pkg.module:factory') builds from `kwargs`, with the run's
+    dtypes where it takes them; the factory failing is one line naming `what` and the cause."""
+    factory = import_object(spec, what)
+    try:  # the arguments too: kwargs may repeat dtype
+        return from_factory(functools.partial(factory, **kwargs, **dtype_arguments(factory, dtype, param_dtype)))
+    except UserError:
+        raise
+    except Exception as err:  # noqa: BLE001 - a user's factory failing is reported in one line
+        raise UserError(f"{what} {spec!r} failed: {type(err).__name__}: {err}") from None
+
+
 def build_model(
     cfg: ModelConfig,
     input_shape: Sequence[int],
@@ -629,19 +641,13 @@ def build_model(
     entry = model_entry(cfg)
     if model is None and entry.flax is None:
         raise UserError("model custom needs model.flax ('pkg.module:factory') or a module passed as fit(model=...)")
+    if model is None and entry.builtin:
+        assert entry.flax is not None  # a built-in registers both sides
+        factory = import_object(entry.flax, "model.flax")
+        return from_factory(functools.partial(factory, cfg, tuple(input_shape), out_dim, dtype, param_dtype))
     if model is None:
         assert entry.flax is not None  # refused above
-        factory = import_object(entry.flax, "model.flax")
-        try:  # the arguments too: model.kwargs may repeat dtype
-            if entry.builtin:
-                build = functools.partial(factory, cfg, tuple(input_shape), out_dim, dtype, param_dtype)
-            else:
-                build = functools.partial(factory, **cfg.kwargs, **dtype_arguments(factory, dtype, param_dtype))
-            return from_factory(build)
-        except UserError:
-            raise
-        except Exception as err:  # noqa: BLE001 - a user's factory failing is reported in one line
-            raise UserError(f"model.flax {entry.flax!r} failed: {type(err).__name__}: {err}") from None
+        return imported_model(entry.flax, cfg.kwargs, dtype, param_dtype, "model.flax")
     return as_flax_model(model)
 
 

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import functools
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,8 +38,7 @@ from flaxloop.models import (
     LinenModel,
     NnxModel,
     as_flax_model,
-    dtype_arguments,
-    from_factory,
+    imported_model,
     path_key,
 )
 from flaxloop.state import in_dtype
@@ -49,11 +47,12 @@ from loopspec.config import Config, as_config, config_from_dict
 from loopspec.data import Dataset, arrays_dataset, load_dataset
 from loopspec.dropout import parity_dropout_mask
 from loopspec.errors import UserError
-from loopspec.models import import_object, output_dim
+from loopspec.models import output_dim
 from torchloop.checkpoint import export_weights as torch_weights
 from torchloop.checkpoint import import_weights as load_torch_weights
 from torchloop.layers import dropout_layers, parity_masks
 from torchloop.losses import make_loss as make_torch_loss
+from torchloop.models import imported_model as imported_torch_model
 
 FLOAT64_RTOL = 1e-10
 PROBE_ROWS = 8
@@ -136,11 +135,7 @@ class PairReport:
 
 def torch_module(model: Any, kwargs: dict[str, Any]) -> torch.nn.Module:
     if isinstance(model, str):
-        factory = import_object(model, "the torch model")
-        try:
-            model = factory(**kwargs)
-        except Exception as err:  # noqa: BLE001 - a user's factory failing is reported in one line
-            raise UserError(f"the torch model {model!r} failed to build: {type(err).__name__}: {err}") from None
+        model = imported_torch_model(model, kwargs, "the torch model")
     if not isinstance(model, torch.nn.Module):
         raise UserError(f"the torch model must be a torch.nn.Module, got {type(model).__name__}")
     return model
@@ -150,13 +145,7 @@ def flax_module(model: Any, kwargs: dict[str, Any], dtype: Any = jnp.float64) ->
     """A flax module object as given, or the FlaxModel an import string's factory builds (one that takes
     `dtype` / `param_dtype` gets `dtype`: the probe runs in float64)."""
     if isinstance(model, str):
-        factory = import_object(model, "the flax model")
-        try:
-            return from_factory(functools.partial(factory, **kwargs, **dtype_arguments(factory, dtype, dtype)))
-        except UserError:
-            raise
-        except Exception as err:  # noqa: BLE001
-            raise UserError(f"the flax model {model!r} failed to build: {type(err).__name__}: {err}") from None
+        return imported_model(model, kwargs, dtype, dtype, "the flax model")
     as_flax_model(model)  # not a module, or a linen module without `train`: one line
     return model
 

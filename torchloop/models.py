@@ -235,20 +235,28 @@ def gpt(cfg: ModelConfig, input_shape: Sequence[int], out_dim: int) -> nn.Module
     return GPT(out_dim, input_shape[0], cfg.n_layer, cfg.n_head, cfg.n_embd, cfg.dropout, cfg.bias, cfg.tie_weights)
 
 
+def imported_model(spec: str, kwargs: dict[str, Any], what: str) -> Any:
+    """What the factory `spec` ('pkg.module:factory') builds from `kwargs`; the factory failing is one
+    line naming `what` and the cause."""
+    factory = import_object(spec, what)
+    try:
+        return factory(**kwargs)
+    except Exception as err:  # noqa: BLE001 - a user's factory failing is reported in one line
+        raise UserError(f"{what} {spec!r} failed: {type(err).__name__}: {err}") from None
+
+
 def build_model(cfg: ModelConfig, input_shape: Sequence[int], out_dim: int, model: Any = None) -> nn.Module:
     """The module the config names: a built-in's registered builder; a custom pair's `model.torch`
     factory called with `model.kwargs`; or `model`, a module passed to fit(model=...) as it is."""
     entry = model_entry(cfg)
     if model is None and entry.torch is None:
         raise UserError("model custom needs model.torch ('pkg.module:factory') or a module passed as fit(model=...)")
-    if model is None:
+    if model is None and entry.builtin:
+        assert entry.torch is not None  # a built-in registers both sides
+        model = import_object(entry.torch, "model.torch")(cfg, tuple(input_shape), out_dim)
+    elif model is None:
         assert entry.torch is not None  # refused above
-        factory = import_object(entry.torch, "model.torch")
-        args = (cfg, tuple(input_shape), out_dim) if entry.builtin else ()
-        try:
-            model = factory(*args, **({} if entry.builtin else cfg.kwargs))
-        except Exception as err:  # noqa: BLE001 - a user's factory failing is reported in one line
-            raise UserError(f"model.torch {entry.torch!r} failed: {type(err).__name__}: {err}") from None
+        model = imported_model(entry.torch, cfg.kwargs, "model.torch")
     if not isinstance(model, nn.Module):
         raise UserError(f"the torch model must be a torch.nn.Module, got {type(model).__name__}")
     return model
