@@ -36,29 +36,24 @@ def normalise(
     train: bool,
     scale: jax.Array,
     bias: jax.Array,
-    mean: Any,
-    var: Any,
-    tracked: Any,
+    running: tuple[jax.Array, jax.Array, jax.Array],
     momentum: float,
     epsilon: float,
-    param_dtype: Any,
-) -> jax.Array:
-    """torch's BatchNorm arithmetic over the last axis; updates the running statistics in training."""
-    features = x.shape[-1]
+) -> tuple[jax.Array, tuple[jax.Array, jax.Array, jax.Array]]:
+    """torch's BatchNorm arithmetic over the last axis: the output, and the running (mean, variance,
+    batches tracked) after this pass (moved toward the batch's in training). Values in and out, so
+    that linen's and nnx's variables each stay with their own module."""
+    x = x.astype(scale.dtype)  # in the weights' dtype: float32 under mixed precision, as torch
+    if not train:
+        mean, var, _ = running
+        return (x - mean) * jax.lax.rsqrt(var + epsilon) * scale + bias, running
     reduce_axes = tuple(range(x.ndim - 1))
-    x = x.astype(jnp.asarray(scale).dtype)  # in the weights' dtype: float32 under mixed precision, as torch
-    if train:
-        batch_mean = jnp.mean(x, axis=reduce_axes)
-        batch_var = jnp.mean(jnp.square(x - batch_mean), axis=reduce_axes)
-        if mean is not None:
-            count = x.size // features
-            new_mean, new_var = jax.lax.stop_gradient((batch_mean, running_variance(batch_var, count)))
-            mean.value = (1 - momentum) * mean.value + momentum * new_mean
-            var.value = (1 - momentum) * var.value + momentum * new_var
-            tracked.value = tracked.value + 1
-    else:
-        batch_mean, batch_var = mean.value, var.value
-    return (x - batch_mean) * jax.lax.rsqrt(batch_var + epsilon) * scale + bias
+    batch_mean = jnp.mean(x, axis=reduce_axes)
+    batch_var = jnp.mean(jnp.square(x - batch_mean), axis=reduce_axes)
+    new_mean, new_var = jax.lax.stop_gradient((batch_mean, running_variance(batch_var, x.size // x.shape[-1])))
+    mean, var, tracked = running
+    updated = ((1 - momentum) * mean + momentum * new_mean, (1 - momentum) * var + momentum * new_var, tracked + 1)
+    return (x - batch_mean) * jax.lax.rsqrt(batch_var + epsilon) * scale + bias, updated
 
 
 class BatchNorm(nn.Module):
@@ -77,19 +72,10 @@ class BatchNorm(nn.Module):
         running_mean = self.variable("batch_stats", "mean", jnp.zeros, (features,), self.param_dtype)
         running_var = self.variable("batch_stats", "var", jnp.ones, (features,), self.param_dtype)
         tracked = self.variable("batch_stats", "num_batches_tracked", jnp.zeros, (), jnp.int32)
-        live = not self.is_initializing()
-        out = normalise(
-            x,
-            train,
-            scale,
-            bias,
-            running_mean if live or not train else None,
-            running_var,
-            tracked,
-            self.momentum,
-            self.epsilon,
-            self.param_dtype,
-        )
+        running = (running_mean.value, running_var.value, tracked.value)
+        out, updated = normalise(x, train, scale, bias, running, self.momentum, self.epsilon)
+        if train and not self.is_initializing():
+            running_mean.value, running_var.value, tracked.value = updated
         return out.astype(self.dtype)
 
 
@@ -132,18 +118,10 @@ class NnxBatchNorm(nnx.Module):
 
     def __call__(self, x: jax.Array) -> jax.Array:
         train = not self.use_running_average
-        out = normalise(
-            x,
-            train,
-            self.scale.value,
-            self.bias.value,
-            self.mean,
-            self.var,
-            self.num_batches_tracked,
-            self.momentum,
-            self.epsilon,
-            self.param_dtype,
-        )
+        running = (self.mean[...], self.var[...], self.num_batches_tracked[...])
+        out, updated = normalise(x, train, self.scale[...], self.bias[...], running, self.momentum, self.epsilon)
+        if train:
+            self.mean[...], self.var[...], self.num_batches_tracked[...] = updated
         return out.astype(self.dtype or x.dtype)
 
 

@@ -505,13 +505,13 @@ class NnxModel(FlaxModel):
         # Built in the caller's context: traced under jax.eval_shape (the structure alone, at no cost),
         # one compiled program under jax.jit, eagerly otherwise (as the factory would run on its own).
         params, stats = self.split(self.build())[1:3] if self.build is not None else (self.params, self.stats)
-        return {"params": params.to_pure_dict(), "batch_stats": stats.to_pure_dict()}
+        return {"params": self.nnx.to_pure_dict(params), "batch_stats": self.nnx.to_pure_dict(stats)}
 
     def merged(self, variables: Variables) -> Any:
         params, stats = jax.tree.map(lambda v: v, self.params), jax.tree.map(lambda v: v, self.stats)
-        params.replace_by_pure_dict(variables["params"])
+        self.nnx.replace_by_pure_dict(params, variables["params"])
         if variables.get("batch_stats"):
-            stats.replace_by_pure_dict(variables["batch_stats"])
+            self.nnx.replace_by_pure_dict(stats, variables["batch_stats"])
         return self.nnx.merge(self.graph, params, stats, self.rest)
 
     def apply(
@@ -532,7 +532,7 @@ class NnxModel(FlaxModel):
                 if path_key(path) in masks:  # a parity dropout layer's path (dropout_layers)
                     cast(NnxParityDropout, layer).mask = masks[path_key(path)]
         logits = module(x)
-        return logits, self.nnx.state(module, self.nnx.BatchStat).to_pure_dict()
+        return logits, self.nnx.to_pure_dict(self.nnx.state(module, self.nnx.BatchStat))
 
     def dropout_layers(self, variables: Variables, sample: jax.Array) -> list[DropoutLayer]:
         layers: list[DropoutLayer] = []

@@ -240,22 +240,22 @@ def grown_late(self: Any, found_inf: Any) -> Any:
 def biased_after(normalise: Callable, updates: int) -> Callable:
     """The running variance turns biased once `updates` batches have been tracked."""
 
-    def planted(x, train, scale, bias, mean, var, tracked, momentum, epsilon, param_dtype):  # noqa: ANN001, ANN202
-        if not train or mean is None:
-            return normalise(x, train, scale, bias, mean, var, tracked, momentum, epsilon, param_dtype)
-        old = var.value
-        out = normalise(x, train, scale, bias, mean, var, tracked, momentum, epsilon, param_dtype)
+    def planted(x, train, scale, bias, running, momentum, epsilon):  # noqa: ANN001, ANN202
+        out, updated = normalise(x, train, scale, bias, running, momentum, epsilon)
+        if not train:
+            return out, updated
+        mean, var, tracked = updated
         n = x.size // x.shape[-1]
-        biased = (1 - momentum) * old + (var.value - (1 - momentum) * old) * (n - 1) / n
-        var.value = jnp.where(tracked.value > updates, biased, var.value)
-        return out
+        old = running[1]
+        biased = (1 - momentum) * old + (var - (1 - momentum) * old) * (n - 1) / n
+        return out, (mean, jnp.where(tracked > updates, biased, var), tracked)
 
     return planted
 
 
 def momentum_swapped(normalise: Callable) -> Callable:
-    def planted(x, train, scale, bias, mean, var, tracked, momentum, epsilon, param_dtype):  # noqa: ANN001, ANN202
-        return normalise(x, train, scale, bias, mean, var, tracked, 1 - momentum, epsilon, param_dtype)
+    def planted(x, train, scale, bias, running, momentum, epsilon):  # noqa: ANN001, ANN202
+        return normalise(x, train, scale, bias, running, 1 - momentum, epsilon)
 
     return planted
 

@@ -145,7 +145,8 @@ def flax_module(model: Any, kwargs: dict[str, Any], dtype: Any = jnp.float64) ->
     """A flax module object as given, or the FlaxModel an import string's factory builds (one that takes
     `dtype` / `param_dtype` gets `dtype`: the probe runs in float64)."""
     if isinstance(model, str):
-        return imported_model(model, kwargs, dtype, dtype, "the flax model")
+        with jax.enable_x64(dtype == jnp.float64):  # float64 asked for outside a float64 scope is float32
+            return imported_model(model, kwargs, dtype, dtype, "the flax model")
     as_flax_model(model)  # not a module, or a linen module without `train`: one line
     return model
 
