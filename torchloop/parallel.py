@@ -5,6 +5,7 @@ replica takes and what its loss weighs."""
 from __future__ import annotations
 
 import contextlib
+import inspect
 import os
 from typing import Iterator, Optional
 
@@ -53,7 +54,12 @@ def distributed(model: nn.Module, placement: Placement, device: torch.device) ->
     if placement.replicas == 1:
         return model
     device_ids = [torch.cuda.current_device()] if device.type == "cuda" else None
-    return nn.parallel.DistributedDataParallel(model, device_ids=device_ids, broadcast_buffers=False)
+    ddp = nn.parallel.DistributedDataParallel
+    # torch 2.13 renamed the switch (broadcast_buffers warns); its sync at init copies rank 0's
+    # buffers, which every rank already holds (one canonical init or one checkpoint)
+    newer = "forward_sync_buffers" in inspect.signature(ddp).parameters
+    switch = {"forward_sync_buffers": False} if newer else {"broadcast_buffers": False}
+    return ddp(model, device_ids=device_ids, **switch)
 
 
 def share_buffers(model: nn.Module) -> None:
