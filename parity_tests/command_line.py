@@ -8,14 +8,20 @@ installed scripts) still start one.
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import warnings
+from pathlib import Path
 
 import pytest
+import yaml
 
 from loopspec.backends import backend_module
 from loopspec.cli import run_cli
 
 MODULES = {"torch": "torchloop.train", "jax": "flaxloop.train"}
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def run_here(backend: str, *argv: str) -> int:
@@ -38,3 +44,20 @@ def refusal(capfd: pytest.CaptureFixture, backend: str, *argv: str) -> str:
     lines = err.strip().splitlines()
     assert code == 2 and len(lines) == 1 and not caught, (code, err, [str(w.message) for w in caught])
     return lines[0]
+
+
+def run_process(backend: str, raw: dict, out: Path, replicas: int, *extra: str) -> Path:
+    """The command line as its own process (torch's replicas under torchrun): the config written
+    beside `out`, the run directory returned; a failure shows the command and its stderr's end."""
+    config = out.parent / f"{out.name}.yaml"
+    config.write_text(yaml.safe_dump(raw))
+    args = ["--config", str(config), "--out", str(out), "--quiet", "--set", f"train.devices={replicas}", *extra]
+    if backend == "torch" and replicas > 1:
+        launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={replicas}"]
+        command = [*launcher, "-m", MODULES["torch"], *args]
+    else:
+        command = [sys.executable, "-m", MODULES[backend], *args]
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(command, cwd=out.parent, env=env, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, f"{' '.join(command)}\n{done.stderr[-3000:]}"
+    return out

@@ -10,24 +10,19 @@ command line too, where a fresh process asks for its devices itself (flaxloop.pa
 from __future__ import annotations
 
 import copy
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-import yaml
 
 from loopspec import fit
 from loopspec.checkpoint import checkpoint_root
 from loopspec.comparison import compare_runs
 from loopspec.metrics import read_metrics
-from parity_tests.command_line import MODULES, refusal
+from parity_tests.command_line import refusal, run_process
 from parity_tests.selection import cases
 from parity_tests.test_precision import OVERFLOW
 from paritykit.harness import precision_unavailable
 
-ROOT = Path(__file__).resolve().parent.parent
 NO_BATCHNORM = {  # the Fashion MLP on synthetic images: no BatchNorm, so N replicas equal one device
     "data": {"name": "synthetic_images", "num_samples": 700, "batch_size": 50, "drop_last": False},
     "model": {"name": "fashion_mlp"},
@@ -61,18 +56,7 @@ def train(backend: str, raw: dict, out: Path, replicas: int, *extra: str, comman
         resume = extra[1] if extra else None
         overrides = [f"train.devices={replicas}", "train.verbose=0"]
         return fit(raw, out, backend=backend, overrides=overrides, resume=resume).out_dir
-    config = out.parent / f"{out.name}.yaml"
-    config.write_text(yaml.safe_dump(raw))
-    args = ["--config", str(config), "--out", str(out), "--quiet", "--set", f"train.devices={replicas}", *extra]
-    if backend == "torch" and replicas > 1:
-        launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={replicas}"]
-        command = [*launcher, "-m", "torchloop.train", *args]
-    else:
-        command = [sys.executable, "-m", MODULES[backend], *args]
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
-    done = subprocess.run(command, cwd=out.parent, env=env, capture_output=True, text=True, timeout=900)
-    assert done.returncode == 0, f"{' '.join(command)}\n{done.stderr[-3000:]}"
-    return out
+    return run_process(backend, raw, out, replicas, *extra)
 
 
 @pytest.mark.parametrize(

@@ -13,26 +13,21 @@ of them in flax.nnx, trained through the same seam as the built-ins.
 from __future__ import annotations
 
 import copy
-import os
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
-import yaml
 
 from loopspec import UserError, fit, load_run
 from loopspec.comparison import compare_runs
 from loopspec.metrics import read_metrics
 from parity_tests import pairs
-from parity_tests.command_line import MODULES, refusal
+from parity_tests.command_line import refusal, run_process
 from parity_tests.selection import cases
 from paritykit.harness import sensitivity_verdict
 from paritykit.pairs import check_models
 
-ROOT = Path(__file__).resolve().parent.parent
 RNG_SEED = 11
 
 
@@ -191,21 +186,6 @@ def test_a_user_pair_resumes_across_frameworks(tmp_path: Path) -> None:
     assert resumed.summary["backend"] == "jax" and resumed.summary["steps"] == 60
 
 
-def command(backend: str, raw: dict, out: Path, replicas: int, *extra: str) -> Path:
-    config = out.parent / f"{out.name}.yaml"
-    config.write_text(yaml.safe_dump(raw))
-    args = ["--config", str(config), "--out", str(out), "--quiet", "--set", f"train.devices={replicas}", *extra]
-    if backend == "torch" and replicas > 1:
-        launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={replicas}"]
-        line = [*launcher, "-m", "torchloop.train", *args]
-    else:
-        line = [sys.executable, "-m", MODULES[backend], *args]
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
-    done = subprocess.run(line, cwd=out.parent, env=env, capture_output=True, text=True, timeout=900)
-    assert done.returncode == 0, f"{' '.join(line)}\n{done.stderr[-3000:]}"
-    return out
-
-
 @pytest.mark.full  # make test: data parallelism with the built-in models, through the same seam
 def test_a_user_pair_trains_with_two_data_parallel_replicas(tmp_path: Path) -> None:
     """torch DDP under torchrun against JAX over two host devices, the pair from import strings."""
@@ -213,8 +193,8 @@ def test_a_user_pair_trains_with_two_data_parallel_replicas(tmp_path: Path) -> N
     np.savez(tmp_path / "data.npz", **arrays("tabular"))
     raw = pair_config(name, 40)
     raw["data"] = {"name": "arrays", "path": str(tmp_path / "data.npz"), "batch_size": 16}
-    torch_run = command("torch", raw, tmp_path / "torch", 2)
-    jax_run = command("jax", raw, tmp_path / "jax", 2, "--init", str(torch_run / "init.safetensors"))
+    torch_run = run_process("torch", raw, tmp_path / "torch", 2)
+    jax_run = run_process("jax", raw, tmp_path / "jax", 2, "--init", str(torch_run / "init.safetensors"))
     report = compare_runs(torch_run, jax_run, 1e-10)
     assert report.agree, report.render()
     assert len(read_metrics(torch_run / "metrics.jsonl")["step"]) == 40
