@@ -17,10 +17,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from loopspec.backends import backend_module
+from loopspec.backends import BACKEND_PACKAGES, backend_module
 from loopspec.cli import run_cli
 
-MODULES = {"torch": "torchloop.train", "jax": "flaxloop.train"}
+MODULES = {backend: f"{package}.train" for backend, package in BACKEND_PACKAGES.items()}
 ROOT = Path(__file__).resolve().parent.parent
 
 

@@ -26,6 +26,7 @@ import sys
 from pathlib import Path
 from typing import Any, Optional, Sequence, cast
 
+from loopspec.backends import BACKEND_PACKAGES
 from loopspec.cli import command_name
 from loopspec.comparison import compare_runs
 from loopspec.config import Config, load_config
@@ -35,7 +36,7 @@ from paritykit.sensitivity import EXACT_ULPS, Trajectory, Verdict, exact_checks
 from paritykit.sensitivity import HORIZON as FLOAT32_HORIZON
 
 DEFAULT_CONFIG = "intrusion_mlp_focal"
-BACKENDS = {"torch": "torchloop.train", "jax": "flaxloop.train"}
+BACKENDS = {backend: f"{package}.train" for backend, package in BACKEND_PACKAGES.items()}
 FLOAT64_RTOL = 1e-10
 METRICS = ("val_loss", "val_acc", "val_precision", "val_recall", "val_f1")
 

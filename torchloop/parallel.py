@@ -57,9 +57,9 @@ def distributed(model: nn.Module, placement: Placement, device: torch.device) ->
     ddp = nn.parallel.DistributedDataParallel
     # torch 2.13 renamed the switch (broadcast_buffers warns); its sync at init copies rank 0's
     # buffers, which every rank already holds (one canonical init or one checkpoint)
-    newer = "forward_sync_buffers" in inspect.signature(ddp).parameters
-    switch = {"forward_sync_buffers": False} if newer else {"broadcast_buffers": False}
-    return ddp(model, device_ids=device_ids, **switch)
+    if "forward_sync_buffers" in inspect.signature(ddp).parameters:
+        return ddp(model, device_ids=device_ids, forward_sync_buffers=False)
+    return ddp(model, device_ids=device_ids, broadcast_buffers=False)
 
 
 def share_buffers(model: nn.Module) -> None:
