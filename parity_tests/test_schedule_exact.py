@@ -99,9 +99,9 @@ def test_resumed_float32_run_keeps_torch_rates(schedule: str, source: str, tmp_p
         assert_torch_rates(runs["torch"], out, f"{backend} resumed from {source} at update 46")
 
 
-# Each example trains four float32 runs (3.5 s under `make profile`, 2026-12-02). derandomize: CI judges the same configs as the last
-# local run (a float32 verdict is a measurement; one that fails is kept as a named case in test_float32.py).
-# No shrinking: minutes per step, and the falsifying config is printed whole anyway.
+# Each example trains four float32 runs (3.5 s under `make profile`, 2026-12-02). derandomize: CI judges
+# the same configs as the last local run (a float32 verdict is a measurement; one that fails is kept as a
+# named case in test_float32.py). No shrinking: the falsifying config is printed whole anyway.
 @settings(
     max_examples=30 if FULL else 2,
     suppress_health_check=[HealthCheck.too_slow],
