@@ -22,7 +22,9 @@ micro-batches of up to 2**20 rows and 4096 such layers (check_layout).
 
 from __future__ import annotations
 
+import functools
 import math
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Sequence
 
 import numpy as np
@@ -124,11 +126,28 @@ def parity_dropout_mask(
 
 
 def parity_dropout_masks(
-    seed: int, layers: Sequence[DropoutLayer], dtype: Any, forward_pass: int, rows: np.ndarray
+    seed: int, layers: Sequence[DropoutLayer], dtype: Any, forward_pass: int, rows: np.ndarray, threads: int = 1
 ) -> dict[str, np.ndarray]:
     """Every parity layer's mask for one forward pass, keyed by the layer's name (`layers`: those with a
-    nonzero rate, in running order); the backends' functions of this name compute the same."""
+    nonzero rate, in running order); the backends' functions of this name compute the same. `threads`:
+    the rows split over that many threads (NumPy releases the GIL in its loops; a row's masks depend on
+    its position alone, so the parts join to the same bits)."""
+    rows = np.asarray(rows)
+    if threads > 1 and len(rows) >= 2 * threads:
+        parts = list(
+            mask_pool(threads).map(
+                lambda part: parity_dropout_masks(seed, layers, dtype, forward_pass, part),
+                np.array_split(rows, threads),
+            )
+        )
+        return {name: np.concatenate([part[name] for part in parts]) for name in parts[0]}
     return {
         name: parity_dropout_mask(seed, layer, forward_pass, rows, shape, rate, dtype)
         for layer, (name, shape, rate) in enumerate(layers)
     }
+
+
+@functools.lru_cache(maxsize=4)
+def mask_pool(threads: int) -> ThreadPoolExecutor:
+    """One pool per thread count for the process: a pool per forward pass would start threads each time."""
+    return ThreadPoolExecutor(threads, thread_name_prefix="parity-dropout")

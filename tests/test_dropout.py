@@ -118,6 +118,15 @@ def test_jax_generator_equals_the_specification_bit_for_bit(d: dict) -> None:
         assert_equal_masks(masks, specified(d))
 
 
+@pytest.mark.parametrize("threads", [2, 3])
+def test_masks_split_over_threads_are_the_same_bits(threads: int) -> None:
+    """torch on the CPU draws the specification over as many threads as its own pool."""
+    layers = [("a", (7,), 0.3), ("b", (2, 3, 5), 0.5), ("c", (4,), 0.1)]
+    rows = np.random.default_rng(0).permutation(2**20)[:11]
+    one = spec.parity_dropout_masks(3, layers, np.float32, 9, rows)
+    assert_equal_masks(spec.parity_dropout_masks(3, layers, np.float32, 9, rows, threads=threads), one)
+
+
 def test_masks_are_pure_functions_of_their_coordinates() -> None:
     rows = np.arange(64)
     mask = spec.parity_dropout_mask(0, 1, 5, rows, (128,), 0.25)
