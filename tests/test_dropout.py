@@ -121,8 +121,8 @@ def test_jax_generator_equals_the_specification_bit_for_bit(d: dict) -> None:
 @pytest.mark.parametrize("threads", [2, 3])
 def test_masks_split_over_threads_are_the_same_bits(threads: int) -> None:
     """torch on the CPU draws the specification over as many threads as its own pool."""
-    layers = [("a", (7,), 0.3), ("b", (2, 3, 5), 0.5), ("c", (4,), 0.1)]
-    rows = np.random.default_rng(0).permutation(2**20)[:11]
+    layers = [("a", (7,), 0.3), ("b", (2, 3, 5 * spec.THREAD_WORDS // 40), 0.5), ("c", (4,), 0.1)]
+    rows = np.random.default_rng(0).permutation(2**20)[:11]  # about 8 * THREAD_WORDS words: split
     one = spec.parity_dropout_masks(3, layers, np.float32, 9, rows)
     assert_equal_masks(spec.parity_dropout_masks(3, layers, np.float32, 9, rows, threads=threads), one)
 
