@@ -22,9 +22,7 @@ micro-batches of up to 2**20 rows and 4096 such layers (check_layout).
 
 from __future__ import annotations
 
-import functools
 import math
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Sequence
 
 import numpy as np
@@ -125,36 +123,27 @@ def parity_dropout_mask(
     return np.where(keep, scale, np.zeros((), dtype)).reshape(len(words), *sample_shape)
 
 
-# Below 2**18 words a part, handing work to threads cost more than it saved (measured on 2 cores: 2**17
-# words 1.6 ms on one thread, 2.6 ms on two; 2**20 words 22 ms, 10 ms).
-THREAD_WORDS = 1 << 18
+# Large masks are drawn in parts of rows whose widest layer has at most 2**17 words, so that NumPy's passes
+# over them stay in cache: gpt_char's 1.7 million words a pass took 22 ms in parts of 8 rows, 28 ms whole
+# (measured on 2 cores; splitting the rows over two threads instead took 21 ms, 25 ms with parts).
+PART_WORDS = 1 << 17
 
 
 def parity_dropout_masks(
-    seed: int, layers: Sequence[DropoutLayer], dtype: Any, forward_pass: int, rows: np.ndarray, threads: int = 1
+    seed: int, layers: Sequence[DropoutLayer], dtype: Any, forward_pass: int, rows: np.ndarray
 ) -> dict[str, np.ndarray]:
     """Every parity layer's mask for one forward pass, keyed by the layer's name (`layers`: those with a
-    nonzero rate, in running order); the backends' functions of this name compute the same. `threads`:
-    the most threads to split the rows over (NumPy releases the GIL in its loops; a row's masks depend on
-    its position alone, so the parts join to the same bits), each taking at least THREAD_WORDS words."""
+    nonzero rate, in running order); the backends' functions of this name compute the same. A row's masks
+    depend on its position alone, so masks drawn in parts of the rows join to the same bits."""
     rows = np.asarray(rows)
-    words = len(rows) * sum(2 * blocks(shape) for _, shape, _ in layers)
-    threads = min(threads, len(rows), words // THREAD_WORDS)
-    if threads > 1:
-        parts = list(
-            mask_pool(threads).map(
-                lambda part: parity_dropout_masks(seed, layers, dtype, forward_pass, part),
-                np.array_split(rows, threads),
-            )
-        )
+    rows_a_part = max(1, PART_WORDS // max((2 * blocks(shape) for _, shape, _ in layers), default=1))
+    if len(rows) > rows_a_part:
+        parts = [
+            parity_dropout_masks(seed, layers, dtype, forward_pass, rows[i : i + rows_a_part])
+            for i in range(0, len(rows), rows_a_part)
+        ]
         return {name: np.concatenate([part[name] for part in parts]) for name in parts[0]}
     return {
         name: parity_dropout_mask(seed, layer, forward_pass, rows, shape, rate, dtype)
         for layer, (name, shape, rate) in enumerate(layers)
     }
-
-
-@functools.lru_cache(maxsize=4)
-def mask_pool(threads: int) -> ThreadPoolExecutor:
-    """One pool per thread count for the process: a pool per forward pass would start threads each time."""
-    return ThreadPoolExecutor(threads, thread_name_prefix="parity-dropout")

@@ -260,8 +260,8 @@ class TorchBackend:
         if self.parity_layers:
             shard, seed = micro.positions[mine], self.setup.config.seed
             if self.device.type == "cpu":  # NumPy's uint32 ops (the specification) run it twice as fast as torch's
-                dtype, threads = torch.empty((), dtype=self.dtype).numpy().dtype, torch.get_num_threads()
-                drawn = spec_masks(seed, self.parity_layers, dtype, micro.forward_pass, np.asarray(shard), threads)
+                dtype = torch.empty((), dtype=self.dtype).numpy().dtype
+                drawn = spec_masks(seed, self.parity_layers, dtype, micro.forward_pass, np.asarray(shard))
                 by_name = {name: torch.from_numpy(mask) for name, mask in drawn.items()}
             else:
                 positions = torch.arange(shard.start, shard.stop, shard.step, device=self.device)
