@@ -22,7 +22,7 @@ from flax import linen as nn
 from flaxloop.layers import BatchNorm, NnxParityDropout, ParityDropout, finding_dropout_layers
 from loopspec.config import ModelConfig
 from loopspec.errors import UserError
-from loopspec.models import import_object, model_entry
+from loopspec.models import factory_failures, import_object, model_entry
 
 
 class MLPBlock(nn.Module):
@@ -618,12 +618,8 @@ def imported_model(spec: str, kwargs: dict[str, Any], dtype: Any, param_dtype: A
     """The FlaxModel the factory `spec` ('pkg.module:factory') builds from `kwargs`, with the run's
     dtypes where it takes them; the factory failing is one line naming `what` and the cause."""
     factory = import_object(spec, what)
-    try:  # the arguments too: kwargs may repeat dtype
+    with factory_failures(what, spec):  # the arguments too: kwargs may repeat dtype
         return from_factory(functools.partial(factory, **kwargs, **dtype_arguments(factory, dtype, param_dtype)))
-    except UserError:
-        raise
-    except Exception as err:  # noqa: BLE001 - a user's factory failing is reported in one line
-        raise UserError(f"{what} {spec!r} failed: {type(err).__name__}: {err}") from None
 
 
 def build_model(
@@ -644,7 +640,8 @@ def build_model(
     if model is None and entry.builtin:
         assert entry.flax is not None  # a built-in registers both sides
         factory = import_object(entry.flax, "model.flax")
-        return from_factory(functools.partial(factory, cfg, tuple(input_shape), out_dim, dtype, param_dtype))
+        with factory_failures("model.flax", entry.flax):
+            return from_factory(functools.partial(factory, cfg, tuple(input_shape), out_dim, dtype, param_dtype))
     if model is None:
         assert entry.flax is not None  # refused above
         return imported_model(entry.flax, cfg.kwargs, dtype, param_dtype, "model.flax")

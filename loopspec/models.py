@@ -10,10 +10,11 @@ and shapes come from the model itself (each backend reads them from its module),
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import math
 from dataclasses import dataclass
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Iterator, Optional
 
 import numpy as np
 
@@ -74,6 +75,17 @@ def import_object(spec: str, what: str) -> Any:
         return getattr(module, attribute)
     except AttributeError:
         raise UserError(f"{what} {spec!r}: module {module_name} has no attribute {attribute!r}") from None
+
+
+@contextlib.contextmanager
+def factory_failures(what: str, spec: str) -> Iterator[None]:
+    """A model factory failing, built-in or a user's, is one line naming it and the cause."""
+    try:
+        yield
+    except UserError:
+        raise
+    except Exception as err:  # noqa: BLE001 - any failure of a factory is reported, not raised
+        raise UserError(f"{what} {spec!r} failed: {type(err).__name__}: {err}") from None
 
 
 def check_model_input(cfg: ModelConfig, input_shape: tuple[int, ...]) -> None:

@@ -121,13 +121,15 @@ def test_jax_generator_equals_the_specification_bit_for_bit(d: dict) -> None:
 def test_masks_drawn_in_parts_are_the_same_bits() -> None:
     """Large masks are drawn in parts of rows (NumPy's passes stay in cache); the parts join to the
     masks drawn whole."""
-    layers = [("a", (7,), 0.3), ("b", (2, 3, 5 * spec.PART_WORDS // 40), 0.5), ("c", (4,), 0.1)]
-    rows = np.random.default_rng(0).permutation(2**20)[:11]  # parts of one row
-    whole = {
-        name: spec.parity_dropout_mask(3, layer, 9, rows, shape, rate, np.float32)
-        for layer, (name, shape, rate) in enumerate(layers)
-    }
-    assert_equal_masks(spec.parity_dropout_masks(3, layers, np.float32, 9, rows), whole)
+    rows = np.random.default_rng(0).permutation(2**20)[:11]
+    for wide in ((2, 3, spec.PART_WORDS // 8), (spec.PART_WORDS // 3 - 3,)):  # parts of 1 row; of 3, 3, 3, 2
+        layers = [("a", (7,), 0.3), ("b", wide, 0.5), ("c", (4,), 0.1)]
+        assert len(rows) * sum(2 * spec.blocks(shape) for _, shape, _ in layers) > spec.PART_WORDS  # in parts
+        whole = {
+            name: spec.parity_dropout_mask(3, layer, 9, rows, shape, rate, np.float32)
+            for layer, (name, shape, rate) in enumerate(layers)
+        }
+        assert_equal_masks(spec.parity_dropout_masks(3, layers, np.float32, 9, rows), whole)
 
 
 def test_masks_are_pure_functions_of_their_coordinates() -> None:

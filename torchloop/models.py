@@ -13,7 +13,7 @@ from torch import nn
 
 from loopspec.config import ModelConfig
 from loopspec.errors import UserError
-from loopspec.models import import_object, model_entry
+from loopspec.models import factory_failures, import_object, model_entry
 from torchloop.layers import ParityDropout
 
 
@@ -239,10 +239,8 @@ def imported_model(spec: str, kwargs: dict[str, Any], what: str) -> Any:
     """What the factory `spec` ('pkg.module:factory') builds from `kwargs`; the factory failing is one
     line naming `what` and the cause."""
     factory = import_object(spec, what)
-    try:
+    with factory_failures(what, spec):
         return factory(**kwargs)
-    except Exception as err:  # noqa: BLE001 - a user's factory failing is reported in one line
-        raise UserError(f"{what} {spec!r} failed: {type(err).__name__}: {err}") from None
 
 
 def build_model(cfg: ModelConfig, input_shape: Sequence[int], out_dim: int, model: Any = None) -> nn.Module:
@@ -253,7 +251,8 @@ def build_model(cfg: ModelConfig, input_shape: Sequence[int], out_dim: int, mode
         raise UserError("model custom needs model.torch ('pkg.module:factory') or a module passed as fit(model=...)")
     if model is None and entry.builtin:
         assert entry.torch is not None  # a built-in registers both sides
-        model = import_object(entry.torch, "model.torch")(cfg, tuple(input_shape), out_dim)
+        with factory_failures("model.torch", entry.torch):
+            model = import_object(entry.torch, "model.torch")(cfg, tuple(input_shape), out_dim)
     elif model is None:
         assert entry.torch is not None  # refused above
         model = imported_model(entry.torch, cfg.kwargs, "model.torch")

@@ -48,8 +48,8 @@ def replica_scope(devices: int | str, device_type: str) -> Iterator[Placement]:
 
 
 def distributed(model: nn.Module, placement: Placement, device: torch.device) -> nn.Module:
-    """DDP around the model when there are replicas. Buffers are not broadcast before each forward
-    (DDP's default): rank 0's are broadcast after each update instead (share_buffers), so every
+    """DDP around the model when there are replicas. Buffers are not broadcast before each forward, as
+    DDP does by default: rank 0's are broadcast after each update instead (share_buffers), so every
     rank validates with the same BatchNorm statistics."""
     if placement.replicas == 1:
         return model
