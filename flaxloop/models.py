@@ -614,12 +614,15 @@ def dtype_arguments(factory: Any, dtype: Any, param_dtype: Any) -> dict[str, Any
     return {name: value for name, value in (("dtype", dtype), ("param_dtype", param_dtype)) if name in parameters}
 
 
-def imported_model(spec: str, kwargs: dict[str, Any], dtype: Any, param_dtype: Any, what: str) -> FlaxModel:
-    """The FlaxModel the factory `spec` ('pkg.module:factory') builds from `kwargs`, with the run's
-    dtypes where it takes them; the factory failing is one line naming `what` and the cause."""
+def imported_model(
+    spec: str, kwargs: dict[str, Any], dtype: Any, param_dtype: Any, what: str, args: tuple = ()
+) -> FlaxModel:
+    """The FlaxModel the factory `spec` ('pkg.module:factory') builds from `args` and `kwargs`, with the
+    run's dtypes where it takes them; the factory failing is one line naming `what` and the cause."""
     factory = import_object(spec, what)
     with factory_failures(what, spec):  # the arguments too: kwargs may repeat dtype
-        return from_factory(functools.partial(factory, **kwargs, **dtype_arguments(factory, dtype, param_dtype)))
+        dtypes = dtype_arguments(factory, dtype, param_dtype)
+        return from_factory(functools.partial(factory, *args, **kwargs, **dtypes))
 
 
 def build_model(
@@ -637,14 +640,10 @@ def build_model(
     entry = model_entry(cfg)
     if model is None and entry.flax is None:
         raise UserError("model custom needs model.flax ('pkg.module:factory') or a module passed as fit(model=...)")
-    if model is None and entry.builtin:
-        assert entry.flax is not None  # a built-in registers both sides
-        factory = import_object(entry.flax, "model.flax")
-        with factory_failures("model.flax", entry.flax):
-            return from_factory(functools.partial(factory, cfg, tuple(input_shape), out_dim, dtype, param_dtype))
     if model is None:
         assert entry.flax is not None  # refused above
-        return imported_model(entry.flax, cfg.kwargs, dtype, param_dtype, "model.flax")
+        args, kwargs = ((cfg, tuple(input_shape), out_dim), {}) if entry.builtin else ((), cfg.kwargs)
+        return imported_model(entry.flax, kwargs, dtype, param_dtype, "model.flax", args)
     return as_flax_model(model)
 
 

@@ -235,12 +235,12 @@ def gpt(cfg: ModelConfig, input_shape: Sequence[int], out_dim: int) -> nn.Module
     return GPT(out_dim, input_shape[0], cfg.n_layer, cfg.n_head, cfg.n_embd, cfg.dropout, cfg.bias, cfg.tie_weights)
 
 
-def imported_model(spec: str, kwargs: dict[str, Any], what: str) -> Any:
-    """What the factory `spec` ('pkg.module:factory') builds from `kwargs`; the factory failing is one
-    line naming `what` and the cause."""
+def imported_model(spec: str, kwargs: dict[str, Any], what: str, args: tuple = ()) -> Any:
+    """What the factory `spec` ('pkg.module:factory') builds from `args` and `kwargs`; the factory failing
+    is one line naming `what` and the cause."""
     factory = import_object(spec, what)
     with factory_failures(what, spec):
-        return factory(**kwargs)
+        return factory(*args, **kwargs)
 
 
 def build_model(cfg: ModelConfig, input_shape: Sequence[int], out_dim: int, model: Any = None) -> nn.Module:
@@ -249,13 +249,10 @@ def build_model(cfg: ModelConfig, input_shape: Sequence[int], out_dim: int, mode
     entry = model_entry(cfg)
     if model is None and entry.torch is None:
         raise UserError("model custom needs model.torch ('pkg.module:factory') or a module passed as fit(model=...)")
-    if model is None and entry.builtin:
-        assert entry.torch is not None  # a built-in registers both sides
-        with factory_failures("model.torch", entry.torch):
-            model = import_object(entry.torch, "model.torch")(cfg, tuple(input_shape), out_dim)
-    elif model is None:
+    if model is None:
         assert entry.torch is not None  # refused above
-        model = imported_model(entry.torch, cfg.kwargs, "model.torch")
+        args, kwargs = ((cfg, tuple(input_shape), out_dim), {}) if entry.builtin else ((), cfg.kwargs)
+        model = imported_model(entry.torch, kwargs, "model.torch", args)
     if not isinstance(model, nn.Module):
         raise UserError(f"the torch model must be a torch.nn.Module, got {type(model).__name__}")
     return model
