@@ -1,7 +1,7 @@
 """Which parametrized cases `make test` runs, and which only `make test-full` (and CI) runs.
 
 `make test` runs every feature and every parity claim at least once, aiming at under 10 minutes on 2
-cores (7 measured on a fast hour of the VM, about 11.5 on a slow one: docs/usage.md); the rest of each
+cores (4.5 measured on an Intel VM, 7 to about 11.5 on an AMD one: docs/usage.md); the rest of each
 large matrix carries the `full` mark. Nothing is dropped: `make test-full` runs every case, and CI runs
 the `full` cases after `make test`.
 """

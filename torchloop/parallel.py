@@ -40,8 +40,9 @@ def replica_scope(devices: int | str, device_type: str) -> Iterator[Placement]:
     try:
         yield Placement(dist.get_rank(), world)
         # Every rank done before any tears its group down. Without this, a rank (gloo, CPU, under load)
-        # aborted at exit after a finished run in 2 of 92 runs; with it, none in 60 (measured). A failed
-        # rank skips it: torchrun then stops the others.
+        # aborted at exit after a finished run in 2 of 92 runs; with it, none in 60 and in 342 more, but
+        # once in 5 make test runs since (measured; cause unknown). A failed rank skips it: torchrun then
+        # stops the others.
         dist.barrier()
     finally:
         dist.destroy_process_group()
