@@ -140,8 +140,11 @@ def backend_main(backend: str, prog: str) -> int:
 
 
 def torch_main() -> int:
-    """`torchloop-train`: python -m torchloop.train as an installed command."""
-    return backend_main("torch", "torchloop-train")
+    """`torchloop-train`: python -m torchloop.train as an installed command (a torchrun rank leaves as
+    torchloop.parallel.leave_replica_process says)."""
+    code = backend_main("torch", "torchloop-train")
+    parallel = sys.modules.get("torchloop.parallel")  # absent when the backend could not be imported
+    return parallel.leave_replica_process(code) if parallel is not None else code
 
 
 def jax_main() -> int:

@@ -57,7 +57,8 @@ def run_process(backend: str, raw: dict, out: Path, replicas: int, *extra: str) 
         command = [*launcher, "-m", MODULES["torch"], *args]
     else:
         command = [sys.executable, "-m", MODULES[backend], *args]
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    # faulthandler: a rank that aborts prints every thread's Python stack into the stderr shown below
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "PYTHONFAULTHANDLER": "1"}
     done = subprocess.run(command, cwd=out.parent, env=env, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, f"{' '.join(command)}\n{done.stderr[-3000:]}"
     return out

@@ -253,24 +253,33 @@ def test_a_signal_saves_and_resume_continues_exactly(backend: str, signum: int, 
     assert report.agree, f"\n{report.render()}"
 
 
+def newest_saved_step(run: Path) -> int:
+    """The step of the newest checkpoint directory (0: none yet), from the names alone: read while saving."""
+    root = checkpoint_root(run)
+    steps = [int(path.name.removeprefix("step-")) for path in root.glob("step-*")] if root.exists() else []
+    return max(steps, default=0)
+
+
 @pytest.mark.full  # make test: a kill between saves resumes exactly (the signal tests)
 def test_a_kill_during_saves_leaves_a_loadable_checkpoint(tmp_path: Path) -> None:
-    """SIGKILL at random moments of a run that saves after every update: whatever is left loads."""
+    """SIGKILL at random moments of a run that saves after every update: whatever is left loads. Each
+    kill waits for the process's own progress (1 to 5 new saves, then up to 40 ms more), not for the
+    clock: on a fast machine a timed kill found the 300-update run already finished."""
     run = tmp_path / "run"
     rng = random.Random(0)
-    kills = 0
-    for _ in range(6):
+    for _ in range(5):
         process = cli("torch", "--out", str(run), "--resume", "auto")
-        time.sleep(1.5 + rng.random() * 2.0)
-        if process.poll() is None:
-            process.kill()
-            kills += 1
+        target = newest_saved_step(run) + rng.randint(1, 5)
+        deadline = time.time() + 120
+        while newest_saved_step(run) < target and process.poll() is None and time.time() < deadline:
+            time.sleep(0.005)
+        time.sleep(rng.random() * 0.04)
+        assert process.poll() is None, f"the run ended before its kill:\n{process.communicate()[1][-2000:]}"
+        process.kill()
         process.communicate()
-        found = newest_checkpoint(run, warn=lambda message: None)
-        if found is not None:
-            for path in checkpoint_root(run).glob("step-*"):
-                load_checkpoint(path)  # every directory with a marker is whole
-    assert kills >= 3
+        assert newest_checkpoint(run, warn=lambda message: None) is not None
+        for path in checkpoint_root(run).glob("step-*"):
+            load_checkpoint(path)  # every directory with a marker is whole
     done = subprocess.run(
         [sys.executable, "-m", MODULES["torch"], *CLI_ARGS, "--out", str(run), "--resume", "auto"],
         capture_output=True,

@@ -119,6 +119,7 @@ FRAMEWORK_ONLY: dict[str, dict[str, dict[str, str]]] = {
     "parallel": {
         "torch": {
             "torchrun_hint": "torch's replicas are processes launched by torchrun",
+            "leave_replica_process": "gloo's threads outlive the process group; a torchrun rank skips teardown",
             "distributed": "DistributedDataParallel wraps the model",
             "share_buffers": "DDP broadcasts rank 0's buffers",
             "mean_over_replicas": "each rank computes its own loss",

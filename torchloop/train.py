@@ -37,7 +37,14 @@ from torchloop.layers import ParityDropout, dropout_layers, parity_masks
 from torchloop.losses import make_loss
 from torchloop.models import build_model
 from torchloop.optim import decayed_tensors, make_optimizer
-from torchloop.parallel import any_replica, distributed, mean_over_replicas, replica_scope, share_buffers
+from torchloop.parallel import (
+    any_replica,
+    distributed,
+    leave_replica_process,
+    mean_over_replicas,
+    replica_scope,
+    share_buffers,
+)
 from torchloop.precision import (
     check_precision,
     compute_dtype,
@@ -406,4 +413,4 @@ class TorchBackend:
 fit = backend_fit(TorchBackend)
 
 if __name__ == "__main__":
-    raise SystemExit(run_cli("python -m torchloop.train", "torch", fit))
+    raise SystemExit(leave_replica_process(run_cli("python -m torchloop.train", "torch", fit)))
