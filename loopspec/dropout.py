@@ -1,6 +1,7 @@
 """Parity-mode dropout: the masks both backends generate, on their device, inside the training step,
 from one counter-based generator. This module is the specification, in NumPy; flaxloop.dropout and
-torchloop.dropout compute the same bits in each framework's integer ops.
+torchloop.dropout compute the same bits in each framework's integer ops, and loopspec.dropout_kernel in
+one compiled loop (what torch draws on the CPU).
 
 Each framework's own dropout RNG differs (torch's Philox on its generator state, JAX's threefry keys),
 so runs with dropout cannot match. In parity mode every mask element is a pure function of (seed,
@@ -85,9 +86,9 @@ def check_layout(layers: Sequence[DropoutLayer], rows: int) -> None:
             raise UserError(f"parity dropout: layer {name} takes samples of {math.prod(shape)} elements, above 2**33")
 
 
-def random_words(seed: int, forward_pass: int, layer: int, rows: np.ndarray, sample_size: int) -> np.ndarray:
-    """(len(rows), sample_size) uint32 words: element (i, j) is word j % 2 of the block at counter
-    (rows[i] + layer << 20, j // 2) under key (seed, forward_pass)."""
+def counter_words(seed: int, forward_pass: int, layer: int, rows: np.ndarray) -> np.ndarray:
+    """Counter word 0 of each row's blocks, rows[i] + layer << 20, after checking every part of the key
+    and counter fits its field."""
     for name, value, limit in (
         ("seed", seed, WORD),
         ("forward_pass", forward_pass, WORD),
@@ -98,11 +99,18 @@ def random_words(seed: int, forward_pass: int, layer: int, rows: np.ndarray, sam
     rows = np.asarray(rows, np.int64)
     if rows.size and not (0 <= rows.min() and rows.max() < 1 << ROW_BITS):
         raise ValueError(f"parity dropout: row positions must lie in [0, 2**{ROW_BITS})")
+    return rows + (layer << ROW_BITS)
+
+
+def random_words(seed: int, forward_pass: int, layer: int, rows: np.ndarray, sample_size: int) -> np.ndarray:
+    """(len(rows), sample_size) uint32 words: element (i, j) is word j % 2 of the block at counter
+    (rows[i] + layer << 20, j // 2) under key (seed, forward_pass)."""
+    counters = counter_words(seed, forward_pass, layer, rows)
     count = (sample_size + 1) // 2
-    x0 = np.broadcast_to((rows + (layer << ROW_BITS))[:, None], (len(rows), count))
-    x1 = np.broadcast_to(np.arange(count)[None, :], (len(rows), count))
+    x0 = np.broadcast_to(counters[:, None], (len(counters), count))
+    x1 = np.broadcast_to(np.arange(count)[None, :], (len(counters), count))
     y0, y1 = threefry2x32((seed, forward_pass), x0, x1)
-    return np.stack([y0, y1], axis=-1).reshape(len(rows), 2 * count)[:, :sample_size]
+    return np.stack([y0, y1], axis=-1).reshape(len(counters), 2 * count)[:, :sample_size]
 
 
 def parity_dropout_mask(
@@ -133,9 +141,25 @@ def parity_dropout_masks(
     seed: int, layers: Sequence[DropoutLayer], dtype: Any, forward_pass: int, rows: np.ndarray
 ) -> dict[str, np.ndarray]:
     """Every parity layer's mask for one forward pass, keyed by the layer's name (`layers`: those with a
-    nonzero rate, in running order); the backends' functions of this name compute the same. A row's masks
-    depend on its position alone, so masks drawn in parts of the rows join to the same bits."""
+    nonzero rate, in running order); the backends' functions of this name compute the same. Compiled
+    (loopspec.dropout_kernel) where numba is installed; else parity_dropout_mask's, in parts of the
+    rows (a row's masks depend on its position alone, so the parts join to the same bits)."""
+    from loopspec import dropout_kernel  # it imports this module's constants
+
     rows = np.asarray(rows)
+    if dropout_kernel.compiled_fill is not None:
+        return {
+            name: dropout_kernel.masks(
+                seed,
+                forward_pass,
+                counter_words(seed, forward_pass, layer, rows),
+                shape,
+                keep_threshold(rate),
+                keep_scale(rate),
+                dtype,
+            )
+            for layer, (name, shape, rate) in enumerate(layers)
+        }
     rows_a_part = max(1, PART_WORDS // max((2 * blocks(shape) for _, shape, _ in layers), default=1))
     if len(rows) > rows_a_part:
         parts = [

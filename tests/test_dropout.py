@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 
 from flaxloop import dropout as flax_dropout
 from loopspec import dropout as spec
+from loopspec import dropout_kernel
 from loopspec.errors import UserError
 from parity_tests.schedule_configs import FULL
 from torchloop import dropout as torch_dropout
@@ -61,8 +62,12 @@ def draws(layers: st.SearchStrategy, rows: st.SearchStrategy) -> st.SearchStrate
 
 
 def specified(d: dict) -> dict[str, np.ndarray]:
-    rows = np.asarray(d["rows"])
-    masks = spec.parity_dropout_masks(d["seed"], d["layers"], np.dtype(d["dtype"]), d["forward_pass"], rows)
+    """The NumPy specification's masks, layer by layer."""
+    rows, dtype = np.asarray(d["rows"]), np.dtype(d["dtype"])
+    masks = {
+        name: spec.parity_dropout_mask(d["seed"], layer, d["forward_pass"], rows, shape, rate, dtype)
+        for layer, (name, shape, rate) in enumerate(d["layers"])
+    }
     for name, shape, _ in d["layers"]:
         assert masks[name].shape == (len(rows), *shape) and masks[name].dtype == np.dtype(d["dtype"])
     return masks
@@ -89,6 +94,26 @@ def test_torch_generator_equals_the_specification_bit_for_bit(d: dict) -> None:
         d["seed"], d["layers"], getattr(torch, d["dtype"]), d["forward_pass"], rows
     )
     assert_equal_masks({name: mask.numpy() for name, mask in masks.items()}, specified(d))
+
+
+wide_rows = st.lists(st.integers(0, 2**20 - 1), min_size=1, max_size=40, unique=True)
+wide_layers = layer_lists(
+    st.lists(st.integers(1, 40), min_size=1, max_size=3).map(tuple),
+    st.one_of(st.sampled_from(EDGE_RATES), st.floats(0.0, 1.0)),
+)
+
+
+@settings(max_examples=500 if FULL else 100, deadline=None)
+@given(d=draws(wide_layers, wide_rows), dtype=st.sampled_from(["float16", "float32", "float64"]))
+def test_compiled_masks_equal_the_specification_bit_for_bit(d: dict, dtype: str) -> None:
+    """loopspec.dropout_kernel (numba, what torch draws on the CPU) against the NumPy specification."""
+    assert dropout_kernel.compiled_fill is not None, "numba is missing: pip install -e .[torch]"
+    d = {**d, "dtype": dtype}
+    with np.errstate(over="ignore"):  # float16 cannot hold 1/(1-rate) near rate 1: inf on both sides
+        compiled = spec.parity_dropout_masks(
+            d["seed"], d["layers"], np.dtype(dtype), d["forward_pass"], np.asarray(d["rows"])
+        )
+        assert_equal_masks(compiled, specified(d))
 
 
 @functools.lru_cache(maxsize=None)
@@ -118,9 +143,10 @@ def test_jax_generator_equals_the_specification_bit_for_bit(d: dict) -> None:
         assert_equal_masks(masks, specified(d))
 
 
-def test_masks_drawn_in_parts_are_the_same_bits() -> None:
-    """Large masks are drawn in parts of rows (NumPy's passes stay in cache); the parts join to the
-    masks drawn whole."""
+def test_masks_drawn_in_parts_are_the_same_bits(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without numba, large masks are drawn in parts of rows (NumPy's passes stay in cache); the parts
+    join to the masks drawn whole."""
+    monkeypatch.setattr(dropout_kernel, "compiled_fill", None)
     rows = np.random.default_rng(0).permutation(2**20)[:11]
     for wide in ((2, 3, spec.PART_WORDS // 8), (spec.PART_WORDS // 3 - 3,)):  # parts of 1 row; of 3, 3, 3, 2
         layers = [("a", (7,), 0.3), ("b", wide, 0.5), ("c", (4,), 0.1)]
