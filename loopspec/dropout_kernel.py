@@ -9,9 +9,14 @@ loopspec.dropout.parity_dropout_masks draws them with NumPy.
 from __future__ import annotations
 
 import math
+import os
 from typing import Any, Sequence
 
 import numpy as np
+
+# numba's coloured error messages start colorama, whose exit handler writes an ANSI reset to a terminal:
+# a --quiet run must print nothing (tests/test_sinks.py). A user's own setting is kept.
+os.environ.setdefault("NUMBA_DISABLE_ERROR_MESSAGE_HIGHLIGHTING", "1")
 
 try:  # numba comes with the [torch] extra; an interpreter without it (or too new a NumPy for it) falls back
     import numba
