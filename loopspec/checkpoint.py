@@ -92,9 +92,15 @@ def save_checkpoint(
     (tmp / MARKER).write_text("")
     _fsync(tmp / MARKER)
     _fsync(tmp)
-    if final.exists():  # the same step saved again (a resumed run's first save): replace it
-        shutil.rmtree(final)
-    os.replace(tmp, final)
+    if final.exists():  # the same step saved again (a resumed run's first save): replaced by renames, so
+        # a kill leaves one of the two whole (deleted in place, one half gone kept its marker)
+        old = root / f".{final.name}.old-{os.getpid()}"
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(final, old)
+        os.replace(tmp, final)
+        shutil.rmtree(old)
+    else:
+        os.replace(tmp, final)
     _fsync(root)
     _point(root, "last", final.name)
     if best_step is not None and (root / step_name(best_step)).exists():
@@ -115,7 +121,7 @@ def _prune(root: Path, keep_last: int, best_step: Optional[int]) -> None:
     for path in steps:
         if path.name not in keep:
             shutil.rmtree(path, ignore_errors=True)
-    for stale in root.glob(".step-*.tmp-*"):  # a save killed half-way, by this or an earlier process
+    for stale in (*root.glob(".step-*.tmp-*"), *root.glob(".step-*.old-*")):  # a save killed half-way
         if not stale.name.endswith(f"-{os.getpid()}"):
             shutil.rmtree(stale, ignore_errors=True)
 

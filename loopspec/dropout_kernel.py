@@ -23,11 +23,15 @@ try:  # numba comes with the [torch] extra; an interpreter without it (or too ne
 except ImportError:  # pragma: no cover - exercised where numba is absent
     numba = None  # type: ignore[assignment]
 
-from loopspec.dropout import KEY_PARITY, ROTATIONS
+from loopspec import dropout as specification
 
+# Threefry's constants, written here because numba's cache is keyed on this file alone: taken from
+# loopspec.dropout, a change there would not reach the cached machine code. Checked against it below.
+FIRST, SECOND = (13, 15, 26, 6), (17, 29, 16, 24)  # the rotations of groups of four rounds 1, 3, 5 and 2, 4
+KEY_PARITY = 0x1BD11BDA
+assert (FIRST, SECOND) == specification.ROTATIONS and KEY_PARITY == specification.KEY_PARITY
 WRITTEN_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))  # others: float64, then one rounding
 LOW = np.uint64(0xFFFFFFFF)
-FIRST, SECOND = ROTATIONS  # the rotations of groups of four rounds 1, 3 and 5, and of 2 and 4
 
 
 def _four_rounds(x0: Any, x1: Any, r0: int, r1: int, r2: int, r3: int) -> tuple[Any, Any]:
@@ -73,11 +77,19 @@ def _fill_masks(k0: Any, k1: Any, counters: Any, sample_size: Any, threshold: An
                 row[j + 1] = scale if x1 >= keep_from else 0.0
 
 
-if numba is not None:
-    four_rounds = numba.njit(_four_rounds)
-    compiled_fill = numba.njit(cache=True, boundscheck=False)(_fill_masks)
-else:  # pragma: no cover
-    compiled_fill = None
+def compile_fill() -> Any:
+    """_fill_masks compiled, cached on disk where numba finds a writable place (beside this file, or the
+    user's cache directory); where it finds none (a read-only install and home), compiled each run."""
+    if numba is None:  # pragma: no cover
+        return None
+    try:
+        return numba.njit(cache=True, boundscheck=False)(_fill_masks)
+    except (RuntimeError, OSError):  # numba: "cannot cache function ...: no locator available"
+        return numba.njit(boundscheck=False)(_fill_masks)
+
+
+four_rounds = numba.njit(_four_rounds) if numba is not None else None
+compiled_fill = compile_fill()
 
 
 def masks(

@@ -12,6 +12,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import os
 import shutil
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -23,7 +24,7 @@ from hypothesis import strategies as st
 from safetensors.numpy import load_file, save_file
 
 from loopspec import UserError, fit, load_run
-from loopspec.checkpoint import CheckpointError, load_checkpoint, newest_checkpoint
+from loopspec.checkpoint import CheckpointError, checkpoint_root, load_checkpoint, newest_checkpoint, save_checkpoint
 from parity_tests.command_line import run_here
 from parity_tests.schedule_configs import FULL
 from torchloop.checkpoint import load_training_state
@@ -284,3 +285,31 @@ def test_random_damage_never_ends_in_a_traceback(runs: dict[str, Path], tmp_path
         assert "\n" not in str(err)
     finally:
         shutil.rmtree(probe)
+
+
+def test_a_save_over_the_same_step_killed_half_way_leaves_it_whole(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """A resumed run's first save can be of the step it resumed from: the old directory is renamed
+    away before the new one takes its name, so a kill while the old one is deleted leaves the new one
+    whole, and the next save clears what is left."""
+    from loopspec import checkpoint
+
+    state = {"position": {"step": 5}}
+    first = save_checkpoint(tmp_path, {"w": np.zeros(3)}, state, keep_last=3, best_step=None)
+
+    def killed(path: Any, ignore_errors: bool = False) -> None:
+        if ".old-" in str(path) and not ignore_errors:
+            raise KeyboardInterrupt  # the process dies while deleting the old copy
+        real_rmtree(path, ignore_errors=ignore_errors)
+
+    real_rmtree = shutil.rmtree
+    monkeypatch.setattr(checkpoint.shutil, "rmtree", killed)
+    with pytest.raises(KeyboardInterrupt):
+        save_checkpoint(tmp_path, {"w": np.ones(3)}, state, keep_last=3, best_step=None)
+    monkeypatch.undo()
+    np.testing.assert_array_equal(load_file(str(first / "tensors.safetensors"))["w"], np.ones(3))
+    assert [p.name for p in checkpoint_root(tmp_path).glob(".step-*")] == [f".{first.name}.old-{os.getpid()}"]
+    monkeypatch.setattr(checkpoint.os, "getpid", lambda: os.getppid())  # the next save, by another process
+    save_checkpoint(tmp_path, {"w": np.ones(3)}, {"position": {"step": 6}}, keep_last=3, best_step=None)
+    assert not list(checkpoint_root(tmp_path).glob(".step-*"))

@@ -107,13 +107,30 @@ wide_layers = layer_lists(
 @given(d=draws(wide_layers, wide_rows), dtype=st.sampled_from(["float16", "float32", "float64"]))
 def test_compiled_masks_equal_the_specification_bit_for_bit(d: dict, dtype: str) -> None:
     """loopspec.dropout_kernel (numba, what torch draws on the CPU) against the NumPy specification."""
-    assert dropout_kernel.compiled_fill is not None, "numba is missing: pip install -e .[torch]"
+    pytest.importorskip("numba", reason="the [torch] extra's numba compiles the masks torch draws on the CPU")
     d = {**d, "dtype": dtype}
     with np.errstate(over="ignore"):  # float16 cannot hold 1/(1-rate) near rate 1: inf on both sides
         compiled = spec.parity_dropout_masks(
             d["seed"], d["layers"], np.dtype(dtype), d["forward_pass"], np.asarray(d["rows"])
         )
         assert_equal_masks(compiled, specified(d))
+
+
+def test_compiled_masks_at_the_edges_of_the_words() -> None:
+    """Where random draws do not reach: the key at 2**32 - 1 (every uint32 sum wraps) and rates whose
+    threshold is exactly one of the words drawn (kept: >=), and the next word up (dropped)."""
+    pytest.importorskip("numba", reason="the [torch] extra's numba compiles the masks torch draws on the CPU")
+    seed = forward_pass = 2**32 - 1
+    rows, shape = np.array([0, 5, 2**20 - 1]), (9,)
+    words = spec.random_words(seed, forward_pass, 3, rows, 9)
+    for word in (int(words[1, 4]), int(words[1, 4]) + 1):
+        rate = word / 2**32  # exact: a 32-bit integer over a power of two
+        assert spec.keep_threshold(rate) == word
+        layers = [("a", (2,), 0.5), ("b", (1,), 0.25), ("c", (3,), 0.5), ("d", shape, rate)]
+        d = {"seed": seed, "forward_pass": forward_pass, "rows": rows, "layers": layers, "dtype": "float32"}
+        compiled = spec.parity_dropout_masks(seed, layers, np.dtype(np.float32), forward_pass, rows)
+        assert_equal_masks(compiled, specified(d))
+        assert (compiled["d"][1, 4] != 0) == (word == int(words[1, 4]))
 
 
 @functools.lru_cache(maxsize=None)
