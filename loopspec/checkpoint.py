@@ -119,9 +119,14 @@ def _prune(root: Path, keep_last: int, best_step: Optional[int]) -> None:
     steps = sorted(p for p in root.glob("step-*") if (p / MARKER).exists())
     keep = {p.name for p in steps[-keep_last:]} | ({step_name(best_step)} if best_step is not None else set())
     for path in steps:
-        if path.name not in keep:
-            shutil.rmtree(path, ignore_errors=True)
-    for stale in (*root.glob(".step-*.tmp-*"), *root.glob(".step-*.old-*")):  # a save killed half-way
+        if path.name not in keep:  # renamed out of the step-* names first: a kill while deleting in place
+            old = root / f".{path.name}.old-{os.getpid()}"  # left a directory with its marker and no state
+            shutil.rmtree(old, ignore_errors=True)
+            os.replace(path, old)
+            shutil.rmtree(old, ignore_errors=True)
+    for stale in root.glob(".step-*.old-*"):  # a deletion killed half-way, by this or an earlier process
+        shutil.rmtree(stale, ignore_errors=True)
+    for stale in root.glob(".step-*.tmp-*"):  # a save killed half-way, by an earlier process
         if not stale.name.endswith(f"-{os.getpid()}"):
             shutil.rmtree(stale, ignore_errors=True)
 

@@ -16,15 +16,23 @@ CHECK="import ${MODULES// /, }"
 # install still fails at its first import, with that import's own error.
 FOUND='import importlib.util, sys; sys.exit(any(importlib.util.find_spec(name) is None for name in sys.argv[1:]))'
 
+log() { echo "setup: $*" >&2; }
+
 for candidate in "$VENV/bin/python" "$(command -v "$PYTHON" || true)"; do
     # shellcheck disable=SC2086 # one argument per module name
     if [ -x "$candidate" ] && "$candidate" -c "$FOUND" $MODULES 2>/dev/null; then
+        # numba (the [torch] extra's compiled parity masks) came after some .venv were made: added once
+        # to a .venv without it; where pip cannot fetch it, torch draws the masks with NumPy instead.
+        if [ "$candidate" = "$VENV/bin/python" ] && [ ! -e "$VENV/.numba-tried" ] && ! "$candidate" -c "$FOUND" numba; then
+            touch "$VENV/.numba-tried"
+            log "adding numba to $VENV (pip install numba)"
+            "$candidate" -m pip install --quiet "numba>=0.60" >&2 || log "numba not installed: torch draws parity masks with NumPy"
+        fi
         echo "$candidate"
         exit 0
     fi
 done
 
-log() { echo "setup: $*" >&2; }
 if [ ! -x "$VENV/bin/python" ]; then
     log "creating $VENV"
     "$PYTHON" -m venv --system-site-packages "$VENV"

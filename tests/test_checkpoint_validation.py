@@ -313,3 +313,30 @@ def test_a_save_over_the_same_step_killed_half_way_leaves_it_whole(
     monkeypatch.setattr(checkpoint.os, "getpid", lambda: os.getppid())  # the next save, by another process
     save_checkpoint(tmp_path, {"w": np.ones(3)}, {"position": {"step": 6}}, keep_last=3, best_step=None)
     assert not list(checkpoint_root(tmp_path).glob(".step-*"))
+
+
+def test_a_prune_killed_half_way_leaves_no_checkpoint_that_looks_whole(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """keep_last deletes old checkpoints: renamed out of the step-* names first, so a kill while one is
+    deleted leaves no directory with its marker and a file gone (as an in-place delete did)."""
+    from loopspec import checkpoint
+
+    save_checkpoint(tmp_path, {"w": np.zeros(3)}, {"position": {"step": 1}}, keep_last=1, best_step=None)
+
+    def killed(path: Any, ignore_errors: bool = False) -> None:
+        if ".old-" in str(path) and Path(path).exists():
+            (Path(path) / "state.json").unlink()  # part of it deleted, then the process dies
+            raise KeyboardInterrupt
+        real_rmtree(path, ignore_errors=ignore_errors)
+
+    real_rmtree = shutil.rmtree
+    monkeypatch.setattr(checkpoint.shutil, "rmtree", killed)
+    with pytest.raises(KeyboardInterrupt):
+        save_checkpoint(tmp_path, {"w": np.ones(3)}, {"position": {"step": 2}}, keep_last=1, best_step=None)
+    monkeypatch.undo()
+    assert [path.name for path in checkpoint_root(tmp_path).glob("step-*")] == ["step-00000002"]
+    kept = checkpoint_root(tmp_path) / "step-00000002"
+    assert (kept / "state.json").exists() and load_file(str(kept / "tensors.safetensors"))["w"].tolist() == [1, 1, 1]
+    save_checkpoint(tmp_path, {"w": np.ones(3)}, {"position": {"step": 3}}, keep_last=1, best_step=None)
+    assert not list(checkpoint_root(tmp_path).glob(".step-*"))  # the next save clears what was left
