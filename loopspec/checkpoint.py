@@ -92,11 +92,8 @@ def save_checkpoint(
     (tmp / MARKER).write_text("")
     _fsync(tmp / MARKER)
     _fsync(tmp)
-    if final.exists():  # the same step saved again (a resumed run's first save): replaced by renames, so
-        # a kill leaves one of the two whole (deleted in place, one half gone kept its marker)
-        old = root / f".{final.name}.old-{os.getpid()}"
-        shutil.rmtree(old, ignore_errors=True)
-        os.replace(final, old)
+    if final.exists():  # the same step saved again (a resumed run's first save): a kill leaves one whole
+        old = _set_aside(root, final)
         os.replace(tmp, final)
         shutil.rmtree(old)
     else:
@@ -115,15 +112,21 @@ def _point(root: Path, name: str, target: str) -> None:
     os.replace(tmp, root / name)
 
 
+def _set_aside(root: Path, checkpoint: Path) -> Path:
+    """Rename a checkpoint out of the step-* names before it is deleted: deleted in place, a kill half-way
+    left a directory with its marker and a file gone. The next prune clears what a kill leaves here."""
+    old = root / f".{checkpoint.name}.old-{os.getpid()}"
+    shutil.rmtree(old, ignore_errors=True)
+    os.replace(checkpoint, old)
+    return old
+
+
 def _prune(root: Path, keep_last: int, best_step: Optional[int]) -> None:
     steps = sorted(p for p in root.glob("step-*") if (p / MARKER).exists())
     keep = {p.name for p in steps[-keep_last:]} | ({step_name(best_step)} if best_step is not None else set())
     for path in steps:
-        if path.name not in keep:  # renamed out of the step-* names first: a kill while deleting in place
-            old = root / f".{path.name}.old-{os.getpid()}"  # left a directory with its marker and no state
-            shutil.rmtree(old, ignore_errors=True)
-            os.replace(path, old)
-            shutil.rmtree(old, ignore_errors=True)
+        if path.name not in keep:
+            shutil.rmtree(_set_aside(root, path), ignore_errors=True)
     for stale in root.glob(".step-*.old-*"):  # a deletion killed half-way, by this or an earlier process
         shutil.rmtree(stale, ignore_errors=True)
     for stale in root.glob(".step-*.tmp-*"):  # a save killed half-way, by an earlier process
