@@ -142,12 +142,12 @@ def parity_dropout_masks(
 ) -> dict[str, np.ndarray]:
     """Every parity layer's mask for one forward pass, keyed by the layer's name (`layers`: those with a
     nonzero rate, in running order); the backends' functions of this name compute the same. Compiled
-    (loopspec.dropout_kernel) where numba is installed; else parity_dropout_mask's, in parts of the
+    (loopspec.dropout_kernel) where a C compiler or numba is found; else parity_dropout_mask's, in parts of the
     rows (a row's masks depend on its position alone, so the parts join to the same bits)."""
     from loopspec import dropout_kernel  # it imports this module's constants
 
     rows = np.asarray(rows)
-    if dropout_kernel.compiled_fill is not None:
+    if dropout_kernel.fill is not None:
         return {
             name: dropout_kernel.masks(
                 seed,

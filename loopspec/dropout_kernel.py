@@ -1,37 +1,112 @@
-"""loopspec.dropout's masks as one compiled loop (numba), for the backends that draw them on the host
-(torch on the CPU). The NumPy specification makes about 125 passes over arrays of words, 13 to 14 ns
-a word on 2 cores; this loop keeps each block in registers from counter to mask value, about 1.4 ns
-(measured on the same machine), and writes the mask directly. Bit-identical to the specification
-(tests/test_dropout.py compares them). Without numba, compiled_fill is None and
-loopspec.dropout.parity_dropout_masks draws them with NumPy.
+"""loopspec.dropout's masks in one compiled loop, for the backends that draw them on the host (torch on
+the CPU). The NumPy specification makes about 125 passes over arrays of words, 13 to 14 ns a word on 2
+cores; a compiled loop keeps each block in registers from counter to mask value, 1.4 to 3 ns (measured),
+and writes the mask directly. Bit-identical to the specification (tests/test_dropout.py compares them).
+
+Two builds of the same loop, the first that this machine has:
+- dropout_kernel.c, built once by the system C compiler ($CC, else cc) into the user's cache and loaded
+  with ctypes: loading it takes under a millisecond;
+- numba (the [torch] extra's), where no C compiler is found: its first call costs 0.5 to 1 s of
+  start-up (its registries import scipy.linalg), a tenth of the default recipe's whole run.
+Without either, `fill` is None and loopspec.dropout.parity_dropout_masks draws them with NumPy.
 """
 
 from __future__ import annotations
 
+import ctypes
+import hashlib
 import math
 import os
-from typing import Any, Sequence
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 
-# numba's coloured error messages start colorama, whose exit handler writes an ANSI reset to a terminal:
-# a --quiet run must print nothing (tests/test_sinks.py). A user's own setting is kept.
-os.environ.setdefault("NUMBA_DISABLE_ERROR_MESSAGE_HIGHLIGHTING", "1")
-
-try:  # numba comes with the [torch] extra; an interpreter without it (or too new a NumPy for it) falls back
-    import numba
-except ImportError:  # pragma: no cover - exercised where numba is absent
-    numba = None  # type: ignore[assignment]
-
 from loopspec import dropout as specification
 
-# Threefry's constants, written here because numba's cache is keyed on this file alone: taken from
-# loopspec.dropout, a change there would not reach the cached machine code. Checked against it below.
-FIRST, SECOND = (13, 15, 26, 6), (17, 29, 16, 24)  # the rotations of groups of four rounds 1, 3, 5 and 2, 4
-KEY_PARITY = 0x1BD11BDA
-assert (FIRST, SECOND) == specification.ROTATIONS and KEY_PARITY == specification.KEY_PARITY
+Fill = Callable[[int, int, np.ndarray, int, int, float, np.ndarray], None]
+"""fill(k0, k1, counters, sample_size, threshold, scale, out): out[i, j] = scale where word j % 2 of
+threefry2x32((k0, k1), (counters[i], j // 2)) >= threshold (< 2**32), else 0; out 2-D, C order, float32
+or float64."""
+
+SOURCE = Path(__file__).with_name("dropout_kernel.c")
+# Portable flags: the machine code lands in a cache a home directory may share between machines.
+COMPILE_FLAGS = ("-O3", "-shared", "-fPIC")
 WRITTEN_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))  # others: float64, then one rounding
 LOW = np.uint64(0xFFFFFFFF)
+
+
+def cache_directory() -> Path:
+    """Where built kernels are kept: $XDG_CACHE_HOME (else ~/.cache, or %LOCALAPPDATA%)/jax-torch-parity."""
+    base = os.environ.get("XDG_CACHE_HOME") or os.environ.get("LOCALAPPDATA") or Path.home() / ".cache"
+    return Path(base) / "jax-torch-parity"
+
+
+def library_path(directory: Path) -> Path:
+    """The built library's file, named by what went into it: the source, the flags and the platform."""
+    key = "\n".join([SOURCE.read_text(), *COMPILE_FLAGS, platform.machine(), sys.platform])
+    suffix = {"win32": ".dll", "darwin": ".dylib"}.get(sys.platform, ".so")
+    return directory / f"dropout_kernel-{hashlib.sha256(key.encode()).hexdigest()[:16]}{suffix}"
+
+
+def build_library(directory: Path) -> Optional[Path]:
+    """dropout_kernel.c built into `directory`, or the build already there; None without a C compiler or a
+    writable directory. Written under a temporary name and renamed, so concurrent processes (data-parallel
+    ranks, test workers) never load a half-written file."""
+    compiler = shutil.which(os.environ.get("CC") or "cc")
+    try:
+        target = library_path(directory)
+        if target.exists():
+            return target
+        if compiler is None:
+            return None
+        directory.mkdir(parents=True, exist_ok=True)
+        handle, partial = tempfile.mkstemp(prefix=".building-", suffix=target.suffix, dir=directory)
+        os.close(handle)
+        try:
+            command = [compiler, *COMPILE_FLAGS, "-o", partial, str(SOURCE)]
+            if subprocess.run(command, capture_output=True, timeout=120, check=False).returncode != 0:
+                return None
+            os.replace(partial, target)
+        finally:
+            if os.path.exists(partial):
+                os.unlink(partial)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return target
+
+
+def c_fill(directory: Optional[Path] = None) -> Optional[Fill]:
+    """The C build's fill, loaded with ctypes; None where it cannot be built or loaded."""
+    try:
+        path = build_library(cache_directory() if directory is None else directory)
+    except RuntimeError:  # Path.home() where no home directory can be found
+        return None
+    if path is None:
+        return None
+    try:
+        library = ctypes.CDLL(str(path))
+    except OSError:  # e.g. a file another machine built into a shared cache
+        return None
+    pointer, u32, i64 = ctypes.c_void_p, ctypes.c_uint32, ctypes.c_int64
+    functions = {}
+    for dtype in WRITTEN_DTYPES:
+        function = getattr(library, f"fill_{dtype.name}")
+        function.argtypes = [u32, u32, pointer, i64, i64, u32, ctypes.c_double, pointer]
+        function.restype = None
+        functions[dtype] = function
+
+    def fill(k0: int, k1: int, counters: np.ndarray, size: int, threshold: int, scale: float, out: np.ndarray) -> None:
+        counters = np.ascontiguousarray(counters, np.uint64)
+        assert out.flags.c_contiguous and out.shape == (len(counters), size)
+        functions[out.dtype](k0, k1, counters.ctypes.data, len(counters), size, threshold, scale, out.ctypes.data)
+
+    return fill
 
 
 def _four_rounds(x0: Any, x1: Any, r0: int, r1: int, r2: int, r3: int) -> tuple[Any, Any]:
@@ -47,6 +122,14 @@ def _four_rounds(x0: Any, x1: Any, r0: int, r1: int, r2: int, r3: int) -> tuple[
     x0 = (x0 + x1) & LOW
     x1 = (((x1 << np.uint64(r3)) | (x1 >> np.uint64(32 - r3))) & LOW) ^ x0
     return x0, x1
+
+
+# Threefry's constants for the numba build, written here because numba's cache is keyed on this file
+# alone: taken from loopspec.dropout, a change there would not reach the cached machine code.
+FIRST, SECOND = (13, 15, 26, 6), (17, 29, 16, 24)  # the rotations of groups of four rounds 1, 3, 5 and 2, 4
+KEY_PARITY = 0x1BD11BDA
+assert (FIRST, SECOND) == specification.ROTATIONS and KEY_PARITY == specification.KEY_PARITY
+four_rounds: Any = None  # _four_rounds compiled, which numba_fill sets before it compiles _fill_masks
 
 
 def _fill_masks(k0: Any, k1: Any, counters: Any, sample_size: Any, threshold: Any, scale: Any, out: Any) -> None:
@@ -77,19 +160,26 @@ def _fill_masks(k0: Any, k1: Any, counters: Any, sample_size: Any, threshold: An
                 row[j + 1] = scale if x1 >= keep_from else 0.0
 
 
-def compile_fill() -> Any:
-    """_fill_masks compiled, cached on disk where numba finds a writable place (beside this file, or the
-    user's cache directory); where it finds none (a read-only install and home), compiled each run."""
-    if numba is None:  # pragma: no cover
-        return None
+def numba_fill() -> Optional[Fill]:
+    """_fill_masks compiled by numba, cached on disk where numba finds a writable place (beside this file,
+    or the user's cache directory; where it finds none, compiled each run); None without numba."""
+    global four_rounds
+    # numba's coloured error messages start colorama, whose exit handler writes an ANSI reset to a
+    # terminal: a --quiet run must print nothing (tests/test_sinks.py). A user's own setting is kept.
+    os.environ.setdefault("NUMBA_DISABLE_ERROR_MESSAGE_HIGHLIGHTING", "1")
     try:
-        return numba.njit(cache=True, boundscheck=False)(_fill_masks)
+        import numba
+    except ImportError:  # an interpreter without it (or with too new a NumPy for it)
+        return None
+    four_rounds = numba.njit(_four_rounds)
+    try:
+        compiled = numba.njit(cache=True, boundscheck=False)(_fill_masks)
     except (RuntimeError, OSError):  # numba: "cannot cache function ...: no locator available"
-        return numba.njit(boundscheck=False)(_fill_masks)
+        compiled = numba.njit(boundscheck=False)(_fill_masks)
+    return compiled
 
 
-four_rounds = numba.njit(_four_rounds) if numba is not None else None
-compiled_fill = compile_fill()
+fill: Optional[Fill] = c_fill() or numba_fill()
 
 
 def masks(
@@ -100,11 +190,16 @@ def masks(
     threshold: int,
     scale: float,
     dtype: Any,
+    using: Optional[Fill] = None,
 ) -> np.ndarray:
-    """(len(counters), *sample_shape) scaled keep-masks in `dtype` (counters: each row's counter word 0);
-    needs numba (compiled_fill is None without it)."""
-    assert compiled_fill is not None, "loopspec.dropout_kernel needs numba"
+    """(len(counters), *sample_shape) scaled keep-masks in `dtype` (counters: each row's counter word 0),
+    drawn by `using` (default: this machine's `fill`, which must not be None)."""
+    using = using or fill
+    assert using is not None, "loopspec.dropout_kernel found neither a C compiler nor numba"
     written = np.dtype(dtype) if np.dtype(dtype) in WRITTEN_DTYPES else np.dtype(np.float64)
     out = np.empty((len(counters), math.prod(sample_shape)), written)
-    compiled_fill(seed, forward_pass, np.asarray(counters, np.uint64), out.shape[1], threshold, scale, out)
+    if threshold < specification.WORD:
+        using(seed, forward_pass, np.asarray(counters, np.uint64), out.shape[1], threshold, scale, out)
+    else:  # rate 1: no 32-bit word reaches 2**32
+        out.fill(0)
     return out.reshape(len(counters), *sample_shape).astype(dtype, copy=False)

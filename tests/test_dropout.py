@@ -6,6 +6,8 @@ equal it bit for bit."""
 from __future__ import annotations
 
 import functools
+from pathlib import Path
+from unittest import mock
 
 import jax
 import jax.numpy as jnp
@@ -103,23 +105,38 @@ wide_layers = layer_lists(
 )
 
 
+@functools.lru_cache(maxsize=None)
+def kernel_build(name: str) -> dropout_kernel.Fill | None:
+    return {"c": dropout_kernel.c_fill, "numba": dropout_kernel.numba_fill}[name]()
+
+
+def built(name: str) -> dropout_kernel.Fill:
+    """One build of loopspec.dropout_kernel's loop, each tested whichever this machine would pick."""
+    fill = kernel_build(name)
+    if fill is None:
+        pytest.skip({"c": "no C compiler ($CC or cc) on this machine", "numba": "numba is not installed"}[name])
+    return fill
+
+
+@pytest.mark.parametrize("build", ["c", "numba"])
 @settings(max_examples=500 if FULL else 100, deadline=None)
 @given(d=draws(wide_layers, wide_rows), dtype=st.sampled_from(["float16", "float32", "float64"]))
-def test_compiled_masks_equal_the_specification_bit_for_bit(d: dict, dtype: str) -> None:
-    """loopspec.dropout_kernel (numba, what torch draws on the CPU) against the NumPy specification."""
-    pytest.importorskip("numba", reason="the [torch] extra's numba compiles the masks torch draws on the CPU")
+def test_compiled_masks_equal_the_specification_bit_for_bit(build: str, d: dict, dtype: str) -> None:
+    """loopspec.dropout_kernel (what torch draws on the CPU) against the NumPy specification."""
     d = {**d, "dtype": dtype}
-    with np.errstate(over="ignore"):  # float16 cannot hold 1/(1-rate) near rate 1: inf on both sides
+    with mock.patch.object(dropout_kernel, "fill", built(build)), np.errstate(over="ignore"):
+        # float16 cannot hold 1/(1-rate) near rate 1: inf on both sides
         compiled = spec.parity_dropout_masks(
             d["seed"], d["layers"], np.dtype(dtype), d["forward_pass"], np.asarray(d["rows"])
         )
         assert_equal_masks(compiled, specified(d))
 
 
-def test_compiled_masks_at_the_edges_of_the_words() -> None:
+@pytest.mark.parametrize("build", ["c", "numba"])
+def test_compiled_masks_at_the_edges_of_the_words(build: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """Where random draws do not reach: the key at 2**32 - 1 (every uint32 sum wraps) and rates whose
     threshold is exactly one of the words drawn (kept: >=), and the next word up (dropped)."""
-    pytest.importorskip("numba", reason="the [torch] extra's numba compiles the masks torch draws on the CPU")
+    monkeypatch.setattr(dropout_kernel, "fill", built(build))
     seed = forward_pass = 2**32 - 1
     rows, shape = np.array([0, 5, 2**20 - 1]), (9,)
     words = spec.random_words(seed, forward_pass, 3, rows, 9)
@@ -131,6 +148,29 @@ def test_compiled_masks_at_the_edges_of_the_words() -> None:
         compiled = spec.parity_dropout_masks(seed, layers, np.dtype(np.float32), forward_pass, rows)
         assert_equal_masks(compiled, specified(d))
         assert (compiled["d"][1, 4] != 0) == (word == int(words[1, 4]))
+
+
+def test_the_c_build_is_kept_in_the_cache_and_skipped_without_a_compiler(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Built once into the cache and loaded from there after (no compiler needed then); a missing or
+    failing compiler gives None (numba or NumPy draw the masks instead), and leaves nothing behind."""
+    built("c")  # skips without a compiler
+    fill = dropout_kernel.c_fill(tmp_path / "cache")
+    assert fill is not None and [p.name for p in (tmp_path / "cache").iterdir()] == [
+        dropout_kernel.library_path(tmp_path / "cache").name
+    ]
+    monkeypatch.setenv("CC", str(tmp_path / "no-such-compiler"))
+    assert dropout_kernel.c_fill(tmp_path / "cache") is not None
+    assert dropout_kernel.c_fill(tmp_path / "empty") is None and not (tmp_path / "empty").exists()
+    monkeypatch.setenv("CC", "false")  # found, and fails
+    assert dropout_kernel.c_fill(tmp_path / "failed") is None and list((tmp_path / "failed").iterdir()) == []
+    rows = np.arange(3)
+    expected = spec.parity_dropout_mask(7, 0, 2, rows, (5,), 0.5, np.float64)
+    drawn = dropout_kernel.masks(
+        7, 2, spec.counter_words(7, 2, 0, rows), (5,), spec.keep_threshold(0.5), 2.0, np.float64, fill
+    )
+    np.testing.assert_array_equal(drawn, expected)
 
 
 @functools.lru_cache(maxsize=None)
@@ -161,9 +201,9 @@ def test_jax_generator_equals_the_specification_bit_for_bit(d: dict) -> None:
 
 
 def test_masks_drawn_in_parts_are_the_same_bits(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Without numba, large masks are drawn in parts of rows (NumPy's passes stay in cache); the parts
-    join to the masks drawn whole."""
-    monkeypatch.setattr(dropout_kernel, "compiled_fill", None)
+    """Without a compiled loop, large masks are drawn in parts of rows (NumPy's passes stay in cache); the
+    parts join to the masks drawn whole."""
+    monkeypatch.setattr(dropout_kernel, "fill", None)
     rows = np.random.default_rng(0).permutation(2**20)[:11]
     for wide in ((2, 3, spec.PART_WORDS // 8), (spec.PART_WORDS // 3 - 3,)):  # parts of 1 row; of 3, 3, 3, 2
         layers = [("a", (7,), 0.3), ("b", wide, 0.5), ("c", (4,), 0.1)]

@@ -68,6 +68,7 @@ def test_the_wheel_installs_and_trains_from_anywhere(tmp_path: Path) -> None:
     top_level = {name.split("/")[0] for name in names if not name.split("/")[0].endswith((".dist-info", ".data"))}
     assert top_level == set(PACKAGES), top_level
     assert "loopspec/recipes/digits_cnn.yaml" in names and all(f"{p}/py.typed" in names for p in PACKAGES)
+    assert "loopspec/dropout_kernel.c" in names  # the masks' C loop, built on first use
     assert not [name for name in names if Path(name).name.startswith("test_")]
 
     python = fresh_environment(tmp_path / "env")
@@ -80,6 +81,9 @@ def test_the_wheel_installs_and_trains_from_anywhere(tmp_path: Path) -> None:
     elsewhere.mkdir()
     where = run([str(python), "-c", "import loopspec, torchloop, flaxloop; print(loopspec.__file__)"], elsewhere)
     assert where.stdout.strip().startswith(str(tmp_path / "env")), where.stdout  # the wheel, not the repository
+    if shutil.which(os.environ.get("CC") or "cc"):  # the installed C source builds, into a cache of its own
+        build = "from pathlib import Path; from loopspec import dropout_kernel as k; print(k.c_fill(Path('cache')) is not None)"
+        assert run([str(python), "-c", build], elsewhere).stdout.strip() == "True"
 
     settings = ["data.num_samples=600", "model.hidden=[16,8]", "model.dropout_mode=parity", "train.epochs=2"]
     overrides = [arg for setting in settings for arg in ("--set", setting)]

@@ -266,7 +266,7 @@ class TorchBackend:
         masks = None
         if self.parity_layers:
             shard, seed = micro.positions[mine], self.setup.config.seed
-            if self.device.type == "cpu":  # loopspec's compiled loop (numba; else NumPy) beats torch's int ops
+            if self.device.type == "cpu":  # loopspec's compiled loop (C or numba; else NumPy) beats torch's int ops
                 dtype = torch.empty((), dtype=self.dtype).numpy().dtype
                 drawn = spec_masks(seed, self.parity_layers, dtype, micro.forward_pass, np.asarray(shard))
                 by_name = {name: torch.from_numpy(mask) for name, mask in drawn.items()}
