@@ -119,9 +119,10 @@ def train_step(
         grad_norm = torch.nn.utils.clip_grad_norm_(params, clip_grad_norm)  # returns the norm before clipping
         clipped = clip_grad_norm / (grad_norm + 1e-6) < 1.0  # clip_grad_norm_'s own test
     else:
-        grad_norm = torch.nn.utils.get_total_norm([p.grad for p in params if p.grad is not None])
+        grads = [cast(torch.Tensor, p.grad) for p in params]
+        grad_norm = torch.nn.utils.get_total_norm(grads)
         if clip_grad_value is not None:
-            clipped = torch.stack([p.grad.abs().max() for p in params if p.grad is not None]).max() > clip_grad_value
+            clipped = torch.stack([grad.abs().max() for grad in grads]).max() > clip_grad_value
             torch.nn.utils.clip_grad_value_(params, clip_grad_value)
     lr, momentum = optimizer.param_groups[0]["lr"], current_momentum(optimizer)
     if speculate:
@@ -243,6 +244,7 @@ class TorchBackend:
         # device; but fp16's GradScaler reads its overflow flags on the host in every step anyway.
         self.readback_lag = int(self.device.type in self.lagged_devices and not self.scaler.is_enabled())
         self.in_flight: collections.deque[Dispatched] = collections.deque()  # dispatched, not yet read back
+        self.model.train()  # every module, once; again after each validation (run)
 
     def input_dtype(self, x: np.ndarray) -> torch.dtype:
         return torch.int64 if np.issubdtype(x.dtype, np.integer) else self.dtype
@@ -284,7 +286,8 @@ class TorchBackend:
 
     def run(self, handle: Dispatched) -> None:
         """The update itself, on the current state: its metrics into the handle."""
-        self.model.train()
+        if not self.model.training:  # after a validation: each train() call walks every module (37 us)
+            self.model.train()
         micro_batches = [self.micro_batch(micro) for micro in handle.window]
         buffers = [buffer.clone() for buffer in self.model.buffers()] if handle.before is None else []
         metrics = train_step(
