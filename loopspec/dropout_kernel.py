@@ -18,6 +18,7 @@ import hashlib
 import math
 import os
 import platform
+import shlex
 import shutil
 import subprocess
 import sys
@@ -58,7 +59,11 @@ def build_library(directory: Path) -> Optional[Path]:
     """dropout_kernel.c built into `directory`, or the build already there; None without a C compiler or a
     writable directory. Written under a temporary name and renamed, so concurrent processes (data-parallel
     ranks, test workers) never load a half-written file."""
-    compiler = shutil.which(os.environ.get("CC") or "cc")
+    try:
+        name, *compiler_args = shlex.split(os.environ.get("CC") or "cc") or ["cc"]  # e.g. CC="ccache gcc"
+    except ValueError:  # unbalanced quotes
+        return None
+    compiler = shutil.which(name)
     try:
         target = library_path(directory)
         if target.exists():
@@ -69,7 +74,7 @@ def build_library(directory: Path) -> Optional[Path]:
         handle, partial = tempfile.mkstemp(prefix=".building-", suffix=target.suffix, dir=directory)
         os.close(handle)
         try:
-            command = [compiler, *COMPILE_FLAGS, "-o", partial, str(SOURCE)]
+            command = [compiler, *compiler_args, *COMPILE_FLAGS, "-o", partial, str(SOURCE)]
             if subprocess.run(command, capture_output=True, timeout=120, check=False).returncode != 0:
                 return None
             os.replace(partial, target)
