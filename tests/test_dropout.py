@@ -161,11 +161,11 @@ def test_the_c_build_is_kept_in_the_cache_and_skipped_without_a_compiler(
     assert fill is not None and [p.name for p in (tmp_path / "cache").iterdir()] == [
         dropout_kernel.library_path(tmp_path / "cache").name
     ]
+    monkeypatch.setenv("CC", f"{os.environ.get('CC') or 'cc'} -w")  # a command with its arguments, as make takes it
+    assert dropout_kernel.c_fill(tmp_path / "with arguments") is not None
     monkeypatch.setenv("CC", str(tmp_path / "no-such-compiler"))
     assert dropout_kernel.c_fill(tmp_path / "cache") is not None
     assert dropout_kernel.c_fill(tmp_path / "empty") is None and not (tmp_path / "empty").exists()
-    monkeypatch.setenv("CC", f"{os.environ.get('CC') or 'cc'} -w")  # a command with its arguments, as make takes it
-    assert dropout_kernel.c_fill(tmp_path / "with arguments") is not None
     monkeypatch.setenv("CC", "false")  # found, and fails
     assert dropout_kernel.c_fill(tmp_path / "failed") is None and list((tmp_path / "failed").iterdir()) == []
     rows = np.arange(3)
