@@ -48,9 +48,20 @@ def cache_directory() -> Path:
     return Path(base) / "jax-torch-parity"
 
 
-def library_path(directory: Path) -> Path:
-    """The built library's file, named by what went into it: the source, the flags and the platform."""
-    key = "\n".join([SOURCE.read_text(), *COMPILE_FLAGS, platform.machine(), sys.platform])
+def compiler_command() -> Optional[list[str]]:
+    """$CC (which may carry arguments, as make takes it: CC="ccache gcc"), else cc; None where not found."""
+    try:
+        name, *arguments = shlex.split(os.environ.get("CC") or "cc") or ["cc"]
+    except ValueError:  # unbalanced quotes
+        return None
+    found = shutil.which(name)
+    return None if found is None else [found, *arguments]
+
+
+def library_path(directory: Path, command: Sequence[str] = ()) -> Path:
+    """The built library's file, named by what went into it: the source, the compiler command and its
+    arguments (a CC with -march=native builds for this machine only), the flags and the platform."""
+    key = "\n".join([SOURCE.read_text(), *command, *COMPILE_FLAGS, platform.machine(), sys.platform])
     suffix = {"win32": ".dll", "darwin": ".dylib"}.get(sys.platform, ".so")
     return directory / f"dropout_kernel-{hashlib.sha256(key.encode()).hexdigest()[:16]}{suffix}"
 
@@ -59,25 +70,27 @@ def build_library(directory: Path) -> Optional[Path]:
     """dropout_kernel.c built into `directory`, or the build already there; None without a C compiler or a
     writable directory. Written under a temporary name and renamed, so concurrent processes (data-parallel
     ranks, test workers) never load a half-written file."""
-    try:
-        name, *compiler_args = shlex.split(os.environ.get("CC") or "cc") or ["cc"]  # e.g. CC="ccache gcc"
-    except ValueError:  # unbalanced quotes
+    command = compiler_command()
+    if command is None:
         return None
-    compiler = shutil.which(name)
     try:
-        target = library_path(directory)
+        target = library_path(directory, command)
         if target.exists():
             return target
-        if compiler is None:
-            return None
         directory.mkdir(parents=True, exist_ok=True)
         handle, partial = tempfile.mkstemp(prefix=".building-", suffix=target.suffix, dir=directory)
         os.close(handle)
         try:
-            command = [compiler, *compiler_args, *COMPILE_FLAGS, "-o", partial, str(SOURCE)]
-            if subprocess.run(command, capture_output=True, timeout=120, check=False).returncode != 0:
+            built = subprocess.run(
+                [*command, *COMPILE_FLAGS, "-o", partial, str(SOURCE)], capture_output=True, timeout=120
+            )
+            if built.returncode != 0:
                 return None
-            os.replace(partial, target)
+            try:
+                os.replace(partial, target)
+            except OSError:  # Windows: another process's build is in place and loaded
+                if not target.exists():
+                    raise
         finally:
             if os.path.exists(partial):
                 os.unlink(partial)
@@ -94,17 +107,17 @@ def c_fill(directory: Optional[Path] = None) -> Optional[Fill]:
         return None
     if path is None:
         return None
-    try:
-        library = ctypes.CDLL(str(path))
-    except OSError:  # e.g. a file another machine built into a shared cache
-        return None
     pointer, u32, i64 = ctypes.c_void_p, ctypes.c_uint32, ctypes.c_int64
     functions = {}
-    for dtype in WRITTEN_DTYPES:
-        function = getattr(library, f"fill_{dtype.name}")
-        function.argtypes = [u32, u32, pointer, i64, i64, u32, ctypes.c_double, pointer]
-        function.restype = None
-        functions[dtype] = function
+    try:
+        library = ctypes.CDLL(str(path))
+        for dtype in WRITTEN_DTYPES:
+            function = getattr(library, f"fill_{dtype.name}")
+            function.argtypes = [u32, u32, pointer, i64, i64, u32, ctypes.c_double, pointer]
+            function.restype = None
+            functions[dtype] = function
+    except (OSError, AttributeError):  # not loadable here (another machine's build in a shared cache)
+        return None
 
     def fill(k0: int, k1: int, counters: np.ndarray, size: int, threshold: int, scale: float, out: np.ndarray) -> None:
         counters = np.ascontiguousarray(counters, np.uint64)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -81,7 +82,7 @@ def test_the_wheel_installs_and_trains_from_anywhere(tmp_path: Path) -> None:
     elsewhere.mkdir()
     where = run([str(python), "-c", "import loopspec, torchloop, flaxloop; print(loopspec.__file__)"], elsewhere)
     assert where.stdout.strip().startswith(str(tmp_path / "env")), where.stdout  # the wheel, not the repository
-    if shutil.which(os.environ.get("CC") or "cc"):  # the installed C source builds, into a cache of its own
+    if shutil.which((shlex.split(os.environ.get("CC") or "cc") or ["cc"])[0]):  # the installed C source builds
         build = "import pathlib; from loopspec import dropout_kernel; print(dropout_kernel.c_fill(pathlib.Path('c')))"
         assert run([str(python), "-c", build], elsewhere).stdout.strip() != "None"
 
