@@ -58,7 +58,7 @@ def compiler_command() -> Optional[list[str]]:
     return None if found is None else [found, *arguments]
 
 
-def library_path(directory: Path, command: Sequence[str] = ()) -> Path:
+def library_path(directory: Path, command: Sequence[str]) -> Path:
     """The built library's file, named by what went into it: the source, the compiler command and its
     arguments (a CC with -march=native builds for this machine only), the flags and the platform."""
     key = "\n".join([SOURCE.read_text(), *command, *COMPILE_FLAGS, platform.machine(), sys.platform])
@@ -119,12 +119,12 @@ def c_fill(directory: Optional[Path] = None) -> Optional[Fill]:
     except (OSError, AttributeError):  # not loadable here (another machine's build in a shared cache)
         return None
 
-    def fill(k0: int, k1: int, counters: np.ndarray, size: int, threshold: int, scale: float, out: np.ndarray) -> None:
+    def draw(k0: int, k1: int, counters: np.ndarray, size: int, threshold: int, scale: float, out: np.ndarray) -> None:
         counters = np.ascontiguousarray(counters, np.uint64)
         assert out.flags.c_contiguous and out.shape == (len(counters), size)
         functions[out.dtype](k0, k1, counters.ctypes.data, len(counters), size, threshold, scale, out.ctypes.data)
 
-    return fill
+    return draw
 
 
 def _four_rounds(x0: Any, x1: Any, r0: int, r1: int, r2: int, r3: int) -> tuple[Any, Any]:

@@ -132,10 +132,8 @@ def train_step(
         optimizer.step()
         return StepMetrics(loss, lr, grad_norm, momentum, clipped, None, None)
     loss_scale = scaler.get_scale() if scaler.is_enabled() else None
-    loss_finite, grads_finite = (
-        math.isfinite(loss.item()),
-        math.isfinite(grad_norm.item()),
-    )  # waits for the step (on CUDA)
+    loss_finite = math.isfinite(loss.item())  # on CUDA, waits for the step
+    grads_finite = math.isfinite(grad_norm.item())
     outcome: Outcome
     if not loss_finite or not (grads_finite or scaler.is_enabled()):
         outcome = "nonfinite"
