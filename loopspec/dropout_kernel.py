@@ -23,6 +23,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
@@ -40,6 +41,7 @@ SOURCE = Path(__file__).with_name("dropout_kernel.c")
 COMPILE_FLAGS = ("-O3", "-shared", "-fPIC")
 WRITTEN_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))  # others: float64, then one rounding
 LOW = np.uint64(0xFFFFFFFF)
+RETRY_FAILED_AFTER_S = 24 * 3600
 
 
 def cache_directory() -> Path:
@@ -69,7 +71,8 @@ def library_path(directory: Path, command: Sequence[str]) -> Path:
 def build_library(directory: Path) -> Optional[Path]:
     """dropout_kernel.c built into `directory`, or the build already there; None without a C compiler or a
     writable directory. Written under a temporary name and renamed, so concurrent processes (data-parallel
-    ranks, test workers) never load a half-written file."""
+    ranks, test workers) never load a half-written file. A failed build is remembered (failure_note) and
+    not tried again until the compiler changes: a broken $CC would otherwise run at every start."""
     command = compiler_command()
     if command is None:
         return None
@@ -77,6 +80,9 @@ def build_library(directory: Path) -> Optional[Path]:
         target = library_path(directory, command)
         if target.exists():
             return target
+        failed = target.with_suffix(".failed")
+        if failed_before(failed, command) or apple_stub_without_tools(command):
+            return None
         directory.mkdir(parents=True, exist_ok=True)
         handle, partial = tempfile.mkstemp(prefix=".building-", suffix=target.suffix, dir=directory)
         os.close(handle)
@@ -85,6 +91,7 @@ def build_library(directory: Path) -> Optional[Path]:
                 [*command, *COMPILE_FLAGS, "-o", partial, str(SOURCE)], capture_output=True, timeout=120
             )
             if built.returncode != 0:
+                failed.write_bytes(failure_note(command, built.returncode, built.stderr))
                 return None
             try:
                 os.replace(partial, target)
@@ -97,6 +104,35 @@ def build_library(directory: Path) -> Optional[Path]:
     except (OSError, subprocess.SubprocessError):
         return None
     return target
+
+
+def failed_before(note: Path, command: Sequence[str]) -> bool:
+    """This build failed less than a day ago, with this compiler as it is now (installed or changed since,
+    it is tried again: its inode's change time moves even where a package keeps the file's own mtime).
+    A day, not for ever: headers installed later do not touch the compiler. Deleting the note retries."""
+    try:
+        written, compiler = note.stat().st_mtime, os.stat(command[0])
+    except OSError:
+        return False
+    return written >= max(compiler.st_mtime, compiler.st_ctime) and time.time() - written < RETRY_FAILED_AFTER_S
+
+
+def failure_note(command: Sequence[str], returncode: int, stderr: bytes) -> bytes:
+    """What a failed build left in the cache, for whoever wonders why the masks come from numba or NumPy."""
+    tail = b"\n".join(stderr.splitlines()[-20:])
+    header = f"{shlex.join([*command, *COMPILE_FLAGS])} exited {returncode}; delete this file to try again\n"
+    return header.encode() + tail + b"\n"
+
+
+def apple_stub_without_tools(command: Sequence[str]) -> bool:
+    """macOS's /usr/bin/cc without the Command Line Tools: a stub that opens an install dialog instead of
+    compiling. xcode-select -p fails where they are missing."""
+    if sys.platform != "darwin" or not command[0].startswith("/usr/bin/"):
+        return False
+    try:
+        return subprocess.run(["xcode-select", "-p"], capture_output=True, timeout=10).returncode != 0
+    except (OSError, subprocess.SubprocessError):
+        return True
 
 
 def c_fill(directory: Optional[Path] = None) -> Optional[Fill]:

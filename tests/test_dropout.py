@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import functools
 import os
+import subprocess
 import tempfile
+import time
 from pathlib import Path
 from unittest import mock
 
@@ -162,7 +164,7 @@ def test_the_c_build_is_kept_in_the_cache_and_skipped_without_a_compiler(
 ) -> None:
     """Built once into the cache and loaded from there after (the compiler not run again); a command with
     arguments is another build; a missing or failing compiler gives None (numba or NumPy draw the masks
-    instead), and leaves nothing behind."""
+    instead), and leaves no library behind (a failure's note: the next test)."""
     built("c")  # skips without a compiler
     fill = dropout_kernel.c_fill(tmp_path / "cache")
     command = dropout_kernel.compiler_command()
@@ -177,13 +179,60 @@ def test_the_c_build_is_kept_in_the_cache_and_skipped_without_a_compiler(
     monkeypatch.setenv("CC", str(tmp_path / "no-such-compiler"))
     assert dropout_kernel.c_fill(tmp_path / "empty") is None and not (tmp_path / "empty").exists()
     monkeypatch.setenv("CC", "false")  # found, and fails
-    assert dropout_kernel.c_fill(tmp_path / "failed") is None and list((tmp_path / "failed").iterdir()) == []
+    assert dropout_kernel.c_fill(tmp_path / "failed") is None
+    assert [p.suffix for p in (tmp_path / "failed").iterdir()] == [".failed"]
     rows = np.arange(3)
     expected = spec.parity_dropout_mask(7, 0, 2, rows, (5,), 0.5, np.float64)
     drawn = dropout_kernel.masks(
         7, 2, spec.counter_words(7, 2, 0, rows), (5,), spec.keep_threshold(0.5), 2.0, np.float64, fill
     )
     np.testing.assert_array_equal(drawn, expected)
+
+
+def test_a_failed_c_build_runs_once_and_again_when_the_compiler_changes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A compiler that is found and fails is not run at every start: its note in the cache says why. It is
+    tried again once the compiler changes, a day later, or when the note is deleted."""
+    runs, compiler, cache = tmp_path / "runs", tmp_path / "broken-cc", tmp_path / "cache"
+    script = f'#!/bin/sh\necho run >> "{runs}"\necho "fatal error: stdint.h: No such file" >&2\nexit 1\n'
+    compiler.write_text(script)
+    compiler.chmod(0o755)
+    monkeypatch.setenv("CC", f"{compiler} -w")
+
+    def attempts() -> int:
+        assert dropout_kernel.c_fill(cache) is None
+        return runs.read_text().count("run")
+
+    assert (attempts(), attempts()) == (1, 1)
+    (note,) = cache.iterdir()
+    assert "stdint.h: No such file" in note.read_text() and "exited 1" in note.read_text()
+    compiler.write_text(script)  # reinstalled: newer than the note
+    os.utime(note, (note.stat().st_mtime - 10,) * 2)
+    assert (attempts(), attempts()) == (2, 2)
+    later = time.time() + dropout_kernel.RETRY_FAILED_AFTER_S + 1
+    with mock.patch.object(dropout_kernel.time, "time", return_value=later):
+        assert attempts() == 3
+    note.unlink()
+    assert attempts() == 4
+
+
+def test_the_macos_compiler_stub_is_not_run_without_the_command_line_tools(monkeypatch: pytest.MonkeyPatch) -> None:
+    """macOS's /usr/bin/cc without the Command Line Tools opens an install dialog instead of compiling:
+    xcode-select -p says so first, and the masks come from numba or NumPy."""
+
+    def run(command: list[str], **_: object) -> subprocess.CompletedProcess:
+        assert command == ["xcode-select", "-p"], f"ran {command}"
+        return subprocess.CompletedProcess(command, returncode=2)
+
+    monkeypatch.setattr(dropout_kernel.sys, "platform", "darwin")
+    monkeypatch.setattr(dropout_kernel, "compiler_command", lambda: ["/usr/bin/cc"])
+    with mock.patch.object(dropout_kernel.subprocess, "run", side_effect=run) as ran:
+        assert dropout_kernel.build_library(Path(tempfile.mkdtemp(prefix="dropout-kernel-test-"))) is None
+        assert ran.call_count == 1
+        assert not dropout_kernel.apple_stub_without_tools(["/opt/homebrew/bin/gcc-14"])
+    with mock.patch.object(dropout_kernel.subprocess, "run", return_value=subprocess.CompletedProcess([], 0)):
+        assert not dropout_kernel.apple_stub_without_tools(["/usr/bin/cc"])
 
 
 @functools.lru_cache(maxsize=None)
