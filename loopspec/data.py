@@ -8,6 +8,7 @@ training starts, so a bad file fails in the first second, not at step 3000.
 from __future__ import annotations
 
 import gzip
+import importlib.util
 import pickle
 import zipfile
 import zlib
@@ -252,11 +253,26 @@ def _digits(cfg: DataConfig) -> Dataset:
 
 
 def _digits_raw() -> tuple[np.ndarray, np.ndarray]:
-    """sklearn's digits as shipped: (N, 1, 8, 8) pixel counts 0-16."""
-    from sklearn.datasets import load_digits  # ships the data inside the package: no download
+    """sklearn's digits as shipped (inside the package: no download): (N, 1, 8, 8) pixel counts 0-16.
+    Read from its file as load_digits reads it, without importing sklearn and scipy (1.1 s of a digits
+    run's start on a 2-core CPU, against 25 ms; measured); load_digits where the file has moved."""
+    shipped = digits_file()
+    if shipped is not None:
+        with gzip.open(shipped, "rt") as text:
+            table = np.loadtxt(text, delimiter=",")  # 64 pixel columns, then the label
+        return table[:, :-1].reshape(-1, 1, 8, 8), table[:, -1].astype(np.int64)
+    from sklearn.datasets import load_digits
 
     bunch = load_digits()
     return bunch.images.reshape(-1, 1, 8, 8).astype(np.float64), bunch.target.astype(np.int64)
+
+
+def digits_file() -> Path | None:
+    """sklearn/datasets/data/digits.csv.gz of the installed scikit-learn, found without importing it."""
+    found = importlib.util.find_spec("sklearn")
+    locations = [] if found is None else list(found.submodule_search_locations or [])
+    shipped = [Path(location) / "datasets" / "data" / "digits.csv.gz" for location in locations]
+    return next((path for path in shipped if path.is_file()), None)
 
 
 # ---------------------------------------------------------------------------- files

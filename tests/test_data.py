@@ -5,11 +5,14 @@ from __future__ import annotations
 import gzip
 import os
 import pickle
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from loopspec import data as data_module
 from loopspec.batching import batches_per_epoch, epoch_order, train_batches
 from loopspec.config import DataConfig
 from loopspec.data import INTRUSION_FEATURES, load_dataset, make_intrusion, split_indices
@@ -49,6 +52,27 @@ def test_digits_is_the_bundled_real_dataset() -> None:
     assert len(data.y_train) + len(data.y_val) == 1797
     assert data.input_shape == (1, 8, 8) and data.num_classes == 10
     assert 0.0 <= data.x_train.min() and data.x_train.max() <= 1.0
+
+
+def test_digits_are_read_from_sklearns_file_as_load_digits_reads_them(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The digits come from scikit-learn's shipped file without importing it (a second of start-up), and
+    equal load_digits' arrays; where the file is not found, load_digits itself gives the same."""
+    loaded = subprocess.run(
+        [sys.executable, "-c", "import sys, loopspec.data as d; d._digits_raw(); print('sklearn' in sys.modules)"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert loaded.stdout.strip() == "False", loaded.stderr
+    from sklearn.datasets import load_digits
+
+    bunch = load_digits()
+    read = data_module._digits_raw()
+    monkeypatch.setattr(data_module, "digits_file", lambda: None)
+    for x, y in (read, data_module._digits_raw()):
+        assert x.dtype == np.float64 and y.dtype == np.int64
+        np.testing.assert_array_equal(x, bunch.images.reshape(-1, 1, 8, 8))
+        np.testing.assert_array_equal(y, bunch.target)
 
 
 def test_split_is_seeded_and_disjoint() -> None:
