@@ -256,10 +256,8 @@ def _digits_raw() -> tuple[np.ndarray, np.ndarray]:
     """sklearn's digits as shipped (inside the package: no download): (N, 1, 8, 8) pixel counts 0-16.
     Read from its file as load_digits reads it, without importing sklearn and scipy (1.1 s of a digits
     run's start on a 2-core CPU, against 25 ms; measured); load_digits where the file has moved."""
-    shipped = digits_file()
-    if shipped is not None:
-        with gzip.open(shipped, "rt") as text:
-            table = np.loadtxt(text, delimiter=",")  # 64 pixel columns, then the label
+    table = shipped_digits_table()
+    if table is not None:
         return table[:, :-1].reshape(-1, 1, 8, 8), table[:, -1].astype(np.int64)
     from sklearn.datasets import load_digits
 
@@ -267,9 +265,26 @@ def _digits_raw() -> tuple[np.ndarray, np.ndarray]:
     return bunch.images.reshape(-1, 1, 8, 8).astype(np.float64), bunch.target.astype(np.int64)
 
 
+def shipped_digits_table() -> np.ndarray | None:
+    """The rows of digits.csv.gz (64 pixel columns, then the label); None where it is missing or holds
+    something else (a later scikit-learn may change its format: load_digits then reads it)."""
+    shipped = digits_file()
+    if shipped is None:
+        return None
+    try:
+        with gzip.open(shipped, "rt", encoding="utf-8") as text:
+            table = np.loadtxt(text, delimiter=",", ndmin=2)
+    except (OSError, ValueError, EOFError):
+        return None
+    return table if table.shape[1:] == (65,) and len(table) > 0 else None
+
+
 def digits_file() -> Path | None:
     """sklearn/datasets/data/digits.csv.gz of the installed scikit-learn, found without importing it."""
-    found = importlib.util.find_spec("sklearn")
+    try:
+        found = importlib.util.find_spec("sklearn")
+    except (ImportError, ValueError):  # a broken install, or a sklearn module without a spec
+        return None
     locations = [] if found is None else list(found.submodule_search_locations or [])
     shipped = [Path(location) / "datasets" / "data" / "digits.csv.gz" for location in locations]
     return next((path for path in shipped if path.is_file()), None)

@@ -42,6 +42,8 @@ COMPILE_FLAGS = ("-O3", "-shared", "-fPIC")
 WRITTEN_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))  # others: float64, then one rounding
 LOW = np.uint64(0xFFFFFFFF)
 RETRY_FAILED_AFTER_S = 24 * 3600
+COMPILE_TIMEOUT_S = 120
+FINGERPRINT_LINE = "compiler: "
 
 
 def cache_directory() -> Path:
@@ -71,8 +73,10 @@ def library_path(directory: Path, command: Sequence[str]) -> Path:
 def build_library(directory: Path) -> Optional[Path]:
     """dropout_kernel.c built into `directory`, or the build already there; None without a C compiler or a
     writable directory. Written under a temporary name and renamed, so concurrent processes (data-parallel
-    ranks, test workers) never load a half-written file. A failed build is remembered (failure_note) and
-    not tried again until the compiler changes: a broken $CC would otherwise run at every start."""
+    ranks, test workers) never load a half-written file. A failed build leaves a note beside where the
+    library would go (failure_note), and is not tried again for a day while the compiler and the machine
+    are the ones the note names (a broken $CC would otherwise run at every start); deleting the note
+    retries at once."""
     command = compiler_command()
     if command is None:
         return None
@@ -80,24 +84,28 @@ def build_library(directory: Path) -> Optional[Path]:
         target = library_path(directory, command)
         if target.exists():
             return target
-        failed = target.with_suffix(".failed")
-        if failed_before(failed, command) or apple_stub_without_tools(command):
+        failed, fingerprint = target.with_suffix(".failed"), compiler_fingerprint(command)
+        if failed_before(failed, fingerprint) or apple_stub_without_tools(command):
             return None
         directory.mkdir(parents=True, exist_ok=True)
         handle, partial = tempfile.mkstemp(prefix=".building-", suffix=target.suffix, dir=directory)
         os.close(handle)
         try:
-            built = subprocess.run(
-                [*command, *COMPILE_FLAGS, "-o", partial, str(SOURCE)], capture_output=True, timeout=120
-            )
+            try:
+                built = compile_library(command, partial)
+            except subprocess.TimeoutExpired as expired:
+                failed.write_bytes(failure_note(command, fingerprint, "timed out", expired.stderr or b""))
+                return None
             if built.returncode != 0:
-                failed.write_bytes(failure_note(command, built.returncode, built.stderr))
+                if built.returncode > 0:  # killed by a signal (out of memory, a shutdown): may pass next time
+                    failed.write_bytes(failure_note(command, fingerprint, f"exited {built.returncode}", built.stderr))
                 return None
             try:
                 os.replace(partial, target)
             except OSError:  # Windows: another process's build is in place and loaded
                 if not target.exists():
                     raise
+            failed.unlink(missing_ok=True)
         finally:
             if os.path.exists(partial):
                 os.unlink(partial)
@@ -106,31 +114,55 @@ def build_library(directory: Path) -> Optional[Path]:
     return target
 
 
-def failed_before(note: Path, command: Sequence[str]) -> bool:
-    """This build failed less than a day ago, with this compiler as it is now (installed or changed since,
-    it is tried again: its inode's change time moves even where a package keeps the file's own mtime).
-    A day, not for ever: headers installed later do not touch the compiler. Deleting the note retries."""
+def compile_library(command: Sequence[str], output: str) -> subprocess.CompletedProcess:
+    """One run of the C compiler on dropout_kernel.c; TimeoutExpired after two minutes."""
+    return subprocess.run(
+        [*command, *COMPILE_FLAGS, "-o", output, str(SOURCE)], capture_output=True, timeout=COMPILE_TIMEOUT_S
+    )
+
+
+def compiler_fingerprint(command: Sequence[str]) -> str:
+    """This machine and every program in the command as installed now (ccache gcc: both), by the file its
+    path resolves to and that file's identity, size and times: a reinstall, an upgrade or a switched
+    symlink changes it, and so does another machine sharing the cache (its compiler may work)."""
+    parts = [f"host {platform.node()}"]
+    for word in command:
+        found = shutil.which(word) if not word.startswith("-") else None
+        if found is not None:
+            real = os.path.realpath(found)
+            s = os.stat(real)
+            parts.append(f"{real} {s.st_dev} {s.st_ino} {s.st_size} {s.st_mtime_ns} {s.st_ctime_ns}")
+    return "; ".join(parts)
+
+
+def failed_before(note: Path, fingerprint: str, now: Optional[float] = None) -> bool:
+    """The note says this build failed less than a day ago with the compiler of this fingerprint. A day,
+    not for ever: headers installed later change nothing the fingerprint sees."""
     try:
-        written, compiler = note.stat().st_mtime, os.stat(command[0])
+        written, lines = note.stat().st_mtime, note.read_text(errors="replace").splitlines()
     except OSError:
         return False
-    return written >= max(compiler.st_mtime, compiler.st_ctime) and time.time() - written < RETRY_FAILED_AFTER_S
+    recent = (time.time() if now is None else now) - written < RETRY_FAILED_AFTER_S
+    return recent and len(lines) > 1 and lines[1] == FINGERPRINT_LINE + fingerprint
 
 
-def failure_note(command: Sequence[str], returncode: int, stderr: bytes) -> bytes:
-    """What a failed build left in the cache, for whoever wonders why the masks come from numba or NumPy."""
+def failure_note(command: Sequence[str], fingerprint: str, outcome: str, stderr: bytes) -> bytes:
+    """What a failed build left in the cache, for whoever wonders why the masks come from numba or NumPy:
+    the command, how it ended and the end of its errors; the second line is read back by failed_before."""
     tail = b"\n".join(stderr.splitlines()[-20:])
-    header = f"{shlex.join([*command, *COMPILE_FLAGS])} exited {returncode}; delete this file to try again\n"
-    return header.encode() + tail + b"\n"
+    header = f"{shlex.join([*command, *COMPILE_FLAGS])} {outcome}; delete this file to try again\n"
+    return (header + FINGERPRINT_LINE + fingerprint + "\n").encode() + tail + b"\n"
 
 
-def apple_stub_without_tools(command: Sequence[str]) -> bool:
+def apple_stub_without_tools(
+    command: Sequence[str], system: str = sys.platform, probe: Sequence[str] = ("xcode-select", "-p")
+) -> bool:
     """macOS's /usr/bin/cc without the Command Line Tools: a stub that opens an install dialog instead of
-    compiling. xcode-select -p fails where they are missing."""
-    if sys.platform != "darwin" or not command[0].startswith("/usr/bin/"):
+    compiling. xcode-select -p (the probe) fails where they are missing."""
+    if system != "darwin" or not command[0].startswith("/usr/bin/"):
         return False
     try:
-        return subprocess.run(["xcode-select", "-p"], capture_output=True, timeout=10).returncode != 0
+        return subprocess.run(list(probe), capture_output=True, timeout=10).returncode != 0
     except (OSError, subprocess.SubprocessError):
         return True
 

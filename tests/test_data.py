@@ -54,9 +54,12 @@ def test_digits_is_the_bundled_real_dataset() -> None:
     assert 0.0 <= data.x_train.min() and data.x_train.max() <= 1.0
 
 
-def test_digits_are_read_from_sklearns_file_as_load_digits_reads_them(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_digits_are_read_from_sklearns_file_as_load_digits_reads_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The digits come from scikit-learn's shipped file without importing it (a second of start-up), and
-    equal load_digits' arrays; where the file is not found, load_digits itself gives the same."""
+    equal load_digits' arrays; where the file is not found, or holds another format, load_digits itself
+    gives the same."""
     loaded = subprocess.run(
         [sys.executable, "-c", "import sys, loopspec.data as d; d._digits_raw(); print('sklearn' in sys.modules)"],
         capture_output=True,
@@ -67,9 +70,15 @@ def test_digits_are_read_from_sklearns_file_as_load_digits_reads_them(monkeypatc
     from sklearn.datasets import load_digits
 
     bunch = load_digits()
-    read = data_module._digits_raw()
-    monkeypatch.setattr(data_module, "digits_file", lambda: None)
-    for x, y in (read, data_module._digits_raw()):
+    read = [data_module._digits_raw()]
+    other_columns, not_gzip = tmp_path / "digits.csv.gz", tmp_path / "plain.csv.gz"
+    with gzip.open(other_columns, "wt", encoding="utf-8") as text:
+        text.write("1,2,3\n4,5,6\n")
+    not_gzip.write_text("0," * 64 + "0\n")
+    for found in (None, other_columns, not_gzip):
+        monkeypatch.setattr(data_module, "digits_file", lambda found=found: found)
+        read.append(data_module._digits_raw())
+    for x, y in read:
         assert x.dtype == np.float64 and y.dtype == np.int64
         np.testing.assert_array_equal(x, bunch.images.reshape(-1, 1, 8, 8))
         np.testing.assert_array_equal(y, bunch.target)

@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import functools
 import os
-import subprocess
+import platform
+import shlex
 import tempfile
 import time
 from pathlib import Path
@@ -164,7 +165,7 @@ def test_the_c_build_is_kept_in_the_cache_and_skipped_without_a_compiler(
 ) -> None:
     """Built once into the cache and loaded from there after (the compiler not run again); a command with
     arguments is another build; a missing or failing compiler gives None (numba or NumPy draw the masks
-    instead), and leaves no library behind (a failure's note: the next test)."""
+    instead), and leaves no library behind (a failure's note: the next tests)."""
     built("c")  # skips without a compiler
     fill = dropout_kernel.c_fill(tmp_path / "cache")
     command = dropout_kernel.compiler_command()
@@ -172,7 +173,8 @@ def test_the_c_build_is_kept_in_the_cache_and_skipped_without_a_compiler(
     assert [p.name for p in (tmp_path / "cache").iterdir()] == [
         dropout_kernel.library_path(tmp_path / "cache", command).name
     ]
-    with mock.patch.object(dropout_kernel.subprocess, "run", side_effect=AssertionError("compiled again")):
+    with monkeypatch.context() as patched:
+        patched.setattr(dropout_kernel, "compile_library", mock.Mock(side_effect=AssertionError("compiled again")))
         assert dropout_kernel.c_fill(tmp_path / "cache") is not None
     monkeypatch.setenv("CC", f"{os.environ.get('CC') or 'cc'} -w")  # a command with its arguments, as make takes it
     assert dropout_kernel.c_fill(tmp_path / "cache") is not None and len(list((tmp_path / "cache").iterdir())) == 2
@@ -189,50 +191,125 @@ def test_the_c_build_is_kept_in_the_cache_and_skipped_without_a_compiler(
     np.testing.assert_array_equal(drawn, expected)
 
 
-def test_a_failed_c_build_runs_once_and_again_when_the_compiler_changes(
+class ScriptCompiler:
+    """A shell script standing in for $CC, which counts its runs; CC names it through a symlink, as
+    /usr/bin/cc names the compiler that alternatives or a package manager picked."""
+
+    def __init__(self, directory: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.directory, self.runs, self.cache = directory, directory / "runs", directory / "cache"
+        self.link = directory / "cc"
+        monkeypatch.setenv("CC", f"{shlex.quote(str(self.link))} -w")
+
+    def install(self, name: str, body: str) -> Path:
+        program = self.directory / name
+        program.write_text(f"#!/bin/sh\necho run >> {shlex.quote(str(self.runs))}\n{body}\n")
+        program.chmod(0o755)
+        self.link.unlink(missing_ok=True)
+        self.link.symlink_to(program)
+        return program
+
+    def attempts(self) -> int:
+        """Runs so far, after one more start that wants the C build (and gets none)."""
+        assert dropout_kernel.c_fill(self.cache) is None
+        return self.runs.read_text().count("run") if self.runs.exists() else 0
+
+    def note(self) -> Path:
+        (note,) = self.cache.iterdir()
+        assert note.suffix == ".failed"
+        return note
+
+
+BROKEN = 'echo "fatal error: stdint.h: No such file" >&2\nexit 1'
+
+
+def test_a_failed_c_build_runs_once_until_the_compiler_changes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A compiler that is found and fails is not run at every start: its note in the cache says why. It is
+    tried again when the compiler is reinstalled, upgraded or switched, a day later, or when the note is
+    deleted."""
+    cc = ScriptCompiler(tmp_path, monkeypatch)
+    first = cc.install("broken-cc", BROKEN)
+    assert (cc.attempts(), cc.attempts()) == (1, 1)
+    text = cc.note().read_text()
+    assert "stdint.h: No such file" in text and "exited 1" in text and str(first) in text
+    first.write_text(first.read_text() + "# upgraded\n")  # another size
+    assert (cc.attempts(), cc.attempts()) == (2, 2)
+    stat = first.stat()
+    time.sleep(0.05)  # past the file system's clock tick: the inode's change time moves
+    first.write_text(first.read_text().replace("upgraded", "rebuilt!"))  # the same size, ...
+    os.utime(first, ns=(stat.st_atime_ns, stat.st_mtime_ns))  # ... and the packaged mtime kept
+    assert (cc.attempts(), cc.attempts()) == (3, 3)
+    cc.install("another-cc", BROKEN)  # the symlink switched to another compiler
+    assert (cc.attempts(), cc.attempts()) == (4, 4)
+    day_ago = time.time() - dropout_kernel.RETRY_FAILED_AFTER_S - 1
+    os.utime(cc.note(), (day_ago, day_ago))
+    assert (cc.attempts(), cc.attempts()) == (5, 5)
+    cc.note().unlink()
+    assert (cc.attempts(), cc.attempts()) == (6, 6)
+
+
+def test_a_note_names_this_machine_and_every_program_of_the_command(tmp_path: Path) -> None:
+    """A cache shared between machines (one home directory on a cluster): another machine's failure does
+    not stop this one from building. CC="ccache gcc" is fingerprinted by both programs."""
+    first, second = tmp_path / "ccache", tmp_path / "gcc"
+    for program in (first, second):
+        program.write_text("#!/bin/sh\nexit 1\n")
+        program.chmod(0o755)
+    command = [str(first), str(second), "-w"]
+    fingerprint = dropout_kernel.compiler_fingerprint(command)
+    assert f"host {platform.node()}" in fingerprint and str(first) in fingerprint and str(second) in fingerprint
+    note = tmp_path / "kernel.failed"
+    note.write_bytes(dropout_kernel.failure_note(command, fingerprint, "exited 1", b"error"))
+    assert dropout_kernel.failed_before(note, fingerprint)
+    assert not dropout_kernel.failed_before(note, fingerprint.replace(f"host {platform.node()}", "host elsewhere"))
+    second.write_text("#!/bin/sh\nexit 0\n\n")
+    assert not dropout_kernel.failed_before(note, dropout_kernel.compiler_fingerprint(command))
+    assert not dropout_kernel.failed_before(note, fingerprint, now=time.time() + dropout_kernel.RETRY_FAILED_AFTER_S)
+
+
+def test_a_compiler_that_hangs_is_remembered_and_one_killed_is_not(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A compiler that is found and fails is not run at every start: its note in the cache says why. It is
-    tried again once the compiler changes, a day later, or when the note is deleted."""
-    runs, compiler, cache = tmp_path / "runs", tmp_path / "broken-cc", tmp_path / "cache"
-    script = f'#!/bin/sh\necho run >> "{runs}"\necho "fatal error: stdint.h: No such file" >&2\nexit 1\n'
-    compiler.write_text(script)
-    compiler.chmod(0o755)
-    monkeypatch.setenv("CC", f"{compiler} -w")
-
-    def attempts() -> int:
-        assert dropout_kernel.c_fill(cache) is None
-        return runs.read_text().count("run")
-
-    assert (attempts(), attempts()) == (1, 1)
-    (note,) = cache.iterdir()
-    assert "stdint.h: No such file" in note.read_text() and "exited 1" in note.read_text()
-    compiler.write_text(script)  # reinstalled: newer than the note
-    os.utime(note, (note.stat().st_mtime - 10,) * 2)
-    assert (attempts(), attempts()) == (2, 2)
-    later = time.time() + dropout_kernel.RETRY_FAILED_AFTER_S + 1
-    with mock.patch.object(dropout_kernel.time, "time", return_value=later):
-        assert attempts() == 3
-    note.unlink()
-    assert attempts() == 4
+    """A compiler past its time limit would cost that limit at every start: noted as a failure. One killed
+    by a signal (out of memory, a shutdown) may work next time: no note."""
+    monkeypatch.setattr(dropout_kernel, "COMPILE_TIMEOUT_S", 0.5)
+    cc = ScriptCompiler(tmp_path, monkeypatch)
+    cc.install("hanging-cc", "exec sleep 30")
+    assert (cc.attempts(), cc.attempts()) == (1, 1)
+    assert "timed out" in cc.note().read_text()
+    cc.note().unlink()
+    cc.install("killed-cc", "kill -9 $$")
+    assert (cc.attempts(), cc.attempts()) == (2, 3)
+    assert not cc.cache.exists() or not list(cc.cache.iterdir())
 
 
-def test_the_macos_compiler_stub_is_not_run_without_the_command_line_tools(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_build_that_works_again_removes_the_note(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The headers installed and the note deleted by hand, or the compiler fixed: the stale note goes."""
+    built("c")  # skips without a compiler
+    real = dropout_kernel.compiler_command()
+    assert real is not None
+    cc = ScriptCompiler(tmp_path, monkeypatch)
+    cc.install("cc-without-headers", BROKEN)
+    assert cc.attempts() == 1 and cc.note().exists()
+    cc.install("cc-with-headers", f'exec {shlex.join(real)} "$@"')
+    assert dropout_kernel.c_fill(cc.cache) is not None
+    (library,) = cc.cache.iterdir()  # the note gone, the library in its place
+    assert library.suffix != ".failed" and cc.runs.read_text().count("run") == 2
+
+
+def test_the_macos_compiler_stub_is_not_run_without_the_command_line_tools(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """macOS's /usr/bin/cc without the Command Line Tools opens an install dialog instead of compiling:
     xcode-select -p says so first, and the masks come from numba or NumPy."""
-
-    def run(command: list[str], **_: object) -> subprocess.CompletedProcess:
-        assert command == ["xcode-select", "-p"], f"ran {command}"
-        return subprocess.CompletedProcess(command, returncode=2)
-
-    monkeypatch.setattr(dropout_kernel.sys, "platform", "darwin")
-    monkeypatch.setattr(dropout_kernel, "compiler_command", lambda: ["/usr/bin/cc"])
-    with mock.patch.object(dropout_kernel.subprocess, "run", side_effect=run) as ran:
-        assert dropout_kernel.build_library(Path(tempfile.mkdtemp(prefix="dropout-kernel-test-"))) is None
-        assert ran.call_count == 1
-        assert not dropout_kernel.apple_stub_without_tools(["/opt/homebrew/bin/gcc-14"])
-    with mock.patch.object(dropout_kernel.subprocess, "run", return_value=subprocess.CompletedProcess([], 0)):
-        assert not dropout_kernel.apple_stub_without_tools(["/usr/bin/cc"])
+    assert dropout_kernel.apple_stub_without_tools(["/usr/bin/cc"], "darwin", probe=["false"])
+    assert dropout_kernel.apple_stub_without_tools(["/usr/bin/cc"], "darwin", probe=[str(tmp_path / "absent")])
+    assert not dropout_kernel.apple_stub_without_tools(["/usr/bin/cc"], "darwin", probe=["true"])
+    assert not dropout_kernel.apple_stub_without_tools(["/opt/homebrew/bin/gcc-14"], "darwin", probe=["false"])
+    assert not dropout_kernel.apple_stub_without_tools(["/usr/bin/cc"], "linux", probe=["false"])
+    cc = ScriptCompiler(tmp_path, monkeypatch)
+    cc.install("stub-cc", "exit 0")
+    monkeypatch.setattr(dropout_kernel, "apple_stub_without_tools", lambda command: True)
+    assert cc.attempts() == 0 and not cc.cache.exists()
 
 
 @functools.lru_cache(maxsize=None)
