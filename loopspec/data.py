@@ -10,6 +10,7 @@ from __future__ import annotations
 import gzip
 import importlib.util
 import pickle
+import warnings
 import zipfile
 import zlib
 from dataclasses import dataclass, field
@@ -272,9 +273,10 @@ def shipped_digits_table() -> np.ndarray | None:
     if shipped is None:
         return None
     try:
-        with gzip.open(shipped, "rt", encoding="utf-8") as text:
+        with gzip.open(shipped, "rt", encoding="utf-8") as text, warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # loadtxt's "input contained no data"
             table = np.loadtxt(text, delimiter=",", ndmin=2)
-    except (OSError, ValueError, EOFError):
+    except (OSError, ValueError, EOFError, zlib.error):  # missing, not gzip, another format, damaged
         return None
     return table if table.shape[1:] == (65,) and len(table) > 0 else None
 

@@ -13,8 +13,10 @@ Without either, `fill` is None and loopspec.dropout.parity_dropout_masks draws t
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import hashlib
+import json
 import math
 import os
 import platform
@@ -25,7 +27,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Callable, NamedTuple, Optional, Sequence
 
 import numpy as np
 
@@ -58,8 +60,8 @@ def compiler_command() -> Optional[list[str]]:
         name, *arguments = shlex.split(os.environ.get("CC") or "cc") or ["cc"]
     except ValueError:  # unbalanced quotes
         return None
-    found = shutil.which(name)
-    return None if found is None else [found, *arguments]
+    found = shutil.which(name)  # absolute: ./mycc in two folders are two compilers
+    return None if found is None else [os.path.abspath(found), *arguments]
 
 
 def library_path(directory: Path, command: Sequence[str]) -> Path:
@@ -67,16 +69,15 @@ def library_path(directory: Path, command: Sequence[str]) -> Path:
     arguments (a CC with -march=native builds for this machine only), the flags and the platform."""
     key = "\n".join([SOURCE.read_text(), *command, *COMPILE_FLAGS, platform.machine(), sys.platform])
     suffix = {"win32": ".dll", "darwin": ".dylib"}.get(sys.platform, ".so")
-    return directory / f"dropout_kernel-{hashlib.sha256(key.encode()).hexdigest()[:16]}{suffix}"
+    digest = hashlib.sha256(key.encode(errors="surrogateescape")).hexdigest()[:16]
+    return directory / f"dropout_kernel-{digest}{suffix}"
 
 
 def build_library(directory: Path) -> Optional[Path]:
     """dropout_kernel.c built into `directory`, or the build already there; None without a C compiler or a
-    writable directory. Written under a temporary name and renamed, so concurrent processes (data-parallel
-    ranks, test workers) never load a half-written file. A failed build leaves a note beside where the
-    library would go (failure_note), and is not tried again for a day while the compiler and the machine
-    are the ones the note names (a broken $CC would otherwise run at every start); deleting the note
-    retries at once."""
+    writable directory. A failed build leaves a note beside where the library would go (failure_note),
+    and is not tried again for a day while the compiler and the machine are the ones the note names (a
+    broken $CC would otherwise run at every start); deleting the note retries at once."""
     command = compiler_command()
     if command is None:
         return None
@@ -88,33 +89,47 @@ def build_library(directory: Path) -> Optional[Path]:
         if failed_before(failed, fingerprint) or apple_stub_without_tools(command):
             return None
         directory.mkdir(parents=True, exist_ok=True)
-        handle, partial = tempfile.mkstemp(prefix=".building-", suffix=target.suffix, dir=directory)
-        os.close(handle)
-        try:
-            try:
-                built = compile_library(command, partial)
-            except subprocess.TimeoutExpired as expired:
-                failed.write_bytes(failure_note(command, fingerprint, "timed out", expired.stderr or b""))
-                return None
-            if built.returncode != 0:
-                if built.returncode > 0:  # killed by a signal (out of memory, a shutdown): may pass next time
-                    failed.write_bytes(failure_note(command, fingerprint, f"exited {built.returncode}", built.stderr))
-                return None
-            try:
-                os.replace(partial, target)
-            except OSError:  # Windows: another process's build is in place and loaded
-                if not target.exists():
-                    raise
-            failed.unlink(missing_ok=True)
-        finally:
-            if os.path.exists(partial):
-                os.unlink(partial)
-    except (OSError, subprocess.SubprocessError):
+        failure = compile_into(target, command)
+    except (OSError, ValueError, subprocess.SubprocessError):  # ValueError: a path the file system cannot encode
         return None
-    return target
+    with contextlib.suppress(OSError):  # another user's note in a shared cache: the build stands
+        if failure is None:
+            failed.unlink(missing_ok=True)
+        elif failure.lasting:
+            failed.write_bytes(failure_note(command, fingerprint, failure.outcome, failure.stderr))
+    return target if failure is None else None
 
 
-def compile_library(command: Sequence[str], output: str) -> subprocess.CompletedProcess:
+class Failure(NamedTuple):
+    outcome: str  # "exited 1", "timed out"
+    stderr: bytes
+    lasting: bool  # worth a note: not a compiler killed by a signal (out of memory), which may pass next time
+
+
+def compile_into(target: Path, command: Sequence[str]) -> Optional[Failure]:
+    """Compile to a temporary name beside `target` and rename it, so concurrent processes (data-parallel
+    ranks, test workers) never load a half-written file; how it failed, or None."""
+    handle, partial = tempfile.mkstemp(prefix=".building-", suffix=target.suffix, dir=target.parent)
+    os.close(handle)
+    try:
+        try:
+            built = compile_library(command, partial)
+        except subprocess.TimeoutExpired as expired:
+            return Failure("timed out", expired.stderr or b"", lasting=True)
+        if built.returncode != 0:
+            return Failure(f"exited {built.returncode}", built.stderr, lasting=built.returncode > 0)
+        try:
+            os.replace(partial, target)
+        except OSError:  # Windows: another process's build is in place and loaded
+            if not target.exists():
+                raise
+        return None
+    finally:
+        if os.path.exists(partial):
+            os.unlink(partial)
+
+
+def compile_library(command: Sequence[str], output: str) -> subprocess.CompletedProcess[bytes]:
     """One run of the C compiler on dropout_kernel.c; TimeoutExpired after two minutes."""
     return subprocess.run(
         [*command, *COMPILE_FLAGS, "-o", output, str(SOURCE)], capture_output=True, timeout=COMPILE_TIMEOUT_S
@@ -122,36 +137,38 @@ def compile_library(command: Sequence[str], output: str) -> subprocess.Completed
 
 
 def compiler_fingerprint(command: Sequence[str]) -> str:
-    """This machine and every program in the command as installed now (ccache gcc: both), by the file its
-    path resolves to and that file's identity, size and times: a reinstall, an upgrade or a switched
-    symlink changes it, and so does another machine sharing the cache (its compiler may work)."""
+    """This machine and the programs the command names as installed now (ccache gcc: both; not what a
+    wrapper or shim runs in turn), each by the file its path resolves to and that file's identity, size
+    and times: a reinstall, an upgrade or a switched symlink changes it, and so does another machine
+    sharing the cache (its compiler may work). One line of JSON, whatever the names hold."""
     parts = [f"host {platform.node()}"]
     for word in command:
         found = shutil.which(word) if not word.startswith("-") else None
         if found is not None:
             real = os.path.realpath(found)
-            s = os.stat(real)
-            parts.append(f"{real} {s.st_dev} {s.st_ino} {s.st_size} {s.st_mtime_ns} {s.st_ctime_ns}")
-    return "; ".join(parts)
+            stat = os.stat(real)
+            parts.append(f"{real} {stat.st_dev} {stat.st_ino} {stat.st_size} {stat.st_mtime_ns} {stat.st_ctime_ns}")
+    return json.dumps(parts)
 
 
 def failed_before(note: Path, fingerprint: str, now: Optional[float] = None) -> bool:
     """The note says this build failed less than a day ago with the compiler of this fingerprint. A day,
-    not for ever: headers installed later change nothing the fingerprint sees."""
+    not for ever: headers installed later change nothing the fingerprint sees. A note dated ahead of
+    this clock (another machine's, skewed) counts as old."""
     try:
-        written, lines = note.stat().st_mtime, note.read_text(errors="replace").splitlines()
+        written, lines = note.stat().st_mtime, note.read_bytes().splitlines()
     except OSError:
         return False
-    recent = (time.time() if now is None else now) - written < RETRY_FAILED_AFTER_S
-    return recent and len(lines) > 1 and lines[1] == FINGERPRINT_LINE + fingerprint
+    age = (time.time() if now is None else now) - written
+    return 0 <= age < RETRY_FAILED_AFTER_S and (FINGERPRINT_LINE + fingerprint).encode() in lines
 
 
 def failure_note(command: Sequence[str], fingerprint: str, outcome: str, stderr: bytes) -> bytes:
     """What a failed build left in the cache, for whoever wonders why the masks come from numba or NumPy:
-    the command, how it ended and the end of its errors; the second line is read back by failed_before."""
+    the command, how it ended, the fingerprint failed_before reads back, and the end of its errors."""
     tail = b"\n".join(stderr.splitlines()[-20:])
     header = f"{shlex.join([*command, *COMPILE_FLAGS])} {outcome}; delete this file to try again\n"
-    return (header + FINGERPRINT_LINE + fingerprint + "\n").encode() + tail + b"\n"
+    return header.encode(errors="surrogateescape") + (FINGERPRINT_LINE + fingerprint + "\n").encode() + tail + b"\n"
 
 
 def apple_stub_without_tools(

@@ -75,7 +75,12 @@ def test_digits_are_read_from_sklearns_file_as_load_digits_reads_them(
     with gzip.open(other_columns, "wt", encoding="utf-8") as text:
         text.write("1,2,3\n4,5,6\n")
     not_gzip.write_text("0," * 64 + "0\n")
-    for found in (None, other_columns, not_gzip):
+    damaged, empty = tmp_path / "damaged.csv.gz", tmp_path / "empty.csv.gz"
+    packed = bytearray(gzip.compress(("0," * 64 + "0\n").encode() * 200))
+    packed[20:60] = bytes(40)  # the header intact, the deflate stream broken: zlib.error
+    damaged.write_bytes(bytes(packed))
+    empty.write_bytes(gzip.compress(b""))
+    for found in (None, other_columns, not_gzip, damaged, empty):
         monkeypatch.setattr(data_module, "digits_file", lambda found=found: found)
         read.append(data_module._digits_raw())
     for x, y in read:
