@@ -5,11 +5,13 @@ equal it bit for bit."""
 
 from __future__ import annotations
 
+import atexit
 import functools
 import json
 import os
 import platform
 import shlex
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -114,7 +116,9 @@ wide_layers = layer_lists(
 @functools.lru_cache(maxsize=None)
 def kernel_build(name: str) -> dropout_kernel.Fill | None:
     if name == "c":  # into a directory of its own: a read-only or noexec home must not skip the test
-        return dropout_kernel.c_fill(Path(tempfile.mkdtemp(prefix="dropout-kernel-test-")))
+        directory = tempfile.mkdtemp(prefix="dropout-kernel-test-")
+        atexit.register(shutil.rmtree, directory, ignore_errors=True)  # shared by the session's tests
+        return dropout_kernel.c_fill(Path(directory))
     return dropout_kernel.numba_fill()
 
 
