@@ -2,7 +2,7 @@
 
     python -m benchmarks.scaling [--batch-sizes 32,64,...,4096] [--widths 64,...,2048] [--width-batch 256]
         [--modes bare_eager,eager,bare_jit,jit] [--precision fp32] [--device cpu|cuda]
-        [--steps 10] [--warmup 3] [--repeats 3] [--out benchmarks/results] [--smoke]
+        [--steps 10] [--warmup 3] [--repeats 3] [--out benchmarks/results; --smoke: runs/benchmarks] [--smoke]
 
 The MLP workload of benchmarks.throughput, swept two ways: batch size at its own width (hidden
 [256, 128]), and width (hidden [w, w // 2]) at one batch size. Each backend runs every point in
@@ -288,7 +288,7 @@ def parse(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--out", default="benchmarks/results")
+    parser.add_argument("--out", help="default benchmarks/results (what is committed); with --smoke runs/benchmarks")
     parser.add_argument("--smoke", action="store_true", help="a tiny sweep that checks the machinery, not the speed")
     parser.add_argument("--worker", choices=("torch", "jax"), help=argparse.SUPPRESS)
     parser.add_argument("--worker-json", help=argparse.SUPPRESS)
@@ -296,6 +296,7 @@ def parse(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     if args.smoke:
         for key, value in SMOKE.items():
             setattr(args, key, value)
+    args.out = args.out or ("runs/benchmarks" if args.smoke else "benchmarks/results")  # a dry run is not a result
     args.modes = args.modes.split(",") if isinstance(args.modes, str) else args.modes
     known = {m for modes in MODES.values() for m in modes}
     unknown = [m for m in args.modes if m not in known]

@@ -26,6 +26,14 @@ def test_ci_runs_the_readme_test_command() -> None:
     assert "make test" in ci.split("\n", 2)[-1]
 
 
+def test_every_shipped_recipe_is_in_the_recipes_table() -> None:
+    """docs/usage.md's table names each recipe the CLI accepts, and no other."""
+    usage = Path("docs/usage.md").read_text()
+    table = usage.split("## Recipes", 1)[1].split("\n## ", 1)[0]
+    listed = set(re.findall(r"`([a-z0-9_]+)\.yaml`", table))
+    assert listed == {path.stem for path in Path("loopspec/recipes").glob("*.yaml")}
+
+
 def test_the_config_reference_is_generated_from_the_schema() -> None:
     from loopspec.config.reference import render
 
