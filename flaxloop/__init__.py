@@ -11,6 +11,8 @@ updates, torch's loss reductions.
 module once. The backend-neutral forms: loopspec.fit(..., backend="jax"), loopspec.load_run.
 """
 
-from loopspec.backends import lazy_exports
+from loopspec.backends import lazy_exports, refuse_a_command_without
+
+refuse_a_command_without(("jax", "flax", "optax"), "jax")
 
 __getattr__, __all__ = lazy_exports(__name__, {"fit": "train", "load_model": "inference", "predict": "inference"})

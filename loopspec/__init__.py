@@ -10,7 +10,9 @@ stopping, checkpoints and the metrics format.
     print(run.summary["val_acc"], run.evaluate())
 """
 
-from loopspec.backends import lazy_exports
+from loopspec.backends import CORE_MODULES, lazy_exports, refuse_a_command_without
+
+refuse_a_command_without(CORE_MODULES, "all")
 
 # Imported on first use, so `python -m loopspec.comparison` runs that module once.
 __getattr__, __all__ = lazy_exports(

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import importlib
-from typing import Any, Callable, Literal
+import importlib.util
+import sys
+from typing import Any, Callable, Literal, Sequence
 
 from loopspec.errors import UserError
 
 BackendName = Literal["torch", "jax"]
 BACKEND_PACKAGES = {"torch": "torchloop", "jax": "flaxloop"}
 FRAMEWORK_MODULES = ("torch", "jax", "jaxlib", "flax", "optax")
+# pyproject's dependencies by their import names (pyyaml: yaml, scikit-learn: sklearn)
+CORE_MODULES = ("numpy", "safetensors", "yaml", "tqdm", "matplotlib", "sklearn", "scipy")
 
 
 def backend_module(backend: str, module: str) -> Any:
@@ -38,3 +42,20 @@ def lazy_exports(package: str, exports: dict[str, str]) -> tuple[Callable[[str],
         return getattr(importlib.import_module(f"{package}.{exports[name]}"), name)
 
     return attribute, list(exports)
+
+
+def refuse_a_command_without(modules: Sequence[str], extra: str) -> None:
+    """`python -m <package>.<module>` started by an interpreter that lacks the project's packages (the
+    system Python, not the .venv that `make run` set up): one line and exit 2, not an import traceback.
+    Only for a command: while `python -m` imports the package, sys.argv[0] is "-m"; an import from
+    code raises ImportError as usual."""
+    if sys.argv[:1] != ["-m"]:
+        return
+    missing = [name for name in modules if importlib.util.find_spec(name) is None]
+    if missing:
+        print(
+            f"{sys.executable} lacks {', '.join(missing)}: activate the environment that make run set up "
+            f"(source .venv/bin/activate) or pip install -e '.[{extra}]'",
+            file=sys.stderr,
+        )
+        raise SystemExit(2)

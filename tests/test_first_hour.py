@@ -118,3 +118,28 @@ def test_help_names_the_command_typed(command: str, module: str) -> None:
     assert installed.stdout.startswith(f"usage: {command} "), installed.stdout
     as_module = subprocess.run([sys.executable, "-m", module, "--help"], capture_output=True, text=True, timeout=120)
     assert as_module.stdout.startswith(f"usage: python -m {module} "), as_module.stdout
+
+
+@pytest.mark.parametrize("module", ["torchloop.train", "flaxloop.train", "paritykit.compare"])
+def test_a_command_run_by_a_python_without_the_packages_says_which_environment(module: str) -> None:
+    """The README's `python -m ...` typed before activating .venv: one line naming what is missing and
+    how to get it, exit 2, no traceback (python -S: this interpreter without its site-packages)."""
+    ran = subprocess.run([sys.executable, "-S", "-m", module, "--help"], capture_output=True, text=True)
+    assert ran.returncode == 2 and ran.stdout == "", ran.stderr
+    assert ran.stderr.count("\n") == 1 and "lacks numpy" in ran.stderr and "source .venv/bin/activate" in ran.stderr
+    imported = subprocess.run([sys.executable, "-S", "-c", f"import {module}"], capture_output=True, text=True)
+    assert imported.returncode == 1 and "ModuleNotFoundError" in imported.stderr  # code's imports: unchanged
+
+
+def test_a_backend_command_without_its_framework_names_its_extra(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    from loopspec.backends import refuse_a_command_without
+
+    refuse_a_command_without(("no_such_framework",), "torch")  # imported from code: nothing happens
+    monkeypatch.setattr(sys, "argv", ["-m"])  # as while `python -m torchloop.train` imports its package
+    with pytest.raises(SystemExit) as stopped:
+        refuse_a_command_without(("numpy", "no_such_framework"), "torch")
+    said = capsys.readouterr().err
+    assert stopped.value.code == 2 and said.count("\n") == 1
+    assert "lacks no_such_framework:" in said and "pip install -e '.[torch]'" in said

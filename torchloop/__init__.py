@@ -10,6 +10,8 @@ The reference side: the JAX backend (flaxloop) reproduces what this computes.
 module once. The backend-neutral forms: loopspec.fit(..., backend="torch"), loopspec.load_run.
 """
 
-from loopspec.backends import lazy_exports
+from loopspec.backends import lazy_exports, refuse_a_command_without
+
+refuse_a_command_without(("torch",), "torch")
 
 __getattr__, __all__ = lazy_exports(__name__, {"fit": "train", "load_model": "inference", "predict": "inference"})
