@@ -193,6 +193,11 @@ def render(report: dict[str, Any]) -> str:
         + "".join(f" {name}={value}." for name, value in report.get("environment", {}).items()),
         "",
         sentences(report),
+        *(
+            ["", "A smoke run checks the machinery; its few points are too few to say where a curve turns."]
+            if report.get("smoke")
+            else []
+        ),
         "",
         f"Criterion: {report['criterion']}.",
         "",
@@ -312,7 +317,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse(argv)
     if args.worker:
         return worker(args)
-    report = measure(args)
+    report = {**measure(args), "smoke": args.smoke}
     stem = f"scaling_{args.device}_{args.precision}{'_smoke' if args.smoke else ''}_{report['date']}"
     write(report, Path(args.out) / stem)
     print(render(report))

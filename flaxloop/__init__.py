@@ -13,6 +13,6 @@ module once. The backend-neutral forms: loopspec.fit(..., backend="jax"), loopsp
 
 from loopspec.backends import lazy_exports, refuse_a_command_without
 
-refuse_a_command_without(("jax", "flax", "optax"), "jax")
+refuse_a_command_without(("jax", "jaxlib", "flax", "optax"), "jax")
 
 __getattr__, __all__ = lazy_exports(__name__, {"fit": "train", "load_model": "inference", "predict": "inference"})

@@ -12,7 +12,7 @@ stopping, checkpoints and the metrics format.
 
 from loopspec.backends import CORE_MODULES, lazy_exports, refuse_a_command_without
 
-refuse_a_command_without(CORE_MODULES, "all")
+refuse_a_command_without(CORE_MODULES)
 
 # Imported on first use, so `python -m loopspec.comparison` runs that module once.
 __getattr__, __all__ = lazy_exports(

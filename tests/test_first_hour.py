@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -22,6 +23,7 @@ from loopspec.errors import ConfigError, DataError
 from loopspec.sinks import ProgressSink
 from paritykit.plots import plot_runs
 
+ROOT = Path(__file__).resolve().parents[1]
 STEP = {"kind": "step", "epoch": 3, "loss": 0.5, "lr": 0.00123, "grad_norm": 1.0, "skipped": False}
 EPOCH = {"kind": "epoch", "epoch": 3, "step": 40, "train_loss": 0.5, "val_loss": 0.4, "val_acc": 0.9, "seconds": 1.0}
 
@@ -123,11 +125,12 @@ def test_help_names_the_command_typed(command: str, module: str) -> None:
 @pytest.mark.parametrize("module", ["torchloop.train", "flaxloop.train", "paritykit.compare"])
 def test_a_command_run_by_a_python_without_the_packages_says_which_environment(module: str) -> None:
     """The README's `python -m ...` typed before activating .venv: one line naming what is missing and
-    how to get it, exit 2, no traceback (python -S: this interpreter without its site-packages)."""
-    ran = subprocess.run([sys.executable, "-S", "-m", module, "--help"], capture_output=True, text=True)
-    assert ran.returncode == 2 and ran.stdout == "", ran.stderr
-    assert ran.stderr.count("\n") == 1 and "lacks numpy" in ran.stderr and "source .venv/bin/activate" in ran.stderr
-    imported = subprocess.run([sys.executable, "-S", "-c", f"import {module}"], capture_output=True, text=True)
+    how to get it, exit 2, no traceback (python -E -S: this interpreter without its site-packages)."""
+    bare = [sys.executable, "-E", "-S"]
+    ran = subprocess.run([*bare, "-m", module, "--help"], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert ran.returncode == 2 and ran.stdout == "" and ran.stderr.count("\n") == 1, ran.stderr
+    assert "lacks numpy" in ran.stderr and ("make run set up" in ran.stderr or "-m pip install" in ran.stderr)
+    imported = subprocess.run([*bare, "-c", f"import {module}"], capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert imported.returncode == 1 and "ModuleNotFoundError" in imported.stderr  # code's imports: unchanged
 
 
@@ -139,7 +142,20 @@ def test_a_backend_command_without_its_framework_names_its_extra(
     refuse_a_command_without(("no_such_framework",), "torch")  # imported from code: nothing happens
     monkeypatch.setattr(sys, "argv", ["-m"])  # as while `python -m torchloop.train` imports its package
     with pytest.raises(SystemExit) as stopped:
-        refuse_a_command_without(("numpy", "no_such_framework"), "torch")
+        refuse_a_command_without(("numpy", "no_such_framework", "no_such_parent.child"), "torch")
     said = capsys.readouterr().err
     assert stopped.value.code == 2 and said.count("\n") == 1
-    assert "lacks no_such_framework:" in said and "pip install -e '.[torch]'" in said
+    assert "lacks no_such_framework, no_such_parent.child:" in said
+    assert "make run set up" in said or f"{sys.executable} -m pip install -e '{ROOT}[torch]'" in said
+
+
+def test_the_modules_a_command_checks_are_pyprojects_dependencies() -> None:
+    import tomllib
+
+    from loopspec.backends import CORE_MODULES
+
+    declared = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    import_names = {"pyyaml": "yaml", "scikit-learn": "sklearn"}
+    names = {re.split(r"[<>=; ]", requirement)[0].lower() for requirement in declared}
+    needed = {import_names.get(n, n) for n in names if n != "tomli" or sys.version_info < (3, 11)}
+    assert set(CORE_MODULES) == needed

@@ -91,6 +91,7 @@ def test_the_report_is_json_markdown_and_a_png(tmp_path: Path) -> None:
     scaling.write(report, tmp_path / "scaling_test")
     assert json.loads((tmp_path / "scaling_test.json").read_text())["curves"] == report["curves"]
     markdown = (tmp_path / "scaling_test.md").read_text()
+    assert "A smoke run" not in markdown
     assert sentences(report) in markdown and "Criterion: a curve is compute-bound" in markdown
     assert "| compute-bound from | 256 | - |" in markdown
     assert (tmp_path / "scaling_test.png").read_bytes().startswith(b"\x89PNG")
@@ -126,6 +127,7 @@ def test_the_smoke_sweep_writes_positive_numbers_and_a_sentence(tmp_path: Path) 
     markdown = path.with_suffix(".md").read_text()
     assert "Batch sweep (MLP, width 256)" in markdown and "Width sweep (MLP, batch 256)" in markdown
     assert "compute-bound" in sentences(report) and sentences(report) in markdown
+    assert "A smoke run checks the machinery" in markdown  # its few points judge nothing
     assert path.with_suffix(".png").read_bytes().startswith(b"\x89PNG")
 
 
