@@ -201,3 +201,14 @@ def test_checkpoints_carry_the_preprocessing(runs: dict[str, Path]) -> None:
 def test_raw_inputs_of_the_wrong_width_are_refused_in_one_line(runs: dict[str, Path]) -> None:
     with pytest.raises(UserError, match=r"do not fit this run's standardisation of 41 features"):
         load_run(runs["a"]).predict(np.zeros((3, 40)))
+
+
+def test_parity_run_without_a_framework_says_so_before_training(
+    tmp_path: Path, capfd: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """parity-run trains torch, then JAX: an interpreter without JAX is told first, not after the torch run."""
+    monkeypatch.setattr(paritykit.run, "importable", lambda name: name not in ("jax", "jaxlib"))
+    code = paritykit.run.main(["--out", str(tmp_path / "runs"), "--dtype", "float64"])
+    err = capfd.readouterr().err
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "lacks jax, jaxlib:" in err, err
+    assert not (tmp_path / "runs").exists()
