@@ -26,7 +26,7 @@ from flaxloop.losses import make_loss
 from flaxloop.optim import decayed_tensors
 from flaxloop.precision import compute_dtype, param_dtype, precision_scope, resolve_device
 from loopspec.config import Config, resolved_eps, resolved_weight_decay
-from loopspec.run import prepare_run
+from loopspec.run import plan_run
 
 MODES = ("bare_jit", "jit", "bare_fused", "fused")
 
@@ -97,7 +97,8 @@ def prepare(
     are not: unrolled, they measured slower (MLP, batch 32: 310 against 186 us a step)."""
     config = workload_config(model_name, batch_size, precision, device_name, width)
     device = resolve_device(device_name)
-    setup = prepare_run(config, "runs/benchmarks/jax", None, backend="jax", overwrite=True)
+    # planned, not claimed: nothing is written, so benchmarks running side by side do not contend for a directory
+    setup = plan_run(config, "runs/benchmarks", None, backend="jax")
     dtype = param_dtype(precision)
     fused_k = min(steps, 16)
     x, y, out_dim, _ = workload_batches(config, fused_k)

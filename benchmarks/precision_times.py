@@ -30,7 +30,7 @@ from flaxloop.losses import make_loss as make_flax_loss
 from flaxloop.precision import param_dtype as flax_param
 from flaxloop.precision import precision_scope
 from loopspec.config import config_from_dict
-from loopspec.run import prepare_run
+from loopspec.run import plan_run
 from torchloop.losses import make_loss as make_torch_loss
 from torchloop.models import build_model
 from torchloop.optim import make_optimizer
@@ -54,6 +54,7 @@ MODELS = {
     },
 }
 PRECISIONS = ("fp32", "bf16", "fp16")
+SCRATCH = Path("runs/benchmarks")  # the run directory each step's setup names, never written
 
 
 def timed(step: Callable[[], None], sync: Callable[[], None], steps: int, repeats: int) -> list[float]:
@@ -62,9 +63,10 @@ def timed(step: Callable[[], None], sync: Callable[[], None], steps: int, repeat
     return [microseconds_per_step(run) for _ in range(repeats)]
 
 
-def torch_times(raw: dict, device_name: str, steps: int, repeats: int, out: Path) -> list[float]:
+def torch_times(raw: dict, device_name: str, steps: int, repeats: int) -> list[float]:
     config = config_from_dict(raw)
-    setup = prepare_run(config, out / "torch", None, backend="torch", overwrite=True)
+    # planned, not claimed: nothing is written, so runs side by side do not contend for a run directory
+    setup = plan_run(config, SCRATCH, None, backend="torch")
     device, precision = resolve_device(device_name), config.train.precision
     set_matmul_precision(config.train.tf32)
     model = build_model(config.model, setup.dataset.input_shape, setup.out_dim).to(
@@ -94,10 +96,10 @@ def torch_times(raw: dict, device_name: str, steps: int, repeats: int, out: Path
     return timed(step, sync, steps, repeats)
 
 
-def jax_times(raw: dict, device_name: str, steps: int, repeats: int, out: Path) -> list[float]:
+def jax_times(raw: dict, device_name: str, steps: int, repeats: int) -> list[float]:
     config = config_from_dict(raw)
     with precision_scope(config.train.precision, device_name, config.train.tf32):
-        setup = prepare_run(config, out / "jax", None, backend="jax", overwrite=True)
+        setup = plan_run(config, SCRATCH, None, backend="jax")
         dtype = flax_param(config.train.precision)
         state = flax_train.JaxBackend(setup).state
         loss_fn = make_flax_loss(config.loss, setup.dataset.num_classes, setup.out_dim)
@@ -131,13 +133,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         if args.device == "cuda"
         else f"CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
     )
-    scratch = Path("runs/benchmarks")
     rows: list[dict[str, Any]] = []
     for model in args.models.split(","):
         for precision in PRECISIONS:
             raw = {**MODELS[model], "train": {"precision": precision, "device": args.device, "log_every": 0}}
             for backend, measure in (("torch", torch_times), ("jax", jax_times)):
-                samples = measure(raw, args.device, args.steps, args.repeats, scratch / model / precision)
+                samples = measure(raw, args.device, args.steps, args.repeats)
                 rows.append(
                     {
                         "model": model,

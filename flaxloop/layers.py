@@ -45,15 +45,27 @@ def normalise(
     that linen's and nnx's variables each stay with their own module."""
     x = x.astype(scale.dtype)  # in the weights' dtype: float32 under mixed precision, as torch
     if not train:
-        mean, var, _ = running
-        return (x - mean) * jax.lax.rsqrt(var + epsilon) * scale + bias, running
+        alpha, beta = linear_and_constant_terms(*running[:2], epsilon, scale, bias)
+        return x * alpha + beta, running
     reduce_axes = tuple(range(x.ndim - 1))
     batch_mean = jnp.mean(x, axis=reduce_axes)
-    batch_var = jnp.mean(jnp.square(x - batch_mean), axis=reduce_axes)
+    batch_var = jnp.mean(jnp.square(x - batch_mean), axis=reduce_axes)  # two passes, as torch's CPU kernel
     new_mean, new_var = jax.lax.stop_gradient((batch_mean, running_variance(batch_var, x.size // x.shape[-1])))
     mean, var, tracked = running
     updated = ((1 - momentum) * mean + momentum * new_mean, (1 - momentum) * var + momentum * new_var, tracked + 1)
-    return (x - batch_mean) * jax.lax.rsqrt(batch_var + epsilon) * scale + bias, updated
+    alpha, beta = linear_and_constant_terms(batch_mean, batch_var, epsilon, scale, bias)
+    return x * alpha + beta, updated
+
+
+def linear_and_constant_terms(
+    mean: jax.Array, var: jax.Array, epsilon: float, scale: jax.Array, bias: jax.Array
+) -> tuple[jax.Array, jax.Array]:
+    """Per channel, alpha = scale / sqrt(var + eps) and beta = bias - mean * alpha, so that the output is one
+    multiply-add per element, x * alpha + beta: the form of torch's CPU kernel
+    (batch_norm_cpu_collect_linear_and_constant_terms), which also spares XLA an activation-sized
+    intermediate in the backward pass (25 MB accessed per digits CNN update instead of 29)."""
+    alpha = 1 / jnp.sqrt(var + epsilon) * scale
+    return alpha, bias - mean * alpha
 
 
 class BatchNorm(nn.Module):

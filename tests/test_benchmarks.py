@@ -77,3 +77,15 @@ def test_regression_check_flags_a_moved_ratio(tmp_path: Path, monkeypatch, capsy
     assert check.main(["--baseline", str(baseline)]) == 1
     assert "MOVED" in capsys.readouterr().out
     assert check.main(["--baseline", str(tmp_path / "none.json")]) == 2
+
+
+def test_model_steps_prints_both_models_cost_and_ratio(capsys) -> None:
+    from benchmarks.model_steps import main as model_steps
+
+    assert model_steps(["--smoke", "--workloads", "digits_cnn"]) == 0
+    out = capsys.readouterr().out
+    rows = [line.split("|")[1:-1] for line in out.splitlines() if line.startswith("| ") and "model" in line[:30]]
+    rows = [row for row in rows if row[1].strip() != "MFLOP"]
+    assert [row[0].strip() for row in rows] == ["library model", "plain Flax loop's model"]
+    assert all(float(value) > 0 for row in rows for value in row[1:4])
+    assert "library model / plain Flax loop's model: " in out

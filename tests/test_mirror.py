@@ -165,6 +165,7 @@ FRAMEWORK_ONLY: dict[str, dict[str, dict[str, str]]] = {
         "jax": {
             "running_variance": "flax's BatchNorm keeps the biased variance",
             "normalise": "torch's BatchNorm arithmetic, shared by the linen and nnx layers",
+            "linear_and_constant_terms": "torch's CPU kernel's alpha and beta, which nn.BatchNorm*d computes inside",
             "batch_norm": "flax's BatchNorm has other semantics than torch's (torch: nn.BatchNorm*d)",
             "nnx_batch_norm": "the same for flax.nnx",
             "nnx_parity_dropout": "the same for flax.nnx",
