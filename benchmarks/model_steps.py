@@ -7,15 +7,14 @@ Both models get the same textbook jitted step (`value_and_grad`, the plain loop'
 models' arithmetic: the library's holds torch's (NCHW in, torch's BatchNorm, torch's layer layouts), the
 peer's the Flax examples'. Where `benchmarks.peers` finds flaxloop slower than the plain Flax loop, this
 says whether the model is why. Prints XLA's cost analysis of each compiled step (MFLOP, MB accessed) and
-the median milliseconds an update over rounds that alternate the two (the order rotated each round, so
-a slow spell of a shared machine lands on both); asserts nothing.
+the median milliseconds an update over rounds that alternate the two (benchmarks.timing's interleaved
+repeats, so a slow spell of a shared machine lands on both); asserts nothing.
 """
 
 from __future__ import annotations
 
 import argparse
 import statistics
-import time
 from typing import Any, Callable, Optional, Sequence
 
 import jax
@@ -26,23 +25,21 @@ import optax
 from benchmarks.peer_programs import flax_plain
 from benchmarks.peer_programs.common import Workload, load_workload
 from benchmarks.peers import WORKLOADS
+from benchmarks.timing import Timed, interleaved_repeats
 from flaxloop.models import build_model
 
-Step = Callable[..., Any]
 
-
-def library_apply(w: Workload) -> tuple[Any, Callable[..., Any]]:
+def library_apply(w: Workload, sample: np.ndarray) -> tuple[Any, Callable[..., Any]]:
     """The library's model (as flaxloop builds it for the recipe): its variables, and a forward pass
     returning (logits, batch statistics)."""
     model = build_model(w.config.model, w.data.input_shape, w.out_dim, jnp.float32)
-    sample = jnp.asarray(w.data.x_train[:2])
-    variables = model.init(jax.random.PRNGKey(0), sample)
+    variables = model.init(jax.random.PRNGKey(0), jnp.asarray(sample))
     return variables, lambda v, x, key: model.apply(v, x, True, {"dropout": key})
 
 
-def peer_apply(w: Workload) -> tuple[Any, Callable[..., Any]]:
+def peer_apply(w: Workload, sample: np.ndarray) -> tuple[Any, Callable[..., Any]]:
     model = flax_plain.build_model(w)
-    variables = model.init(jax.random.PRNGKey(0), flax_plain.arrays(w)[0][:2], train=False)
+    variables = model.init(jax.random.PRNGKey(0), sample, train=False)
 
     def forward(v: Any, x: jax.Array, key: jax.Array) -> tuple[jax.Array, Any]:
         logits, updates = model.apply(v, x, train=True, rngs={"dropout": key}, mutable=["batch_stats"])
@@ -76,13 +73,14 @@ def batches(w: Workload, x: np.ndarray, count: int) -> list[tuple[np.ndarray, np
     return [(x[rows[i * size : (i + 1) * size]], w.data.y_train[rows[i * size : (i + 1) * size]]) for i in range(count)]
 
 
-def update_ms(step: Any, state: tuple[Any, ...], data: list[tuple[np.ndarray, np.ndarray]]) -> float:
-    start = time.perf_counter()
-    for x, y in data:
-        *state_list, _ = step(*state, x, y)
-        state = tuple(state_list)
-    jax.block_until_ready(state)
-    return (time.perf_counter() - start) / len(data) * 1e3
+def timed_updates(step: Any, state: tuple[Any, ...], data: list[tuple[np.ndarray, np.ndarray]]) -> Timed:
+    """Each call one update on the next batch, from the state the last call left."""
+    box: dict[str, Any] = {"state": state}
+
+    def update(i: int) -> None:
+        *box["state"], _ = step(*box["state"], *data[i % len(data)])
+
+    return Timed(update, lambda: jax.block_until_ready(box["state"]), len(data), 1, 0.0)
 
 
 def measure(name: str, rounds: int, count: int, smoke: bool) -> list[str]:
@@ -91,24 +89,21 @@ def measure(name: str, rounds: int, count: int, smoke: bool) -> list[str]:
     library_x, peer_x = w.data.x_train.astype(np.int32 if w.tokens else np.float32), flax_plain.arrays(w)[0]
     count = min(count, len(library_x) // w.config.data.batch_size)
     programs = {}
-    for label, (variables, forward), x in (
-        ("library model", library_apply(w), library_x),
-        ("plain Flax loop's model", peer_apply(w), peer_x),
+    for label, apply, x in (
+        ("library model", library_apply, library_x),
+        ("plain Flax loop's model", peer_apply, peer_x),
     ):
+        variables, forward = apply(w, x[:2])
         data = batches(w, x, count)
         step, state = compiled_step(w, variables, forward, data[0])
-        programs[label] = (step, state, data)
-    times: dict[str, list[float]] = {label: [] for label in programs}
-    order = list(programs)
-    for round_index in range(rounds + 1):  # round 0 warms both up, untimed
-        order = order[1:] + order[:1]
-        for label in order:
-            ms = update_ms(*programs[label])
-            if round_index:
-                times[label].append(ms)
+        programs[label] = (step, timed_updates(step, state, data))
+    modes = {label: timed for label, (_, timed) in programs.items()}
+    interleaved_repeats(modes, 1)  # a warm-up round, untimed
+    samples = interleaved_repeats(modes, rounds)
+    times = {label: [us / 1e3 for us in values] for label, values in samples.items()}
     lines = [f"## {name} (recipe {WORKLOADS[name].recipe}, {count} updates a round, {rounds} rounds)", ""]
     lines += ["| model | MFLOP | MB accessed | median ms/update | spread |", "|---|---|---|---|---|"]
-    for label, (step, _, _) in programs.items():
+    for label, (step, _) in programs.items():
         cost = step.cost_analysis()
         cost = cost[0] if isinstance(cost, list) else cost
         median = statistics.median(times[label])
