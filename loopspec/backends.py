@@ -54,10 +54,14 @@ def refuse_a_command_without(modules: Sequence[str], extra: str = "") -> None:
     code raises ImportError as usual."""
     if sys.argv[:1] != ["-m"]:
         return
-    missing = [name for name in modules if not importable(name)]
+    missing = missing_modules(modules)
     if missing:
         print(f"{sys.executable} lacks {', '.join(missing)}: {how_to_install(extra)}", file=sys.stderr)
         raise SystemExit(2)
+
+
+def missing_modules(modules: Sequence[str]) -> list[str]:
+    return [name for name in modules if not importable(name)]
 
 
 def importable(name: str) -> bool:

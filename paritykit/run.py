@@ -26,7 +26,7 @@ import sys
 from pathlib import Path
 from typing import Any, Optional, Sequence, cast
 
-from loopspec.backends import BACKEND_PACKAGES, how_to_install, importable
+from loopspec.backends import BACKEND_PACKAGES, FRAMEWORK_MODULES, how_to_install, missing_modules
 from loopspec.cli import command_name
 from loopspec.comparison import compare_runs
 from loopspec.config import Config, load_config
@@ -186,7 +186,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         args.set = [*args.set, "model.name=custom", f"model.torch={args.torch_model}", f"model.flax={args.flax_model}"]
     dtypes = [args.dtype] if args.dtype else ["float64", "float32"]
     try:
-        missing = [name for name in ("torch", "jax", "jaxlib", "flax", "optax") if not importable(name)]
+        missing = missing_modules(FRAMEWORK_MODULES)
         if missing:  # before the first backend's training, not after it
             lacking = ", ".join(missing)
             raise UserError(f"it trains both backends; {sys.executable} lacks {lacking}: {how_to_install('all')}")

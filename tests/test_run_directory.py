@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import loopspec.backends
 import paritykit.run
 from loopspec import UserError, fit, load_run
 from loopspec.data import make_intrusion, raw_split, split_indices
@@ -207,7 +208,7 @@ def test_parity_run_without_a_framework_says_so_before_training(
     tmp_path: Path, capfd: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """parity-run trains torch, then JAX: an interpreter without JAX is told first, not after the torch run."""
-    monkeypatch.setattr(paritykit.run, "importable", lambda name: name not in ("jax", "jaxlib"))
+    monkeypatch.setattr(loopspec.backends, "importable", lambda name: name not in ("jax", "jaxlib"))
     code = paritykit.run.main(["--out", str(tmp_path / "runs"), "--dtype", "float64"])
     err = capfd.readouterr().err
     assert code == 2 and len(err.strip().splitlines()) == 1 and "lacks jax, jaxlib:" in err, err
